@@ -1,0 +1,3 @@
+from scidex_alloc.cli import main
+
+main()

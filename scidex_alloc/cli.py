@@ -1,0 +1,269 @@
+"""The `alloc` command: parse arguments, call the allocator service, hand results to render.
+
+No SQL and no business rules live here.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from scidex_alloc.errors import AllocError, DATABASE, USAGE
+
+app = typer.Typer(
+    name="alloc",
+    help="Turn capital committed to SciDEX artifacts into ranked research budgets.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Create, upgrade and inspect the database schema.", no_args_is_help=True)
+rates_app = typer.Typer(help="Exchange rates between tokens and other units.",
+                        invoke_without_command=True)
+app.add_typer(db_app, name="db")
+app.add_typer(rates_app, name="rates")
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class By(str, Enum):
+    budget = "budget"
+    remaining = "remaining"
+    demand = "demand"
+
+
+class LoadTable(str, Enum):
+    artifacts = "artifacts"
+    markets = "markets"
+    positions = "positions"
+    bounties = "bounties"
+
+
+class FileFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+Db = Annotated[
+    Optional[str],
+    typer.Option("--db", help="Database URL or SQLite path (default: $SCIDEX_DB, then a "
+                 "file in the user data directory).", show_default=False),
+]
+Fmt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+_current_target = None
+
+
+def _allocator(db: str | None):
+    global _current_target
+    from scidex_alloc import database
+    from scidex_alloc.service import Allocator
+
+    _current_target = database.resolve(db)
+    return Allocator.open(db)
+
+
+def _creating_allocator(db: str | None):
+    """Like _allocator, but a SQLite file that does not exist yet is created."""
+    from scidex_alloc import database
+
+    target = database.resolve(db)
+    if target.sqlite_path is not None and not target.sqlite_path.exists():
+        target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        target.sqlite_path.touch()
+    return _allocator(db)
+
+
+@app.command()
+def rank(
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Only this artifact type.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="At most N rows.")] = None,
+    by: Annotated[By, typer.Option("--by", help="Sort key, descending.")] = By.budget,
+    fmt: Fmt = Format.table,
+    db: Db = None,
+):
+    """Artifacts ranked by research budget (ties by artifact id)."""
+    from scidex_alloc import render
+    from scidex_alloc.results import BUDGET_COLUMNS
+
+    rows = _allocator(db).rank(type_=type_, limit=limit, by=by.value)
+    title = f"Research budgets{f' ({type_})' if type_ else ''} by {by.value}"
+    render.emit_rows(rows, fmt.value, BUDGET_COLUMNS, title=title)
+
+
+@app.command()
+def budget(
+    artifact_id: Annotated[str, typer.Argument(help="Artifact id.")],
+    fmt: Fmt = Format.table,
+    db: Db = None,
+):
+    """One artifact's budget, how each term was computed, and its value in every unit."""
+    from scidex_alloc import render
+
+    allocator = _allocator(db)
+    render.budget_detail(allocator.budget(artifact_id), fmt.value, allocator.params)
+
+
+@app.command()
+def convert(
+    amount: Annotated[str, typer.Argument(help="The amount to convert.")],
+    from_unit: Annotated[str, typer.Option("--from", help="Unit of AMOUNT.")] = "tokens",
+    to_unit: Annotated[str, typer.Option("--to", help="Unit to convert into.")] = "llm-tokens",
+    fmt: Fmt = Format.table,
+    db: Db = None,
+):
+    """Convert between tokens and other units (such as llm-tokens) at the current rate."""
+    from scidex_alloc import render
+
+    c = _allocator(db).convert(amount, from_unit, to_unit)
+    render.emit_object(
+        {"amount": c.amount, "from": c.from_unit, "to": c.to_unit, "rate": c.rate,
+         "result": c.result},
+        fmt.value,
+    )
+
+
+@rates_app.callback()
+def rates(ctx: typer.Context, fmt: Fmt = Format.table, db: Db = None):
+    """List exchange rates (units per token); `alloc rates set` changes one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from scidex_alloc import render
+
+    render.emit_rows(_allocator(db).rates(), fmt.value, ("unit", "units_per_token", "updated_at"),
+                     title="Exchange rates (units per token)")
+
+
+@rates_app.command("set")
+def rates_set(
+    unit: Annotated[str, typer.Argument(help="Unit name, e.g. llm-tokens.")],
+    units_per_token: Annotated[str, typer.Argument(help="How many UNITs one token buys.")],
+    fmt: Fmt = Format.table,
+    db: Db = None,
+):
+    """Set the rate of UNIT (creating the unit if new)."""
+    from scidex_alloc import render
+
+    rate = _allocator(db).set_rate(unit, units_per_token)
+    render.emit_object(rate, fmt.value)
+
+
+@app.command()
+def load(
+    what: Annotated[LoadTable, typer.Argument(help="Which table to fill.")],
+    file: Annotated[str, typer.Argument(help="CSV or JSON Lines file, or - for stdin.")],
+    file_format: Annotated[
+        Optional[FileFormat],
+        typer.Option("--format", help="csv or jsonl (default: from the file's extension)."),
+    ] = None,
+    db: Db = None,
+):
+    """Import rows from CSV or JSON Lines; a file with any bad row loads nothing."""
+    from scidex_alloc import loader, render
+
+    fmt = loader.detect_format(file, file_format.value if file_format else None)
+    allocator = _allocator(db)
+    if file == "-":
+        report = allocator.load(what.value, sys.stdin.buffer, fmt)
+    else:
+        try:
+            stream = open(file, "rb")
+        except OSError as error:
+            raise _usage(f"cannot read {file}: {error.strerror}")
+        with stream:
+            report = allocator.load(what.value, stream, fmt)
+    render.load_report(report)
+    if not report.ok:
+        raise typer.Exit(USAGE)
+
+
+@app.command()
+def generate(
+    artifacts: Annotated[int, typer.Option("--artifacts", help="How many artifacts.")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same data.")] = 7,
+    db: Db = None,
+):
+    """Fill a database with realistic synthetic data (how sample.db is made)."""
+    from scidex_alloc import render, sample
+
+    allocator = _creating_allocator(db)
+    allocator.upgrade()
+    counts = sample.generate(allocator, artifacts, seed)
+    render.message(", ".join(f"{n} {name}" for name, n in counts.items()))
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: Db = None):
+    """Create the schema or upgrade it to the newest revision (safe to repeat)."""
+    from scidex_alloc import render
+
+    allocator = _creating_allocator(db)
+    revision = allocator.upgrade()
+    render.message(f"{allocator.target.masked()} is at revision {revision}")
+
+
+@db_app.command("current")
+def db_current(db: Db = None):
+    """Show the database's schema revision and the newest one this version knows."""
+    current, head = _allocator(db).current()
+    state = "up to date" if current == head else f"behind {head}: run alloc db upgrade"
+    print(f"{current or 'none'} ({state})")
+
+
+def _usage(text: str) -> AllocError:
+    from scidex_alloc.errors import UsageError
+
+    return UsageError(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: every failure is one line on stderr and a documented exit code."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    from typer._click import exceptions as click_exceptions
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="alloc", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except AllocError as error:
+        return _fail(str(error), error.exit_code)
+    except click_exceptions.NoArgsIsHelpError as error:
+        print(error.ctx.get_help() if error.ctx else "", file=sys.stderr)
+        return USAGE
+    except click_exceptions.UsageError as error:
+        return _fail(error.format_message().replace("\n", " "), USAGE)
+    except click_exceptions.Abort:
+        return _fail("aborted", DATABASE)
+    except click_exceptions.Exit as error:
+        return error.exit_code
+    except KeyboardInterrupt:
+        return _fail("interrupted", DATABASE)
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    except Exception as error:  # database and other runtime failures: one line, no traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from scidex_alloc import database
+
+        if isinstance(error, SQLAlchemyError):
+            return _fail(database.explain(error, _current_target), DATABASE)
+        if isinstance(error, OSError):
+            return _fail(f"error: {error.strerror or error}", DATABASE)
+        return _fail(f"error: {type(error).__name__}: {error}", DATABASE)
+
+
+def _fail(text: str, code: int) -> int:
+    sys.stderr.write(f"alloc: {text}\n")
+    return code

@@ -1,0 +1,139 @@
+"""Where the database is, and how to open it: URL resolution, SQLite pragmas, PostgreSQL options."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from scidex_alloc.errors import DatabaseError, UsageError
+
+ENV_DB = "SCIDEX_DB"
+ENV_BUSY_TIMEOUT = "SCIDEX_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT = 30.0
+
+
+def default_path() -> Path:
+    """The embedded database used when neither --db nor SCIDEX_DB is given."""
+    from platformdirs import user_data_path
+
+    return user_data_path("scidex-alloc") / "alloc.db"
+
+
+@dataclass(frozen=True)
+class Target:
+    url: URL
+    is_default: bool
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        db = self.url.database
+        if not self.is_sqlite or not db or db == ":memory:":
+            return None
+        return Path(db)
+
+    def masked(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+
+def resolve(db: str | None) -> Target:
+    """--db beats $SCIDEX_DB beats the default file; each is a URL or a SQLite path."""
+    value = db or os.environ.get(ENV_DB)
+    if not value:
+        return Target(make_url(f"sqlite:///{default_path()}"), is_default=True)
+    if "://" not in value:
+        return Target(make_url(f"sqlite:///{Path(value).expanduser().absolute()}"), False)
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise UsageError("--db is neither a database URL nor a path") from None
+    backend = url.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise UsageError(f"unsupported database {backend!r}: use a SQLite path or a postgresql:// URL")
+    return Target(url, is_default=False)
+
+
+def busy_timeout() -> float:
+    raw = os.environ.get(ENV_BUSY_TIMEOUT)
+    if raw is None:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise UsageError(f"{ENV_BUSY_TIMEOUT} must be a number of seconds from 0 to 86400")
+    return value
+
+
+def engine_for(target: Target) -> Engine:
+    if target.is_sqlite:
+        return _sqlite_engine(target)
+    return create_engine(
+        target.url,
+        connect_args={"connect_timeout": 10, "application_name": "scidex-alloc"},
+        pool_pre_ping=False,
+    )
+
+
+def _sqlite_engine(target: Target) -> Engine:
+    path = target.sqlite_path
+    if path is not None and not path.exists():
+        if not target.is_default:
+            raise DatabaseError(
+                f"no database at {path}; create it with: alloc db upgrade --db {path}"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(target.url, connect_args={"timeout": busy_timeout()})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy (not the sqlite3 module) decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        # Writers ask for IMMEDIATE: the write lock is taken before any check reads.
+        mode = connection.get_execution_options().get("sqlite_begin", "")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine
+
+
+def first_line(error: Exception) -> str:
+    """The driver's own message, one line, without SQL or parameters."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+def explain(error: Exception, target: Target | None) -> str:
+    """A one-line message for a database failure, with any password masked."""
+    message = first_line(error)
+    lowered = message.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        where = f" --db {target.masked()}" if target is not None and not target.is_default else ""
+        message = f"the database has no scidex-alloc schema; run: alloc db upgrade{where}"
+    elif "database is locked" in lowered:
+        message = (
+            f"the database is locked by another writer (waited {busy_timeout():g}s; "
+            f"raise {ENV_BUSY_TIMEOUT} to wait longer)"
+        )
+    if target is not None and target.url.password:
+        message = message.replace(str(target.url.password), "***")
+    return f"database error: {message}"

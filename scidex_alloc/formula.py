@@ -1,0 +1,132 @@
+"""The budget formula: pure functions over Decimals, no I/O.
+
+    uncertainty = 1 - |price - 0.5| * 2
+    multiplier  = floor + (1 - floor) * uncertainty        (floor 0.5 by default)
+    budget      = (share * demand + bounty) * multiplier   (share 0.1 by default)
+    remaining   = budget - spent
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+MICRO = Decimal("0.000001")
+ONE = Decimal(1)
+HALF = Decimal("0.5")
+# Largest single amount accepted: SQLite keeps values exact to 1e-6 below 2**53 micro-tokens.
+MAX_AMOUNT = Decimal(1_000_000_000)
+
+
+def exact(value: Decimal) -> Decimal:
+    """Round to the ledger's precision, 1e-6 token, half away from zero (as PostgreSQL's round)."""
+    return value.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Formula parameters; the defaults are the exchange's."""
+
+    research_share: Decimal = Decimal("0.1")
+    default_price: Decimal = HALF
+    multiplier_floor: Decimal = HALF
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> "Params":
+        """Overrides from SCIDEX_RESEARCH_SHARE, SCIDEX_DEFAULT_PRICE, SCIDEX_MULTIPLIER_FLOOR."""
+        values = {}
+        for field, var in (
+            ("research_share", "SCIDEX_RESEARCH_SHARE"),
+            ("default_price", "SCIDEX_DEFAULT_PRICE"),
+            ("multiplier_floor", "SCIDEX_MULTIPLIER_FLOOR"),
+        ):
+            raw = environ.get(var)
+            if raw is None:
+                continue
+            try:
+                value = Decimal(raw)
+            except InvalidOperation:
+                value = Decimal(-1)
+            if not value.is_finite() or not 0 <= value <= 1:
+                from scidex_alloc.errors import UsageError
+
+                raise UsageError(f"{var} must be a number from 0 to 1")
+            values[field] = exact(value)
+        return cls(**values)
+
+
+def clamp_price(price: Decimal | None, params: Params) -> Decimal:
+    if price is None:
+        return params.default_price
+    return min(max(exact(price), Decimal(0)), ONE)
+
+
+def uncertainty(price: Decimal) -> Decimal:
+    return ONE - abs(price - HALF) * 2
+
+
+def multiplier(price: Decimal, params: Params) -> Decimal:
+    floor = params.multiplier_floor
+    return floor + (ONE - floor) * uncertainty(price)
+
+
+def budget(demand: Decimal, bounty: Decimal, price: Decimal, params: Params) -> Decimal:
+    return exact((params.research_share * demand + bounty) * multiplier(price, params))
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """Every term of one artifact's budget."""
+
+    demand: Decimal
+    bounty: Decimal
+    price: Decimal
+    uncertainty: Decimal
+    multiplier: Decimal
+    budget: Decimal
+    spent: Decimal
+    remaining: Decimal
+
+
+def terms(
+    demand: Decimal, bounty: Decimal, price: Decimal | None, spent: Decimal, params: Params
+) -> Terms:
+    p = clamp_price(price, params)
+    b = budget(demand, bounty, p, params)
+    return Terms(
+        demand=demand,
+        bounty=bounty,
+        price=p,
+        uncertainty=uncertainty(p),
+        multiplier=multiplier(p, params),
+        budget=b,
+        spent=spent,
+        remaining=b - spent,
+    )
+
+
+def parse_amount(
+    text: str, what: str = "amount", allow_zero: bool = False, limit: Decimal = MAX_AMOUNT
+) -> Decimal:
+    """An amount from user input: finite, positive, at most `limit`, at most 6 decimals."""
+    from scidex_alloc.errors import UsageError
+
+    raw = text.strip() if isinstance(text, str) else str(text)
+    try:
+        value = Decimal(raw)
+    except (InvalidOperation, ValueError):
+        raise UsageError(f"{what} {_show(raw)} is not a number") from None
+    if not value.is_finite():
+        raise UsageError(f"{what} must be a finite number, not {_show(raw)}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UsageError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {_show(raw)}")
+    if value > limit:
+        raise UsageError(f"{what} {_show(raw)} is larger than the maximum {limit.normalize():f}")
+    if value != exact(value):
+        raise UsageError(f"{what} {_show(raw)} has more than 6 decimal places")
+    return exact(value)
+
+
+def _show(raw: str) -> str:
+    return repr(raw if len(raw) <= 40 else raw[:37] + "...")

@@ -1,0 +1,126 @@
+"""The set-based budget SELECT, built once with SQLAlchemy Core.
+
+One statement computes every artifact's demand, bounty, price and spent with
+correlated aggregates over covering indexes; rank, budget and later commands
+narrow, order and limit it. Amounts travel as micro-tokens: integers on SQLite
+(exact sums), NUMERIC on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Select, and_, case, func, literal, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.types import Numeric
+
+from scidex_alloc.formula import HALF, Params
+from scidex_alloc.schema import Timestamp, artifacts, markets, positions, resource_allocations, token_bounties
+
+MICRO_PER_TOKEN = 1_000_000
+SORT_KEYS = ("budget", "remaining", "demand")
+
+
+class micro(FunctionElement):
+    """A token amount in micro-tokens, exact on both databases."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "micro"
+
+
+@compiles(micro)
+def _micro_default(element, compiler, **kw):
+    return f"({compiler.process(element.clauses, **kw)} * {MICRO_PER_TOKEN})"
+
+
+@compiles(micro, "sqlite")
+def _micro_sqlite(element, compiler, **kw):
+    return f"CAST(ROUND({compiler.process(element.clauses, **kw)} * {MICRO_PER_TOKEN}) AS INTEGER)"
+
+
+class later_than(FunctionElement):
+    """``a > b`` for timestamps; SQLite compares instants, not their text."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "later_than"
+
+
+@compiles(later_than)
+def _later_default(element, compiler, **kw):
+    a, b = element.clauses
+    return f"({compiler.process(a, **kw)} > {compiler.process(b, **kw)})"
+
+
+@compiles(later_than, "sqlite")
+def _later_sqlite(element, compiler, **kw):
+    a, b = element.clauses
+    return f"(julianday({compiler.process(a, **kw)}) > julianday({compiler.process(b, **kw)}))"
+
+
+def _total(column, table, *where) -> ColumnElement:
+    """Correlated SUM of an amount for the current artifact, 0 when it has no rows."""
+    return func.coalesce(
+        select(func.sum(column))
+        .where(table.c.artifact_id == artifacts.c.id, *where)
+        .scalar_subquery(),
+        0,
+    )
+
+
+def budget_select(params: Params, now: datetime) -> Select:
+    """Every artifact with its terms in micro-tokens, and budget/remaining sort keys."""
+    demand = _total(micro(positions.c.tokens), positions, positions.c.status == "open")
+    bounty = _total(
+        micro(token_bounties.c.tokens_offered) - micro(token_bounties.c.tokens_paid),
+        token_bounties,
+        token_bounties.c.status == "open",
+        or_(
+            token_bounties.c.expires_at.is_(None),
+            later_than(token_bounties.c.expires_at, literal(now, Timestamp)),
+        ),
+    )
+    spent = _total(micro(resource_allocations.c.tokens), resource_allocations)
+    raw_price = func.round(func.coalesce(markets.c.price, literal(params.default_price)), 6)
+    price = case((raw_price < 0, 0), (raw_price > 1, 1), else_=raw_price)
+    uncertainty = 1 - func.abs(price - literal(HALF)) * 2
+    floor = literal(params.multiplier_floor)
+    multiplier = floor + (1 - floor) * uncertainty
+    budget = func.round((literal(params.research_share) * demand + bounty) * multiplier)
+    return (
+        select(
+            artifacts.c.id.label("artifact_id"),
+            artifacts.c.type,
+            artifacts.c.title,
+            demand.label("demand"),
+            bounty.label("bounty"),
+            markets.c.price.label("price"),
+            spent.label("spent"),
+            budget.label("budget"),
+            (budget - spent).label("remaining"),
+        )
+        .select_from(artifacts.outerjoin(markets, markets.c.artifact_id == artifacts.c.id))
+    )
+
+
+def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None) -> Select:
+    stmt = budget_select(params, now)
+    if type_ is not None:
+        stmt = stmt.where(artifacts.c.type == type_)
+    key = stmt.selected_columns[by]
+    stmt = stmt.order_by(key.desc(), artifacts.c.id.asc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return stmt
+
+
+def one(params: Params, now: datetime, artifact_id: str) -> Select:
+    return budget_select(params, now).where(artifacts.c.id == artifact_id)
+
+
+def tokens_from_micro(value) -> Decimal:
+    """Micro-tokens from either database back to an exact token Decimal."""
+    return (Decimal(value) / MICRO_PER_TOKEN).quantize(Decimal("0.000001"))

@@ -1,0 +1,203 @@
+"""Every output format in one place: Rich tables, JSON and CSV from the same result objects.
+
+Rich is imported only when a table is drawn; JSON and CSV stream row by row.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import fields, is_dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Iterable, Sequence
+
+FORMATS = ("table", "json", "csv")
+RATIO_FIELDS = {"price", "uncertainty", "multiplier", "units_per_token", "rate", "fraction",
+                "score", "ucb", "ucb_norm", "budget_norm", "mean_reward", "reward"}
+
+
+def number(value: Decimal) -> str:
+    """An exact decimal without trailing zeros: 12.500000 -> 12.5."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def json_value(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return number(value)
+    if isinstance(value, datetime):
+        return json.dumps(value.isoformat())
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {json_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(json_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def as_dict(obj: Any) -> dict:
+    if isinstance(obj, dict):
+        return obj
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return number(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def cell(name: str, value: Any) -> str:
+    """A value as a table shows it: amounts with thousands separators, exact to 1e-6."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        if name in RATIO_FIELDS:
+            return number(value)
+        text = f"{value:,.6f}".rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "") else text
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is plain and never wrapped at 80 columns.
+    return Console(file=stream, width=None if stream.isatty() else 400, highlight=False)
+
+
+def emit_rows(rows: Iterable[Any], fmt: str, columns: Sequence[str], title: str | None = None,
+              out=None) -> int:
+    """Write rows in `fmt`; returns how many were written."""
+    out = out or sys.stdout
+    if fmt == "json":
+        count = 0
+        out.write("[")
+        for count, row in enumerate(rows, start=1):
+            data = as_dict(row)
+            body = ", ".join(f"{json.dumps(c)}: {json_value(data[c])}" for c in columns)
+            out.write(("\n  " if count == 1 else ",\n  ") + "{" + body + "}")
+        out.write("\n]\n" if count else "]\n")
+        return count
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        count = 0
+        for count, row in enumerate(rows, start=1):
+            data = as_dict(row)
+            writer.writerow([csv_value(data[c]) for c in columns])
+        return count
+    return _table(rows, columns, title)
+
+
+def _table(rows: Iterable[Any], columns: Sequence[str], title: str | None) -> int:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    materialised = [as_dict(r) for r in rows]
+    for name in columns:
+        numeric = any(isinstance(r[name], (Decimal, int)) and not isinstance(r[name], bool)
+                      for r in materialised[:50])
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    for data in materialised:
+        table.add_row(*(cell(c, data[c]) for c in columns))
+    if materialised:
+        console().print(table)
+    else:
+        console(stderr=True).print("no rows")
+    return len(materialised)
+
+
+def emit_object(obj: Any, fmt: str, title: str | None = None) -> None:
+    """One object: a JSON object, a one-row CSV, or a two-column table."""
+    data = as_dict(obj)
+    if fmt == "json":
+        sys.stdout.write(json_value(data) + "\n")
+    elif fmt == "csv":
+        flat = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(flat.keys())
+        writer.writerow([csv_value(v) for v in flat.values()])
+    else:
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", justify="right")
+        for key, value in data.items():
+            if not isinstance(value, (dict, list)):
+                table.add_row(key, cell(key, value))
+        console().print(table)
+
+
+def message(text: str) -> None:
+    """A line for people, on stderr, so stdout stays data."""
+    sys.stderr.write(text + "\n")
+
+
+def budget_detail(detail, fmt: str, params) -> None:
+    """One artifact's budget; the table shows how each term was computed."""
+    row = as_dict(detail.row)
+    units = {u.unit: {"units_per_token": u.units_per_token, "budget": u.budget,
+                      "spent": u.spent, "remaining": u.remaining} for u in detail.in_units}
+    if fmt == "json":
+        sys.stdout.write(json_value({**row, "in_units": units}) + "\n")
+        return
+    if fmt == "csv":
+        emit_rows([detail.row], "csv", list(row))
+        return
+    from rich.table import Table
+
+    r = detail.row
+    share, floor = params.research_share, params.multiplier_floor
+    how = {
+        "demand": "sum of tokens over open positions",
+        "bounty": "open, unexpired bounties: offered - paid",
+        "price": f"market price, clamped to [0, 1] ({number(params.default_price)} if none)",
+        "uncertainty": f"1 - |{number(r.price)} - 0.5| x 2",
+        "multiplier": f"{number(floor)} + {number(1 - floor)} x {number(r.uncertainty)}",
+        "budget": f"({number(share)} x {cell('demand', r.demand)} + {cell('bounty', r.bounty)})"
+                  f" x {number(r.multiplier)}",
+        "spent": "sum of the spend log",
+        "remaining": f"{cell('budget', r.budget)} - {cell('spent', r.spent)}",
+    }
+    table = Table(title=f"{r.artifact_id} ({r.type}): {r.title or ''}", title_justify="left")
+    table.add_column("term", style="bold")
+    table.add_column("value", justify="right")
+    table.add_column("how", style="dim")
+    for name, explanation in how.items():
+        table.add_row(name, cell(name, row[name]), explanation)
+    out = console()
+    out.print(table)
+    if detail.in_units:
+        in_units = Table(title="In other units", title_justify="left")
+        for name in ("unit", "per token", "budget", "spent", "remaining"):
+            in_units.add_column(name, justify="left" if name == "unit" else "right")
+        for u in detail.in_units:
+            in_units.add_row(u.unit, number(u.units_per_token), cell("budget", u.budget),
+                             cell("spent", u.spent), cell("remaining", u.remaining))
+        out.print(in_units)
+
+
+def load_report(report) -> None:
+    if report.ok:
+        message(f"loaded {report.loaded} {report.table} rows")
+        return
+    shown = report.problems[:20]
+    for problem in shown:
+        message(f"line {problem.line}: {problem.message}")
+    more = len(report.problems) - len(shown)
+    message(
+        f"{report.table}: {len(report.problems)} bad row(s){f' ({more} not shown)' if more else ''};"
+        " nothing was loaded"
+    )

@@ -1,0 +1,114 @@
+"""A deterministic generator of realistic exchange data; `alloc generate` and sample.db use it.
+
+The same seed and size always give the same rows. Artifacts are written in chunks with
+the bulk loader, so millions of rows fit in memory.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from scidex_alloc.formula import Params, budget, clamp_price, exact
+
+CHUNK = 10_000
+EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+PAST = datetime(2025, 6, 1, tzinfo=timezone.utc)
+FAR_FUTURE = datetime(2099, 1, 1, tzinfo=timezone.utc)
+
+TYPES = (("hypothesis", "hyp", 40), ("analysis", "ana", 25), ("knowledge_gap", "gap", 20),
+         ("experiment", "exp", 15))
+SUBJECTS = ("APOE4", "tau phosphorylation", "microglial TREM2", "gut microbiome", "CRISPR base editing",
+            "mitochondrial fission", "sleep deprivation", "ketone bodies", "amyloid clearance",
+            "synaptic pruning", "senolytics", "NAD+ precursors", "interferon signalling",
+            "astrocyte reactivity", "lipid rafts", "the glymphatic system")
+OUTCOMES = ("cognitive decline", "neuroinflammation", "protein aggregation", "lifespan in mice",
+            "memory consolidation", "insulin resistance", "blood-brain barrier integrity",
+            "dopaminergic neuron loss", "tumour growth", "muscle regeneration")
+TEMPLATES = {
+    "hypothesis": "{s} drives {o}",
+    "analysis": "Meta-analysis of {s} and {o}",
+    "knowledge_gap": "Unknown: how {s} affects {o}",
+    "experiment": "Knock-down of {s} to test {o}",
+}
+KINDS = ("debate", "analysis", "extraction", "validation")
+
+ARTIFACT_COLUMNS = ("id", "type", "title", "created_at")
+MARKET_COLUMNS = ("artifact_id", "price", "updated_at")
+POSITION_COLUMNS = ("artifact_id", "agent_id", "tokens", "status", "created_at")
+BOUNTY_COLUMNS = ("artifact_id", "tokens_offered", "tokens_paid", "status", "expires_at",
+                  "created_at")
+SPEND_COLUMNS = ("artifact_id", "tokens", "kind", "agent_id", "note", "created_at")
+
+
+def _tokens(rng: random.Random, mu: float, sigma: float) -> Decimal:
+    return Decimal(f"{min(rng.lognormvariate(mu, sigma), 1_000_000):.2f}") + Decimal("0.01")
+
+
+def _artifact(rng: random.Random, index: int, params: Params) -> dict[str, list[tuple]]:
+    name, prefix, _ = rng.choices(TYPES, weights=[t[2] for t in TYPES])[0]
+    artifact_id = f"{prefix}-{index:07d}"
+    created = EPOCH + timedelta(minutes=index * 7 + rng.randrange(7))
+    title = TEMPLATES[name].format(s=rng.choice(SUBJECTS), o=rng.choice(OUTCOMES))
+    rows: dict[str, list[tuple]] = {
+        "artifacts": [(artifact_id, name, title[0].upper() + title[1:], created)],
+        "markets": [], "positions": [], "token_bounties": [], "resource_allocations": [],
+    }
+    price = None
+    if rng.random() < 0.85:
+        price = Decimal(f"{min(max(rng.betavariate(2, 2), 0.01), 0.99):.3f}")
+        rows["markets"].append((artifact_id, price, created + timedelta(days=rng.randrange(1, 300))))
+    demand = Decimal(0)
+    for _ in range(rng.choice((1, 2, 3, 4, 5, 5, 6, 7, 8, 9))):
+        tokens = _tokens(rng, 4.5, 1.2)
+        status = rng.choices(("open", "closed", "settled"), weights=(75, 15, 10))[0]
+        demand += tokens if status == "open" else 0
+        rows["positions"].append((artifact_id, f"agent-{rng.randrange(500):03d}", tokens, status,
+                                  created + timedelta(hours=rng.randrange(1, 2000))))
+    bounty = Decimal(0)
+    if rng.random() < 0.1:
+        offered = _tokens(rng, 5.0, 0.8)
+        paid = exact(offered * Decimal(rng.choice((0, 0, 0, 25, 50, 100))) / 100)
+        status, expires = rng.choices(
+            (("open", None), ("open", FAR_FUTURE), ("open", PAST), ("claimed", None),
+             ("expired", PAST)), weights=(40, 25, 15, 10, 10))[0]
+        if status == "open" and expires != PAST:
+            bounty = offered - paid
+        rows["token_bounties"].append((artifact_id, offered, paid, status, expires, created))
+    total = budget(demand, bounty, clamp_price(price, params), params)
+    if total > 0 and rng.random() < 0.3:
+        spend = exact(total * Decimal(rng.randrange(5, 60)) / 100)
+        if spend > 0:
+            rows["resource_allocations"].append(
+                (artifact_id, spend, rng.choice(KINDS), f"agent-{rng.randrange(500):03d}",
+                 "synthetic", created + timedelta(days=rng.randrange(1, 200))))
+    return rows
+
+
+COLUMNS = {
+    "artifacts": ARTIFACT_COLUMNS, "markets": MARKET_COLUMNS, "positions": POSITION_COLUMNS,
+    "token_bounties": BOUNTY_COLUMNS, "resource_allocations": SPEND_COLUMNS,
+}
+
+
+def batches(count: int, seed: int, params: Params | None = None):
+    """(table, columns, rows) in chunks of CHUNK artifacts, parents before children."""
+    params = params or Params()
+    rng = random.Random(seed)
+    for start in range(1, count + 1, CHUNK):
+        chunk: dict[str, list[tuple]] = {name: [] for name in COLUMNS}
+        for index in range(start, min(start + CHUNK, count + 1)):
+            for name, rows in _artifact(rng, index, params).items():
+                chunk[name].extend(rows)
+        for name, columns in COLUMNS.items():
+            if chunk[name]:
+                yield name, columns, chunk[name]
+
+
+def generate(allocator, count: int, seed: int) -> dict[str, int]:
+    from scidex_alloc.errors import UsageError
+
+    if not 1 <= count <= 100_000_000:
+        raise UsageError("--artifacts must be from 1 to 100000000")
+    return allocator.populate(batches(count, seed, allocator.params))

@@ -1,0 +1,164 @@
+"""The tables, as SQLAlchemy Core metadata: the public contract other services write to.
+
+Alembic revisions in ``migrations/versions`` create them; this module is what
+queries are built from.
+"""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    func,
+)
+
+# Token amounts: exact to 1e-6 token. NUMERIC on PostgreSQL; SQLite sums them as
+# integer micro-tokens (see queries.micro), exact up to 9e9 tokens per value.
+TOKEN_SCALE = 6
+
+
+def Tokens() -> Numeric:
+    return Numeric(24, TOKEN_SCALE)
+
+
+def ArtifactId() -> String:
+    """Artifact ids sort bytewise on both databases, so ties break identically."""
+    return String().with_variant(String(collation="C"), "postgresql")
+
+
+class Timestamp(TypeDecorator):
+    """Aware UTC datetimes in Python; timestamptz on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and dialect.name == "sqlite" and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+POSITION_STATUSES = ("open", "closed", "settled")
+BOUNTY_STATUSES = ("open", "claimed", "expired", "cancelled")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", ArtifactId(), primary_key=True),
+    Column("type", String, nullable=False),
+    Column("title", Text),
+    Column("created_at", Timestamp, server_default=func.current_timestamp()),
+    Index("ix_artifacts_type_id", "type", "id"),
+)
+
+markets = Table(
+    "markets",
+    metadata,
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), primary_key=True),
+    Column("price", Numeric),
+    Column("updated_at", Timestamp, server_default=func.current_timestamp()),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), nullable=False),
+    Column("agent_id", String),
+    Column("tokens", Tokens(), nullable=False),
+    Column("status", String, nullable=False, server_default="open"),
+    Column("created_at", Timestamp, server_default=func.current_timestamp()),
+    CheckConstraint(_in("status", POSITION_STATUSES), name="status"),
+    # Covering index: demand is an index-only scan per artifact.
+    Index("ix_positions_artifact_status_tokens", "artifact_id", "status", "tokens"),
+)
+
+token_bounties = Table(
+    "token_bounties",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), nullable=False),
+    Column("tokens_offered", Tokens(), nullable=False),
+    Column("tokens_paid", Tokens(), nullable=False, server_default="0"),
+    Column("status", String, nullable=False, server_default="open"),
+    Column("expires_at", Timestamp),
+    Column("created_at", Timestamp, server_default=func.current_timestamp()),
+    CheckConstraint(_in("status", BOUNTY_STATUSES), name="status"),
+    Index(
+        "ix_token_bounties_artifact_status",
+        "artifact_id",
+        "status",
+        "expires_at",
+        "tokens_offered",
+        "tokens_paid",
+    ),
+)
+
+resource_allocations = Table(
+    "resource_allocations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), nullable=False),
+    Column("tokens", Tokens(), nullable=False),
+    Column("unit", String),
+    Column("units", Numeric(30, TOKEN_SCALE)),
+    Column("rate", Numeric(30, TOKEN_SCALE)),
+    Column("kind", String),
+    Column("agent_id", String),
+    Column("note", Text),
+    Column("idempotency_key", String, unique=True),
+    Column("overdraft", Boolean, nullable=False, server_default="0"),
+    Column("reverses_id", BigInteger().with_variant(Integer, "sqlite"),
+           ForeignKey("resource_allocations.id"), unique=True),
+    Column("created_at", Timestamp, server_default=func.current_timestamp()),
+    Index("ix_resource_allocations_artifact_tokens", "artifact_id", "tokens"),
+)
+
+exchange_rates = Table(
+    "exchange_rates",
+    metadata,
+    Column("unit", String, primary_key=True),
+    Column("units_per_token", Numeric(30, TOKEN_SCALE), nullable=False),
+    Column("updated_at", Timestamp, server_default=func.current_timestamp()),
+)
+
+BASE_UNIT = "tokens"
+DEFAULT_RATES = {"llm-tokens": 1000}

@@ -1,0 +1,254 @@
+"""The allocator service: every decision, one transaction per operation.
+
+Usable from Python without the CLI::
+
+    from scidex_alloc.service import Allocator
+    allocator = Allocator.open("sample.db")
+    for row in allocator.rank(type_="hypothesis", limit=5):
+        print(row.artifact_id, row.budget)
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import IO, Iterator
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from scidex_alloc import bulk, database, loader, queries
+from scidex_alloc.errors import AllocError, DatabaseError, UnknownArtifact, UsageError
+from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount, terms
+from scidex_alloc.results import (
+    BudgetDetail,
+    BudgetRow,
+    Conversion,
+    LoadReport,
+    Rate,
+    RowProblem,
+    UnitValues,
+)
+from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
+
+# SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
+warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
+
+LOAD_CHUNK = 10_000
+MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
+
+
+class Allocator:
+    def __init__(self, engine: Engine, params: Params | None = None, target=None):
+        self.engine = engine
+        self.params = params or Params()
+        self.target = target
+        self._sessions = sessionmaker(engine)
+        self._writer_sessions = sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"))
+
+    @classmethod
+    def open(cls, db: str | None = None, params: Params | None = None) -> "Allocator":
+        """Open the database named by --db, $SCIDEX_DB or the default file (created on first use)."""
+        target = database.resolve(db)
+        fresh_default = target.is_default and not target.sqlite_path.exists()
+        allocator = cls(database.engine_for(target), params or Params.from_env(), target)
+        if fresh_default:
+            allocator.upgrade()
+        return allocator
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._writer_sessions() as session, session.begin():
+            yield session
+
+    # -- budgets ---------------------------------------------------------
+
+    def rank(self, type_: str | None = None, limit: int | None = None, by: str = "budget"
+             ) -> Iterator[BudgetRow]:
+        """Artifacts by `by` descending, ties by id; streamed, so any size fits in memory."""
+        if by not in queries.SORT_KEYS:
+            raise UsageError(f"--by must be one of {', '.join(queries.SORT_KEYS)}")
+        if limit is not None and limit < 1:
+            raise UsageError("--limit must be at least 1")
+        stmt = queries.ranked(self.params, utcnow(), type_, by, limit)
+        with self._read() as session:
+            result = session.execute(stmt.execution_options(yield_per=2000))
+            for position, row in enumerate(result, start=1):
+                yield self._row(position, row)
+
+    def budget(self, artifact_id: str) -> BudgetDetail:
+        with self._read() as session:
+            row = session.execute(queries.one(self.params, utcnow(), artifact_id)).first()
+            if row is None:
+                raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
+            rates = session.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
+        budget_row = self._row(1, row)
+        return BudgetDetail(
+            budget_row,
+            [
+                UnitValues(
+                    r.unit,
+                    exact(r.units_per_token),
+                    exact(budget_row.budget * r.units_per_token),
+                    exact(budget_row.spent * r.units_per_token),
+                    exact(budget_row.remaining * r.units_per_token),
+                )
+                for r in rates
+            ],
+        )
+
+    def _row(self, position: int, row) -> BudgetRow:
+        t = terms(
+            queries.tokens_from_micro(row.demand),
+            queries.tokens_from_micro(row.bounty),
+            None if row.price is None else Decimal(row.price),
+            queries.tokens_from_micro(row.spent),
+            self.params,
+        )
+        return BudgetRow(position, row.artifact_id, row.type, row.title, t.demand, t.bounty,
+                         t.price, t.uncertainty, t.multiplier, t.budget, t.spent, t.remaining)
+
+    # -- exchange rates --------------------------------------------------
+
+    def rates(self) -> list[Rate]:
+        with self._read() as session:
+            rows = session.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
+        return [Rate(BASE_UNIT, Decimal(1), None)] + [
+            Rate(r.unit, exact(r.units_per_token), r.updated_at) for r in rows
+        ]
+
+    def set_rate(self, unit: str, units_per_token: str) -> Rate:
+        unit = unit.strip()
+        if not unit or len(unit) > 64 or unit == BASE_UNIT:
+            raise UsageError(f"unit must be a name of 1 to 64 characters other than {BASE_UNIT!r}")
+        value = parse_amount(units_per_token, "units per token")
+        now = utcnow()
+        with self._write() as session:
+            updated = session.execute(
+                exchange_rates.update()
+                .where(exchange_rates.c.unit == unit)
+                .values(units_per_token=value, updated_at=now)
+            ).rowcount
+            if not updated:
+                session.execute(
+                    exchange_rates.insert().values(unit=unit, units_per_token=value, updated_at=now)
+                )
+        return Rate(unit, value, now)
+
+    def rate_of(self, session: Session, unit: str) -> Decimal:
+        if unit == BASE_UNIT:
+            return Decimal(1)
+        rate = session.execute(
+            select(exchange_rates.c.units_per_token).where(exchange_rates.c.unit == unit)
+        ).scalar()
+        if rate is None:
+            raise UsageError(f"unknown unit {unit!r}: see `alloc rates`")
+        return exact(rate)
+
+    def convert(self, amount: str, from_unit: str = BASE_UNIT, to_unit: str = "llm-tokens"
+                ) -> Conversion:
+        with self._read() as session:
+            source = self.rate_of(session, from_unit)
+            dest = self.rate_of(session, to_unit)
+        value = parse_amount(amount, "amount", allow_zero=True, limit=MAX_AMOUNT * source)
+        rate = dest / source
+        return Conversion(value, from_unit, to_unit, rate.normalize(), exact(value * rate))
+
+    # -- loading ---------------------------------------------------------
+
+    def load(self, what: str, stream: IO[bytes], fmt: str) -> LoadReport:
+        """Import a whole file in one transaction: either every row lands or none does."""
+        spec = loader.SPECS.get(what)
+        if spec is None:
+            raise UsageError(f"cannot load {what!r}: choose one of {', '.join(loader.SPECS)}")
+        table = artifacts.metadata.tables[spec.table]
+        report = LoadReport(what)
+        columns: tuple[str, ...] | None = None
+        seen: set[str] = set()
+        chunk: list[tuple[int, tuple]] = []
+        try:
+            with self._write() as session:
+                for line, record in loader.records(stream, fmt):
+                    if len(report.problems) >= MAX_PROBLEMS:
+                        break
+                    if isinstance(record, str):
+                        self._problem(report, line, record)
+                        continue
+                    if columns is None:
+                        columns = loader.columns_for(spec, record)
+                    try:
+                        chunk.append((line, loader.validate(spec, columns, record)))
+                    except loader.RowError as error:
+                        self._problem(report, line, str(error))
+                    if len(chunk) >= LOAD_CHUNK:
+                        self._load_chunk(session, spec, table, columns, chunk, seen, report)
+                        chunk = []
+                if chunk:
+                    self._load_chunk(session, spec, table, columns, chunk, seen, report)
+                if report.problems:
+                    session.rollback()
+                    report.loaded = 0
+                    return report
+                if columns and "id" in columns:
+                    bulk.advance_sequence(session, table)
+        except sa_exc.IntegrityError as error:
+            raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
+                from None
+        return report
+
+    def _problem(self, report: LoadReport, line: int, message: str) -> None:
+        report.problems.append(RowProblem(line, message))
+
+    def _load_chunk(self, session, spec, table, columns, chunk, seen, report) -> None:
+        index = {name: i for i, name in enumerate(columns)}
+        key = spec.unique or "artifact_id"
+        keys = {row[index[key]] for _, row in chunk}
+        if spec.unique:
+            existing = set(session.scalars(select(table.c[key]).where(table.c[key].in_(keys))))
+        if spec.references_artifacts:
+            known = set(session.scalars(select(artifacts.c.id).where(artifacts.c.id.in_(keys))))
+        good = []
+        for line, row in chunk:
+            value = row[index[key]]
+            if spec.references_artifacts and value not in known:
+                self._problem(report, line, f"unknown artifact {value!r}")
+            elif spec.unique and (value in existing or value in seen):
+                self._problem(report, line, f"duplicate {key} {value!r}")
+            else:
+                if spec.unique:
+                    seen.add(value)
+                good.append(row)
+        if not report.problems:
+            bulk.insert_rows(session, table, columns, good)
+            report.loaded += len(good)
+
+    def populate(self, batches) -> dict[str, int]:
+        """Bulk-insert (table, columns, rows) batches in one transaction; counts per table."""
+        counts: dict[str, int] = {}
+        with self._write() as session:
+            for name, columns, rows in batches:
+                bulk.insert_rows(session, artifacts.metadata.tables[name], columns, rows)
+                counts[name] = counts.get(name, 0) + len(rows)
+        return counts
+
+    # -- schema ----------------------------------------------------------
+
+    def upgrade(self) -> str:
+        from scidex_alloc import migrate
+
+        with self.engine.begin() as connection:
+            return migrate.upgrade(connection)
+
+    def current(self) -> tuple[str | None, str]:
+        from scidex_alloc import migrate
+
+        with self.engine.connect() as connection:
+            return migrate.current(connection), migrate.head()
