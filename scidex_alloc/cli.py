@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from scidex_alloc.errors import AllocError, DATABASE, USAGE
+from scidex_alloc.errors import AUDIT_FAILED, DATABASE, USAGE, AllocError
 
 app = typer.Typer(
     name="alloc",
@@ -60,6 +60,7 @@ Db = Annotated[
 Fmt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 
 _current_target = None
+_opened: list = []
 
 
 def _allocator(db: str | None):
@@ -68,7 +69,9 @@ def _allocator(db: str | None):
     from scidex_alloc.service import Allocator
 
     _current_target = database.resolve(db)
-    return Allocator.open(db)
+    allocator = Allocator.open(db)
+    _opened.append(allocator)
+    return allocator
 
 
 def _creating_allocator(db: str | None):
@@ -171,15 +174,8 @@ def load(
 
     fmt = loader.detect_format(file, file_format.value if file_format else None)
     allocator = _allocator(db)
-    if file == "-":
-        report = allocator.load(what.value, sys.stdin.buffer, fmt)
-    else:
-        try:
-            stream = open(file, "rb")
-        except OSError as error:
-            raise _usage(f"cannot read {file}: {error.strerror}")
-        with stream:
-            report = allocator.load(what.value, stream, fmt)
+    with _open_input(file) as stream, render.progress(stream, file) as advance:
+        report = allocator.load(what.value, stream, fmt, progress=advance)
     render.load_report(report)
     if not report.ok:
         raise typer.Exit(USAGE)
@@ -198,6 +194,110 @@ def generate(
     allocator.upgrade()
     counts = sample.generate(allocator, artifacts, seed)
     render.message(", ".join(f"{n} {name}" for name, n in counts.items()))
+
+
+@app.command()
+def spend(
+    artifact_id: Annotated[Optional[str], typer.Argument(help="Artifact to charge.")] = None,
+    amount: Annotated[Optional[str], typer.Argument(help="Amount, in --unit.")] = None,
+    unit: Annotated[str, typer.Option("--unit", help="tokens or any unit in `alloc rates`.")] = "tokens",
+    kind: Annotated[Optional[str], typer.Option(
+        "--kind", help="debate, analysis, extraction, validation or free text.")] = None,
+    agent: Annotated[Optional[str], typer.Option("--agent", help="Who spent it.")] = None,
+    note: Annotated[Optional[str], typer.Option("--note", help="Free text.")] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", help="Idempotency key: a retry with the same key records nothing new.")] = None,
+    allow_overdraft: Annotated[bool, typer.Option(
+        "--allow-overdraft", help="Record even beyond the remaining budget (flagged).")] = False,
+    file: Annotated[Optional[str], typer.Option(
+        "--file", help="Apply a CSV or JSON Lines file of spends (- for stdin).")] = None,
+    file_format: Annotated[Optional[FileFormat], typer.Option(
+        "--file-format", help="csv or jsonl (default: from --file's extension).")] = None,
+    atomic: Annotated[bool, typer.Option(
+        "--atomic", help="With --file: all lines or none.")] = False,
+    reverse: Annotated[Optional[int], typer.Option(
+        "--reverse", help="Append the entry that cancels spend ID.", metavar="ID")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    db: Db = None,
+):
+    """Record research spending against an artifact's budget, exactly once."""
+    from scidex_alloc import render
+
+    modes = sum(x is not None for x in (file, reverse)) + (artifact_id is not None)
+    if modes != 1:
+        raise _usage("give ARTIFACT_ID AMOUNT, or --file FILE, or --reverse ID")
+    if file is not None:
+        from scidex_alloc import loader
+
+        fmt_in = loader.detect_format(file, file_format.value if file_format else None)
+        allocator = _allocator(db)
+        with _open_input(file) as stream, render.progress(stream, file) as advance:
+            summary = allocator.spend_file(stream, fmt_in, atomic=atomic, progress=advance)
+        render.batch_summary(summary, fmt.value)
+        raise typer.Exit(summary.exit_code)
+    if reverse is not None:
+        record = _allocator(db).reverse(reverse, agent=agent, note=note)
+    else:
+        if amount is None:
+            raise _usage("missing AMOUNT: alloc spend ARTIFACT_ID AMOUNT")
+        record = _allocator(db).spend(artifact_id, amount, unit=unit, kind=kind, agent=agent,
+                                      note=note, key=key, allow_overdraft=allow_overdraft)
+    render.spend_record(record, fmt.value)
+
+
+@app.command("log")
+def log_(
+    artifact_id: Annotated[Optional[str], typer.Argument(help="Only this artifact.")] = None,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", help="Only entries at or after this ISO 8601 date or time (UTC).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", help="At most N rows.")] = None,
+    fmt: Fmt = Format.table,
+    db: Db = None,
+):
+    """The spend log, oldest first (reversals are entries of their own)."""
+    from scidex_alloc import render
+    from scidex_alloc.results import LOG_COLUMNS
+
+    rows = _allocator(db).log(artifact_id, _moment(since, "--since"), limit)
+    render.emit_rows(rows, fmt.value, LOG_COLUMNS, title="Spend log")
+
+
+@app.command()
+def audit(fmt: Fmt = Format.table, db: Db = None):
+    """Check the ledger's invariants and the data; exit 6 if anything is breached."""
+    from scidex_alloc import render
+
+    checks = _allocator(db).audit()
+    render.audit_report(checks, fmt.value)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(AUDIT_FAILED)
+
+
+def _moment(text: str | None, option: str):
+    """An ISO 8601 date or time from the command line, as an aware UTC datetime."""
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise _usage(f"{option} {text[:40]!r} is not an ISO 8601 date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _open_input(path: str):
+    """A binary stream of a file or stdin; a missing file is a usage error."""
+    from contextlib import nullcontext
+
+    if path == "-":
+        return nullcontext(sys.stdin.buffer)
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise _usage(f"cannot read {path}: {error.strerror}") from None
 
 
 @db_app.command("upgrade")
@@ -230,9 +330,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        return _run(command, argv)
+    finally:
+        while _opened:
+            _opened.pop().engine.dispose()
+
+
+def _run(command, argv: list[str] | None) -> int:
     from typer._click import exceptions as click_exceptions
 
-    command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="alloc", standalone_mode=False)
         return result if isinstance(result, int) else 0
@@ -243,15 +351,12 @@ def run(argv: list[str] | None = None) -> int:
         return USAGE
     except click_exceptions.UsageError as error:
         return _fail(error.format_message().replace("\n", " "), USAGE)
-    except click_exceptions.Abort:
+    except typer.Abort:
         return _fail("aborted", DATABASE)
-    except click_exceptions.Exit as error:
+    except typer.Exit as error:
         return error.exit_code
     except KeyboardInterrupt:
         return _fail("interrupted", DATABASE)
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
     except Exception as error:  # database and other runtime failures: one line, no traceback
         from sqlalchemy.exc import SQLAlchemyError
 

@@ -6,6 +6,7 @@ USAGE = 2
 INSUFFICIENT = 3
 NOT_FOUND = 4
 CONFLICT = 5
+AUDIT_FAILED = 6
 
 
 class AllocError(Exception):

@@ -19,6 +19,12 @@ HALF = Decimal("0.5")
 MAX_AMOUNT = Decimal(1_000_000_000)
 
 
+def plain(value: Decimal) -> str:
+    """An exact decimal as people write it: 12.500000 -> 12.5, never 1E+1."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
 def exact(value: Decimal) -> Decimal:
     """Round to the ledger's precision, 1e-6 token, half away from zero (as PostgreSQL's round)."""
     return value.quantize(MICRO, rounding=ROUND_HALF_UP)

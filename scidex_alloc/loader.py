@@ -6,7 +6,6 @@ Each row becomes a tuple in the table's column order, or a problem with its line
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -123,6 +122,7 @@ class Spec:
     checks: dict[str, Callable]
     references_artifacts: bool = True
     unique: str | None = None
+    serial_id: bool = False
     row_check: Callable[[dict], None] | None = None
 
 
@@ -144,12 +144,14 @@ SPECS = {
         {"id": _integer, "artifact_id": _text(True), "agent_id": _text(False),
          "tokens": _amount(None), "status": _choice(POSITION_STATUSES),
          "created_at": _timestamp(True)},
+        serial_id=True,
     ),
     "bounties": Spec(
         "token_bounties",
         {"id": _integer, "artifact_id": _text(True), "tokens_offered": _amount(None),
          "tokens_paid": _amount(Decimal(0)), "status": _choice(BOUNTY_STATUSES),
          "expires_at": _timestamp(False), "created_at": _timestamp(True)},
+        serial_id=True,
         row_check=_paid_within_offer,
     ),
 }
@@ -169,22 +171,35 @@ def detect_format(path: str, given: str | None) -> str:
 
 
 def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, dict | str]]:
-    """(line number, record) pairs; a record that cannot be read is a message instead."""
-    text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
+    """(line number, record) pairs; a record that cannot be read is a message instead.
+
+    Lines are decoded one at a time, so a bad byte spoils only its own line.
+    """
+    lines = (raw.decode("utf-8", "surrogateescape") for raw in stream)
     if fmt == "csv":
-        yield from _csv_records(text)
+        yield from _csv_records(lines)
     else:
-        yield from _jsonl_records(text)
+        yield from _jsonl_records(lines)
 
 
-def _csv_records(text: io.TextIOWrapper) -> Iterator[tuple[int, dict | str]]:
-    reader = csv.reader(text, strict=True)
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _csv_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
-    except (csv.Error, UnicodeDecodeError) as error:
-        raise UsageError(f"line 1: unreadable header ({_reason(error)})") from None
+    except csv.Error as error:
+        raise UsageError(f"line 1: unreadable header ({error})") from None
     if not header:
         raise UsageError("the file is empty: a CSV file needs a header row")
+    if not _is_utf8("".join(header)):
+        raise UsageError("line 1: the header is not valid UTF-8")
     header = [name.strip() for name in header]
     line = reader.line_num
     while True:
@@ -192,30 +207,26 @@ def _csv_records(text: io.TextIOWrapper) -> Iterator[tuple[int, dict | str]]:
             values = next(reader)
         except StopIteration:
             return
-        except (csv.Error, UnicodeDecodeError) as error:
-            yield line + 1, _reason(error)
+        except csv.Error as error:
+            yield line + 1, str(error)
             return
         start, line = line + 1, reader.line_num
         if not values:
             continue
-        if len(values) != len(header):
+        if not _is_utf8("".join(values)):
+            yield start, "is not valid UTF-8"
+        elif len(values) != len(header):
             yield start, f"has {len(values)} fields, the header has {len(header)}"
-            continue
-        yield start, dict(zip(header, values))
+        else:
+            yield start, dict(zip(header, values))
 
 
-def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, dict | str]]:
-    number = 0
-    while True:
-        try:
-            raw = text.readline()
-        except UnicodeDecodeError:
-            yield number + 1, "is not valid UTF-8"
-            return
-        if not raw:
-            return
-        number += 1
+def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
+    for number, raw in enumerate(lines, start=1):
         if not raw.strip():
+            continue
+        if not _is_utf8(raw):
+            yield number, "is not valid UTF-8"
             continue
         try:
             record = json.loads(raw, parse_float=str, parse_int=str)
@@ -226,12 +237,6 @@ def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, dict | str]]:
             yield number, "is not a JSON object"
             continue
         yield number, record
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, UnicodeDecodeError):
-        return "not valid UTF-8"
-    return str(error)
 
 
 def columns_for(spec: Spec, first: dict) -> tuple[str, ...]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select
+from sqlalchemy import Select, case, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
-from sqlalchemy.types import Numeric
+from sqlalchemy.types import Boolean, Numeric
 
-from scidex_alloc.formula import HALF, Params
+from scidex_alloc.formula import HALF, Params, terms
+from scidex_alloc.results import BudgetRow
 from scidex_alloc.schema import Timestamp, artifacts, markets, positions, resource_allocations, token_bounties
 
 MICRO_PER_TOKEN = 1_000_000
@@ -44,7 +45,7 @@ def _micro_sqlite(element, compiler, **kw):
 class later_than(FunctionElement):
     """``a > b`` for timestamps; SQLite compares instants, not their text."""
 
-    type = Numeric()
+    type = Boolean()
     inherit_cache = True
     name = "later_than"
 
@@ -80,7 +81,7 @@ def budget_select(params: Params, now: datetime) -> Select:
         token_bounties.c.status == "open",
         or_(
             token_bounties.c.expires_at.is_(None),
-            later_than(token_bounties.c.expires_at, literal(now, Timestamp)),
+            later_than(token_bounties.c.expires_at, literal(now, Timestamp())),
         ),
     )
     spent = _total(micro(resource_allocations.c.tokens), resource_allocations)
@@ -124,3 +125,34 @@ def one(params: Params, now: datetime, artifact_id: str) -> Select:
 def tokens_from_micro(value) -> Decimal:
     """Micro-tokens from either database back to an exact token Decimal."""
     return (Decimal(value) / MICRO_PER_TOKEN).quantize(Decimal("0.000001"))
+
+
+def budget_row(position: int, row, params: Params) -> BudgetRow:
+    """A row of budget_select as the result object, every term recomputed exactly."""
+    t = terms(
+        tokens_from_micro(row.demand),
+        tokens_from_micro(row.bounty),
+        None if row.price is None else Decimal(row.price),
+        tokens_from_micro(row.spent),
+        params,
+    )
+    return BudgetRow(position, row.artifact_id, row.type, row.title, t.demand, t.bounty,
+                     t.price, t.uncertainty, t.multiplier, t.budget, t.spent, t.remaining)
+
+
+def artifact_exists(artifact_id: str) -> Select:
+    return select(artifacts.c.id).where(artifacts.c.id == artifact_id)
+
+
+def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None) -> Select:
+    log = resource_allocations
+    stmt = select(
+        log.c.id, log.c.created_at, log.c.artifact_id, log.c.tokens, log.c.unit, log.c.units,
+        log.c.rate, log.c.kind, log.c.agent_id.label("agent"), log.c.note,
+        log.c.idempotency_key.label("key"), log.c.overdraft, log.c.reverses_id.label("reverses"),
+    ).order_by(log.c.id)
+    if artifact_id is not None:
+        stmt = stmt.where(log.c.artifact_id == artifact_id)
+    if since is not None:
+        stmt = stmt.where(~later_than(literal(since, Timestamp()), log.c.created_at))
+    return stmt.limit(limit) if limit is not None else stmt

@@ -8,20 +8,17 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import fields, is_dataclass
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
+
+from scidex_alloc.formula import plain as number
 
 FORMATS = ("table", "json", "csv")
 RATIO_FIELDS = {"price", "uncertainty", "multiplier", "units_per_token", "rate", "fraction",
                 "score", "ucb", "ucb_norm", "budget_norm", "mean_reward", "reward"}
 
-
-def number(value: Decimal) -> str:
-    """An exact decimal without trailing zeros: 12.500000 -> 12.5."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
 
 
 def json_value(value: Any) -> str:
@@ -201,3 +198,91 @@ def load_report(report) -> None:
         f"{report.table}: {len(report.problems)} bad row(s){f' ({more} not shown)' if more else ''};"
         " nothing was loaded"
     )
+
+
+class progress:
+    """A progress bar over a file's bytes on stderr, only when stderr is a terminal.
+
+    Used as ``with progress(stream, path) as advance``; advance(n) is a no-op hook for
+    callers that count lines instead.
+    """
+
+    def __init__(self, stream, path: str):
+        self.stream, self.path, self._bar = stream, path, None
+
+    def __enter__(self):
+        import os
+
+        if not sys.stderr.isatty() or self.path == "-":
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        total = os.fstat(self.stream.fileno()).st_size
+        self._bar = Progress("{task.description}", BarColumn(), DownloadColumn(),
+                             TimeRemainingColumn(), console=console(stderr=True), transient=True)
+        self._bar.start()
+        task = self._bar.add_task(os.path.basename(self.path), total=total)
+        tell = self.stream.tell
+        self._bar_update = lambda _lines: self._bar.update(task, completed=tell())
+        return self._bar_update
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+        return False
+
+
+def spend_record(record, fmt: str) -> None:
+    from scidex_alloc.results import SPEND_JSON_FIELDS
+
+    data = as_dict(record)
+    if fmt == "json":
+        sys.stdout.write(json_value({k: data[k] for k in SPEND_JSON_FIELDS}) + "\n")
+        return
+    emit_object(record, "table", title="Replayed (already recorded)" if record.replayed
+                else "Recorded")
+
+
+def batch_summary(summary, fmt: str) -> None:
+    failures = [{"line": f.line, "status": f.status, "code": f.code, "message": f.message}
+                for f in summary.failures]
+    if fmt == "json":
+        sys.stdout.write(json_value({
+            "recorded": summary.recorded, "replayed": summary.replayed,
+            "refused": summary.refused, "invalid": summary.invalid,
+            "atomic": summary.atomic, "failures": failures}) + "\n")
+        return
+    for f in failures[:50]:
+        message(f"line {f['line']}: {f['status']}: {f['message']}")
+    if len(failures) > 50:
+        message(f"... and {len(failures) - 50} more failed lines")
+    rolled_back = " (--atomic: nothing was recorded)" if summary.atomic and failures else ""
+    message(f"recorded {summary.recorded}, replayed {summary.replayed}, refused {summary.refused},"
+            f" invalid {summary.invalid}{rolled_back}")
+
+
+def audit_report(checks, fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(json_value({
+            "ok": all(c.ok for c in checks),
+            "checks": [{"name": c.name, "ok": c.ok, "description": c.description, "rows": c.rows}
+                       for c in checks]}) + "\n")
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(("check", "ok", "row"))
+        for c in checks:
+            for row in c.rows or [None]:
+                writer.writerow((c.name, "true" if c.ok else "false",
+                                 "" if row is None else json_value(row)))
+        return
+    from rich.table import Table
+
+    table = Table(title="Audit", title_justify="left")
+    for name in ("check", "result", "rows concerned"):
+        table.add_column(name)
+    for c in checks:
+        shown = "; ".join(json_value(r) for r in c.rows[:5])
+        table.add_row(c.name, "ok" if c.ok else f"BREACH ({len(c.rows)})",
+                      shown + (" ..." if len(c.rows) > 5 else ""))
+    console().print(table)

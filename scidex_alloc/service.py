@@ -13,23 +13,35 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import IO, Iterator
+from datetime import datetime
+from typing import IO, Callable, Iterator
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scidex_alloc import bulk, database, loader, queries
-from scidex_alloc.errors import AllocError, DatabaseError, UnknownArtifact, UsageError
-from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount, terms
+from scidex_alloc import bulk, database, ledger, loader, queries
+from scidex_alloc.errors import (
+    USAGE,
+    IdempotencyConflict,
+    InsufficientBudget,
+    UnknownArtifact,
+    UsageError,
+)
+from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount
 from scidex_alloc.results import (
+    AuditCheck,
+    BatchSummary,
     BudgetDetail,
     BudgetRow,
     Conversion,
+    LogEntry,
     LoadReport,
     Rate,
     RowProblem,
+    SpendOutcome,
+    SpendRecord,
     UnitValues,
 )
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
@@ -38,6 +50,9 @@ from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
 
 LOAD_CHUNK = 10_000
+SPEND_CHUNK = 1_000
+SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
+                "conflict": IdempotencyConflict, "invalid": UsageError}
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
 
 
@@ -76,13 +91,16 @@ class Allocator:
         """Artifacts by `by` descending, ties by id; streamed, so any size fits in memory."""
         if by not in queries.SORT_KEYS:
             raise UsageError(f"--by must be one of {', '.join(queries.SORT_KEYS)}")
-        if limit is not None and limit < 1:
-            raise UsageError("--limit must be at least 1")
+        _check_limit(limit)
         stmt = queries.ranked(self.params, utcnow(), type_, by, limit)
+        return self._stream(stmt, lambda i, row: queries.budget_row(i, row, self.params))
+
+    def _stream(self, stmt, convert: Callable) -> Iterator:
+        """Rows of a read-only statement, fetched in batches inside one transaction."""
         with self._read() as session:
             result = session.execute(stmt.execution_options(yield_per=2000))
             for position, row in enumerate(result, start=1):
-                yield self._row(position, row)
+                yield convert(position, row)
 
     def budget(self, artifact_id: str) -> BudgetDetail:
         with self._read() as session:
@@ -90,7 +108,7 @@ class Allocator:
             if row is None:
                 raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
             rates = session.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
-        budget_row = self._row(1, row)
+        budget_row = queries.budget_row(1, row, self.params)
         return BudgetDetail(
             budget_row,
             [
@@ -104,17 +122,6 @@ class Allocator:
                 for r in rates
             ],
         )
-
-    def _row(self, position: int, row) -> BudgetRow:
-        t = terms(
-            queries.tokens_from_micro(row.demand),
-            queries.tokens_from_micro(row.bounty),
-            None if row.price is None else Decimal(row.price),
-            queries.tokens_from_micro(row.spent),
-            self.params,
-        )
-        return BudgetRow(position, row.artifact_id, row.type, row.title, t.demand, t.bounty,
-                         t.price, t.uncertainty, t.multiplier, t.budget, t.spent, t.remaining)
 
     # -- exchange rates --------------------------------------------------
 
@@ -162,9 +169,96 @@ class Allocator:
         rate = dest / source
         return Conversion(value, from_unit, to_unit, rate.normalize(), exact(value * rate))
 
+    # -- spending --------------------------------------------------------
+
+    def spend(self, artifact_id: str, amount: str, unit: str | None = None, kind: str | None = None,
+              agent: str | None = None, note: str | None = None, key: str | None = None,
+              allow_overdraft: bool = False) -> SpendRecord:
+        """Record one spend, or replay the one recorded under the same key; raises on refusal."""
+        req = ledger.request(0, {
+            "artifact_id": artifact_id, "amount": amount, "unit": unit, "kind": kind,
+            "agent": agent, "note": note, "key": key, "allow_overdraft": allow_overdraft})
+        outcome = self._apply_committed([req])[0]
+        if not outcome.ok:
+            raise SPEND_ERRORS[outcome.status](outcome.message)
+        return outcome.record
+
+    def spend_file(self, stream: IO[bytes], fmt: str, atomic: bool = False,
+                   progress: Callable[[int], None] | None = None) -> BatchSummary:
+        """Apply a CSV or JSON Lines file of spends line by line, in chunked transactions.
+
+        Each chunk commits on its own, so a killed run leaves only whole lines; with
+        `atomic` the file is one transaction and any failed line writes nothing.
+        """
+        summary = BatchSummary(atomic=atomic)
+        chunks = _chunks(loader.records(stream, fmt), SPEND_CHUNK)
+        if atomic:
+            with self._write() as session:
+                for chunk in chunks:
+                    self._spend_chunk(chunk, summary, progress, session)
+                if summary.failures:
+                    session.rollback()
+                    summary.recorded = 0
+            return summary
+        for chunk in chunks:
+            self._spend_chunk(chunk, summary, progress)
+        return summary
+
+    def _spend_chunk(self, chunk, summary, progress, session=None) -> None:
+        outcomes, requests = [], []
+        for line, fields in chunk:
+            try:
+                if isinstance(fields, str):
+                    raise UsageError(fields)
+                requests.append(ledger.request(line, fields))
+            except UsageError as error:
+                outcomes.append(SpendOutcome(line, "invalid", USAGE, str(error)))
+        if requests:
+            outcomes += (ledger.apply(session, self.params, requests) if session is not None
+                         else self._apply_committed(requests))
+        for outcome in sorted(outcomes, key=lambda o: o.line):
+            summary.count(outcome)
+        if progress is not None:
+            progress(len(chunk))
+
+    def _apply_committed(self, requests: list) -> list[SpendOutcome]:
+        """Apply requests in their own transaction, retrying when a concurrent writer took
+        the same idempotency key first (the retry then sees it and replays)."""
+        for attempt in range(3):
+            try:
+                with self._write() as session:
+                    return ledger.apply(session, self.params, requests)
+            except sa_exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def reverse(self, spend_id: int, agent: str | None = None, note: str | None = None
+                ) -> SpendRecord:
+        with self._write() as session:
+            return ledger.reverse(session, self.params, spend_id, agent, note)
+
+    def log(self, artifact_id: str | None = None, since: datetime | None = None,
+            limit: int | None = None) -> Iterator[LogEntry]:
+        """The spend log, oldest first; streamed."""
+        _check_limit(limit)
+        if artifact_id is not None:
+            with self._read() as session:
+                if not session.execute(queries.artifact_exists(artifact_id)).first():
+                    raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
+        stmt = queries.spend_log(artifact_id, since, limit)
+        return self._stream(stmt, lambda _, row: LogEntry(**row._mapping))
+
+    def audit(self) -> list[AuditCheck]:
+        from scidex_alloc import audit
+
+        with self._read() as session:
+            return audit.run(session, self.params)
+
     # -- loading ---------------------------------------------------------
 
-    def load(self, what: str, stream: IO[bytes], fmt: str) -> LoadReport:
+    def load(self, what: str, stream: IO[bytes], fmt: str,
+             progress: Callable[[int], None] | None = None) -> LoadReport:
         """Import a whole file in one transaction: either every row lands or none does."""
         spec = loader.SPECS.get(what)
         if spec is None:
@@ -191,13 +285,15 @@ class Allocator:
                     if len(chunk) >= LOAD_CHUNK:
                         self._load_chunk(session, spec, table, columns, chunk, seen, report)
                         chunk = []
+                        if progress is not None:
+                            progress(LOAD_CHUNK)
                 if chunk:
                     self._load_chunk(session, spec, table, columns, chunk, seen, report)
                 if report.problems:
                     session.rollback()
                     report.loaded = 0
                     return report
-                if columns and "id" in columns:
+                if spec.serial_id and columns and "id" in columns:
                     bulk.advance_sequence(session, table)
         except sa_exc.IntegrityError as error:
             raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
@@ -252,3 +348,19 @@ class Allocator:
 
         with self.engine.connect() as connection:
             return migrate.current(connection), migrate.head()
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")

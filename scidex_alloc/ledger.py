@@ -1,0 +1,224 @@
+"""The spend ledger's decisions: check, lock, and record spending exactly once.
+
+Requests are applied in chunks, set-based: one statement locks the chunk's artifacts
+(PostgreSQL row locks taken in id order; SQLite holds its write lock from BEGIN
+IMMEDIATE), one reads their budgets, one finds known idempotency keys, one inserts.
+Lines are then decided in order in memory, so a chunk never overspends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from types import SimpleNamespace
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from scidex_alloc import errors, queries
+from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount, plain
+from scidex_alloc.results import SpendOutcome, SpendRecord
+from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, resource_allocations, utcnow
+
+FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allow_overdraft")
+LIMITS = {"artifact_id": 200, "unit": 64, "kind": 64, "agent": 200, "note": 2000, "key": 200}
+TRUE, FALSE = ("1", "true", "yes", "y"), ("", "0", "false", "no", "n")
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRequest:
+    line: int
+    artifact_id: str
+    amount: Decimal
+    unit: str = BASE_UNIT
+    kind: str | None = None
+    agent: str | None = None
+    note: str | None = None
+    key: str | None = None
+    allow_overdraft: bool = False
+
+
+def _text(fields: dict, name: str, required: bool = False) -> str | None:
+    value = fields.get(name)
+    if value is None or (isinstance(value, str) and value == ""):
+        if required:
+            raise errors.UsageError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise errors.UsageError(f"{name} must be text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.UsageError(f"{name} is not valid UTF-8") from None
+    if "\x00" in value:
+        raise errors.UsageError(f"{name} contains a NUL character")
+    if len(value) > LIMITS[name]:
+        raise errors.UsageError(f"{name} is longer than {LIMITS[name]} characters")
+    return value
+
+
+def request(line: int, fields: dict) -> SpendRequest:
+    """Check one spend's fields (from arguments or a file line); raises UsageError."""
+    unknown = [name for name in fields if name not in FIELDS]
+    if unknown:
+        raise errors.UsageError(f"unknown field {unknown[0]!r}")
+    unit = _text(fields, "unit") or BASE_UNIT
+    amount = fields.get("amount")
+    if amount is None or isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
+        raise errors.UsageError("amount is required" if amount is None else "amount must be a number")
+    limit = MAX_AMOUNT if unit == BASE_UNIT else MAX_AMOUNT * 1_000_000
+    flag = fields.get("allow_overdraft", False)
+    if not isinstance(flag, bool):
+        if str(flag).strip().lower() not in TRUE + FALSE:
+            raise errors.UsageError("allow_overdraft must be true or false")
+        flag = str(flag).strip().lower() in TRUE
+    return SpendRequest(
+        line=line,
+        artifact_id=_text(fields, "artifact_id", required=True),
+        amount=parse_amount(str(amount), "amount", limit=limit),
+        unit=unit,
+        kind=_text(fields, "kind"),
+        agent=_text(fields, "agent"),
+        note=_text(fields, "note"),
+        key=_text(fields, "key"),
+        allow_overdraft=flag,
+    )
+
+
+def _record(row, replayed: bool, spent: Decimal, remaining: Decimal) -> SpendRecord:
+    return SpendRecord(
+        id=row.id, artifact_id=row.artifact_id, tokens=exact(row.tokens),
+        unit=row.unit or BASE_UNIT, units=exact(row.units if row.units is not None else row.tokens),
+        rate=exact(row.rate if row.rate is not None else 1), kind=row.kind, agent=row.agent_id,
+        replayed=replayed, spent=spent, remaining=remaining,
+        overdraft=bool(row.overdraft), reverses=row.reverses_id, created_at=row.created_at,
+    )
+
+
+class _Balance:
+    """One artifact's budget and spent while a chunk is decided."""
+
+    def __init__(self, budget: Decimal, spent: Decimal):
+        self.budget, self.spent = budget, spent
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.budget - self.spent
+
+
+def lock_and_read(session: Session, params: Params, ids: list[str]) -> dict[str, _Balance]:
+    """Lock the artifacts (in id order, so lockers never deadlock) and read their balances."""
+    if session.connection().dialect.name == "postgresql":
+        session.execute(
+            select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
+            .with_for_update()
+        )
+    stmt = queries.budget_select(params, utcnow()).where(artifacts.c.id.in_(ids))
+    balances = {}
+    for row in session.execute(stmt):
+        b = queries.budget_row(0, row, params)
+        balances[b.artifact_id] = _Balance(b.budget, b.spent)
+    return balances
+
+
+def apply(session: Session, params: Params, requests: list[SpendRequest]) -> list[SpendOutcome]:
+    """Decide and record a chunk of requests inside the caller's write transaction."""
+    balances = lock_and_read(session, params, sorted({r.artifact_id for r in requests}))
+    keys = {r.key for r in requests if r.key}
+    known = {}
+    if keys:
+        rows = session.execute(
+            select(resource_allocations).where(resource_allocations.c.idempotency_key.in_(keys))
+        )
+        known = {row.idempotency_key: row for row in rows}
+    rates = {BASE_UNIT: Decimal(1)}
+    rates.update({r.unit: exact(r.units_per_token) for r in session.execute(select(exchange_rates))})
+    now = utcnow()
+    decided = [_decide(r, balances, known, rates, now) for r in requests]
+    new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
+    if new_rows:
+        ids = session.execute(
+            resource_allocations.insert().returning(
+                resource_allocations.c.id, sort_by_parameter_order=True),
+            [{k: v for k, v in vars(row).items() if k != "id"} for row in new_rows],
+        ).scalars().all()
+        for row, new_id in zip(new_rows, ids):
+            row.id = new_id
+    outcomes = []
+    for outcome, row in decided:
+        if row is not None:
+            balance = balances[row.artifact_id]
+            outcome.record = _record(row, outcome.status == "replayed", balance.spent,
+                                     balance.remaining)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _decide(r: SpendRequest, balances, known, rates, now):
+    """One line's outcome, and the log row it stands for (new, or the one it replays)."""
+    balance = balances.get(r.artifact_id)
+    if balance is None:
+        return SpendOutcome(r.line, "unknown", errors.NOT_FOUND,
+                            f"unknown artifact {r.artifact_id!r}"), None
+    rate = rates.get(r.unit)
+    if rate is None:
+        return SpendOutcome(r.line, "invalid", errors.USAGE, f"unknown unit {r.unit!r}"), None
+    if r.key is not None and r.key in known:
+        first = known[r.key]
+        if (first.artifact_id, exact(first.units), first.unit or BASE_UNIT) != (
+                r.artifact_id, r.amount, r.unit):
+            return SpendOutcome(
+                r.line, "conflict", errors.CONFLICT,
+                f"idempotency key {r.key!r} was used for a different spend "
+                f"({first.artifact_id}, {plain(first.units)} {first.unit})"), None
+        return SpendOutcome(r.line, "replayed", errors.OK), first
+    tokens = exact(r.amount / rate)
+    if tokens <= 0:
+        return SpendOutcome(r.line, "invalid", errors.USAGE,
+                            f"{plain(r.amount)} {r.unit} is less than 0.000001 token"), None
+    overdraft = tokens > balance.remaining
+    if overdraft and not r.allow_overdraft:
+        return SpendOutcome(
+            r.line, "refused", errors.INSUFFICIENT,
+            f"insufficient budget: {r.artifact_id} has {plain(balance.remaining)} tokens remaining, "
+            f"{plain(tokens)} asked"), None
+    balance.spent += tokens
+    row = SimpleNamespace(
+        id=None, artifact_id=r.artifact_id, tokens=tokens, unit=r.unit, units=r.amount,
+        rate=rate, kind=r.kind, agent_id=r.agent, note=r.note, idempotency_key=r.key,
+        overdraft=overdraft, reverses_id=None, created_at=now)
+    if r.key is not None:
+        known[r.key] = row
+    return SpendOutcome(r.line, "recorded", errors.OK), row
+
+
+def reverse(session: Session, params: Params, spend_id: int, agent: str | None, note: str | None
+            ) -> SpendRecord:
+    """Append the entry that cancels spend `spend_id`; each spend is reversed at most once."""
+    original = session.execute(
+        select(resource_allocations).where(resource_allocations.c.id == spend_id)
+    ).first()
+    if original is None:
+        raise errors.UnknownArtifact(f"no spend with id {spend_id}")
+    balances = lock_and_read(session, params, [original.artifact_id])
+    if original.reverses_id is not None:
+        raise errors.UsageError(f"spend {spend_id} is itself a reversal and cannot be reversed")
+    already = session.execute(
+        select(resource_allocations.c.id).where(resource_allocations.c.reverses_id == spend_id)
+    ).scalar()
+    if already is not None:
+        raise errors.IdempotencyConflict(f"spend {spend_id} was already reversed by spend {already}")
+    values = {
+        "artifact_id": original.artifact_id, "tokens": -exact(original.tokens),
+        "unit": original.unit or BASE_UNIT,
+        "units": -exact(original.units if original.units is not None else original.tokens),
+        "rate": original.rate if original.rate is not None else Decimal(1), "kind": "reversal",
+        "agent_id": agent, "note": note or f"reverses spend {spend_id}", "idempotency_key": None,
+        "overdraft": False, "reverses_id": spend_id, "created_at": utcnow(),
+    }
+    row = session.execute(
+        resource_allocations.insert().returning(resource_allocations), [values]
+    ).one()
+    balance = balances[original.artifact_id]
+    balance.spent += values["tokens"]
+    return _record(row, False, balance.spent, balance.remaining)

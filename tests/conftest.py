@@ -1,0 +1,353 @@
+"""Test harness: every database test runs on SQLite and on a real PostgreSQL server.
+
+The PostgreSQL server is the one named by $SCIDEX_TEST_PG_URL (an admin URL that may
+create databases) or, without it, a private throwaway server started from the system's
+binaries (`pg_config --bindir`, then /usr/lib/postgresql/*/bin) for the whole session.
+Without a server the PostgreSQL cases are skipped -- except under CI=true, where they fail.
+
+Fixtures:
+  db_kind       "sqlite" / "postgresql"; any test using the fixtures below runs on both
+  empty_db_url  a fresh database with no tables (SQLite: a path that does not exist yet)
+  db_url        the same with the schema made by `alloc db upgrade`
+  cli           run the real CLI in-process: cli(*args, input=None, env=None) -> Result
+  alloc_proc    run `python -m scidex_alloc` as a separate process
+  pg_admin_url  the admin URL of the PostgreSQL server
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import io
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+ENV_PG_URL = "SCIDEX_TEST_PG_URL"
+PG_USER = "postgres"
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+class _Output(io.StringIO):
+    """Captured stdout/stderr: never a terminal."""
+
+    def isatty(self) -> bool:
+        return False
+
+
+def run_cli(*args, input: bytes | str | None = None, env: dict | None = None) -> Result:
+    """Run `alloc ARGS` through scidex_alloc.cli.run in this process, capturing its output.
+
+    env maps variable names to values (None removes the variable) for the duration of the call.
+    """
+    from scidex_alloc.cli import run
+
+    data = input.encode("utf-8") if isinstance(input, str) else (input or b"")
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_env = {name: os.environ.get(name) for name in (env or {})}
+    stdout, stderr = _Output(), _Output()
+    try:
+        for name, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
+        sys.stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        sys.stdout, sys.stderr = stdout, stderr
+        exit_code = run([str(arg) for arg in args])
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return Result(exit_code, stdout.getvalue(), stderr.getvalue())
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def alloc_proc():
+    """Run the real console entry point in a separate process."""
+
+    def run(*args, env: dict | None = None, input: str | bytes | None = None, timeout=120):
+        full_env = dict(os.environ)
+        for name, value in (env or {}).items():
+            if value is None:
+                full_env.pop(name, None)
+            else:
+                full_env[name] = str(value)
+        if isinstance(input, bytes):
+            input = input.decode("utf-8")
+        return subprocess.run(
+            [sys.executable, "-m", "scidex_alloc", *map(str, args)],
+            input=input, capture_output=True, text=True, env=full_env, timeout=timeout,
+        )
+
+    return run
+
+
+# --------------------------------------------------------------------------- PostgreSQL server
+
+
+class PgUnavailable(Exception):
+    pass
+
+
+def _find_bindir() -> Path | None:
+    candidates = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                 timeout=30)
+            if out.returncode == 0 and out.stdout.strip():
+                candidates.append(out.stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            pass
+
+    def version(path: str):
+        name = Path(path).parent.name
+        return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    for candidate in candidates:
+        bindir = Path(candidate)
+        if (bindir / "pg_ctl").is_file() and (bindir / "initdb").is_file():
+            return bindir
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class PrivateServer:
+    """A throwaway PostgreSQL cluster in a temporary directory, trust auth on 127.0.0.1."""
+
+    def __init__(self, bindir: Path):
+        self.bindir = bindir
+        self.as_root = os.geteuid() == 0
+        # Directly under /tmp: pytest's own temp dirs may not be traversable by `postgres`.
+        self.root = Path(tempfile.mkdtemp(prefix="scidex-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port: int | None = None
+        self.running = False
+        self.watchdog: subprocess.Popen | None = None
+
+    def _process_options(self) -> dict:
+        """Popen options for server commands: as `postgres` under root, without PG* variables."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C")
+        options = dict(env=env, cwd=self.root)
+        if self.as_root:  # initdb and postgres refuse to run as root
+            env["HOME"] = str(self.root)
+            options.update(user=PG_USER, group=pwd.getpwnam(PG_USER).pw_gid, extra_groups=[])
+        return options
+
+    def _run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=timeout, **self._process_options())
+
+    def _start_watchdog(self) -> None:
+        """Stop the server and remove its directory even if pytest is killed (SIGTERM/SIGKILL)
+        and never reaches its teardown: a helper process waits for our end of a pipe to close."""
+        self.watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG, "watchdog", str(self.bindir / "pg_ctl"),
+             str(self.data), str(self.root)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, **self._process_options(),
+        )
+
+    def start(self) -> None:
+        if self.as_root:
+            try:
+                entry = pwd.getpwnam(PG_USER)
+            except KeyError:
+                raise PgUnavailable(f"running as root and there is no {PG_USER!r} system user "
+                                    "to run the PostgreSQL server as") from None
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self.root.chmod(0o700)
+        out = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_USER,
+                        "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
+        if out.returncode != 0:
+            raise PgUnavailable(f"initdb failed (exit {out.returncode}):\n"
+                                f"{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        last = ""
+        for _attempt in range(3):  # the free port may be taken between probing and binding
+            self.port = _free_port()
+            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                       "-c max_connections=200")
+            out = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
+                            str(self.log), "-o", options, "-w", "-t", "60", "start")
+            if out.returncode == 0:
+                self.running = True
+                self._start_watchdog()
+                return
+            last = (f"pg_ctl start failed (exit {out.returncode}): {out.stdout}{out.stderr}\n"
+                    f"--- tail of {self.log}:\n{_tail(self.log)}")
+        raise PgUnavailable(last)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            try:
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                          "-w", "stop", timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                pass
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.watchdog is not None:
+            self.watchdog.stdin.close()  # nothing left to do: it exits at once
+            self.watchdog.wait(timeout=60)
+            self.watchdog = None
+
+
+# Waits for end of file on stdin, then stops the server and removes its directory.
+_WATCHDOG = 'cat >/dev/null; "$1" -D "$2" -m immediate -w stop >/dev/null 2>&1; rm -rf "$3"'
+
+
+def _start_server():
+    """(admin_url, server_or_None); raises PgUnavailable with the reason."""
+    url = os.environ.get(ENV_PG_URL)
+    if url:
+        try:
+            with _admin_connection(url):
+                pass
+        except psycopg.Error as error:
+            raise PgUnavailable(f"{ENV_PG_URL} server unreachable: {error}") from None
+        return url, None
+    bindir = _find_bindir()
+    if bindir is None:
+        raise PgUnavailable("no PostgreSQL server binaries (initdb, pg_ctl) found via "
+                            f"pg_config --bindir or /usr/lib/postgresql/*/bin; install them "
+                            f"or set {ENV_PG_URL}")
+    server = PrivateServer(bindir)
+    atexit.register(server.stop)  # also on an abnormal end of the session
+    try:
+        server.start()
+    except Exception:
+        server.stop()
+        raise
+    return server.admin_url, server
+
+
+def _admin_connection(admin_url: str) -> psycopg.Connection:
+    url = make_url(admin_url).set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
+                           connect_timeout=10)
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _pg_server():
+    """The admin URL, or the reason there is no server (started at most once)."""
+    try:
+        url, server = _start_server()
+    except PgUnavailable as error:
+        yield None, str(error)
+        return
+    try:
+        yield url, None
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(_pg_server) -> str:
+    url, reason = _pg_server
+    if url is None:
+        message = f"PostgreSQL unavailable: {reason}"
+        if _under_ci():
+            pytest.fail(f"{message} (CI=true: PostgreSQL tests must not be skipped)",
+                        pytrace=False)
+        pytest.skip(message)
+    return url
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def db_kind(request) -> str:
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_admin_url")  # skip or fail now if there is no server
+    return request.param
+
+
+@pytest.fixture
+def empty_db_url(request, db_kind, tmp_path):
+    """A fresh database with no tables."""
+    if db_kind == "sqlite":
+        path = tmp_path / "test.db"
+        assert not path.exists()
+        yield str(path)
+        return
+    admin_url = request.getfixturevalue("pg_admin_url")
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with _admin_connection(admin_url) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _database_url(admin_url, name)
+    finally:
+        with _admin_connection(admin_url) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(empty_db_url):
+    """A fresh database with the schema made by `alloc db upgrade`."""
+    result = run_cli("db", "upgrade", "--db", empty_db_url)
+    assert result.exit_code == 0, f"alloc db upgrade failed: {result.stderr}{result.stdout}"
+    return empty_db_url
