@@ -38,7 +38,8 @@ class SpendRequest:
     allow_overdraft: bool = False
 
 
-def _text(fields: dict, name: str, required: bool = False) -> str | None:
+def text_field(fields: dict, name: str, required: bool = False) -> str | None:
+    """A text field: valid UTF-8, no NUL, within its length limit."""
     value = fields.get(name)
     if value is None or (isinstance(value, str) and value == ""):
         if required:
@@ -62,7 +63,7 @@ def request(line: int, fields: dict) -> SpendRequest:
     unknown = [name for name in fields if name not in FIELDS]
     if unknown:
         raise errors.UsageError(f"unknown field {unknown[0]!r}")
-    unit = _text(fields, "unit") or BASE_UNIT
+    unit = text_field(fields, "unit") or BASE_UNIT
     amount = fields.get("amount")
     if amount is None or isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
         raise errors.UsageError("amount is required" if amount is None else "amount must be a number")
@@ -74,13 +75,13 @@ def request(line: int, fields: dict) -> SpendRequest:
         flag = str(flag).strip().lower() in TRUE
     return SpendRequest(
         line=line,
-        artifact_id=_text(fields, "artifact_id", required=True),
+        artifact_id=text_field(fields, "artifact_id", required=True),
         amount=parse_amount(str(amount), "amount", limit=limit),
         unit=unit,
-        kind=_text(fields, "kind"),
-        agent=_text(fields, "agent"),
-        note=_text(fields, "note"),
-        key=_text(fields, "key"),
+        kind=text_field(fields, "kind"),
+        agent=text_field(fields, "agent"),
+        note=text_field(fields, "note"),
+        key=text_field(fields, "key"),
         allow_overdraft=flag,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, case, func, literal, or_, select
+from sqlalchemy import Select, and_, case, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.types import Boolean, Numeric
@@ -156,3 +156,32 @@ def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None
     if since is not None:
         stmt = stmt.where(~later_than(literal(since, Timestamp()), log.c.created_at))
     return stmt.limit(limit) if limit is not None else stmt
+
+
+def queue_candidates(params: Params, now: datetime, type_: str | None, agent: str | None
+                     ) -> Select:
+    """Artifacts with budget left and no live claim by another agent, with their
+    investigation counts and reward totals, and the asking agent's own live claim."""
+    from scidex_alloc.schema import claims
+
+    def live(*where):
+        return and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "active",
+                    later_than(claims.c.lease_expires_at, literal(now, Timestamp())), *where)
+
+    done = and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "done")
+    others = live() if agent is None else live(claims.c.agent_id != agent)
+    own = live(claims.c.agent_id == agent) if agent is not None else None
+    base = budget_select(params, now)
+    if type_ is not None:
+        base = base.where(artifacts.c.type == type_)
+    base = base.add_columns(
+        select(func.count()).where(done).scalar_subquery().label("investigations"),
+        func.coalesce(select(func.sum(claims.c.reward)).where(done).scalar_subquery(), 0)
+        .label("reward_total"),
+        (select(claims.c.id).where(own).scalar_subquery() if own is not None
+         else literal(None)).label("claim_id"),
+        (select(claims.c.lease_expires_at).where(own).scalar_subquery() if own is not None
+         else literal(None, Timestamp())).label("lease_expires_at"),
+    ).where(~select(claims.c.id).where(others).exists())
+    inner = base.subquery()
+    return select(inner).where(inner.c.remaining > 0)

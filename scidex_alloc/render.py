@@ -62,6 +62,8 @@ def cell(name: str, value: Any) -> str:
         return "0" if text in ("-0", "") else text
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, float):
+        return f"{value:.4f}"
     return str(value)
 
 
@@ -286,3 +288,34 @@ def audit_report(checks, fmt: str) -> None:
         table.add_row(c.name, "ok" if c.ok else f"BREACH ({len(c.rows)})",
                       shown + (" ..." if len(c.rows) > 5 else ""))
     console().print(table)
+
+
+def queue(entries, fmt: str, weight: float, claimed: bool) -> None:
+    """The work queue; the table shows the two weighted components of each score."""
+    from scidex_alloc.results import QUEUE_COLUMNS
+
+    if fmt != "table":
+        emit_rows(entries, fmt, QUEUE_COLUMNS)
+        return
+    from rich.table import Table
+
+    table = Table(title=("Claimed" if claimed else "Next investigations") +
+                  f" (score = {weight:g} x ucb_norm + {1 - weight:g} x budget_norm)",
+                  title_justify="left")
+    for name, right in (("rank", True), ("artifact_id", False), ("type", False),
+                        ("score", True), (f"{weight:g} x ucb_norm", True),
+                        (f"{1 - weight:g} x budget_norm", True), ("investigations", True),
+                        ("mean_reward", True), ("remaining", True), ("claim", True),
+                        ("lease until", False)):
+        table.add_column(name, justify="right" if right else "left")
+    for e in entries:
+        table.add_row(
+            str(e.rank), e.artifact_id, e.type, f"{e.score:.4f}",
+            f"{weight * e.ucb_norm:.4f}" + ("  (new)" if e.ucb is None else ""),
+            f"{(1 - weight) * e.budget_norm:.4f}", str(e.investigations),
+            cell("mean_reward", e.mean_reward), cell("remaining", e.remaining),
+            cell("claim_id", e.claim_id), cell("lease_expires_at", e.lease_expires_at))
+    if entries:
+        console().print(table)
+    else:
+        message("no candidates: nothing with budget left that is not claimed by another agent")

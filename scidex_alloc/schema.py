@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     func,
+    text,
 )
 
 # Token amounts: exact to 1e-6 token. NUMERIC on PostgreSQL; SQLite sums them as
@@ -158,6 +159,30 @@ exchange_rates = Table(
     Column("unit", String, primary_key=True),
     Column("units_per_token", Numeric(30, TOKEN_SCALE), nullable=False),
     Column("updated_at", Timestamp, server_default=func.current_timestamp()),
+)
+
+CLAIM_STATUSES = ("active", "done", "released", "expired")
+
+# The work queue: an agent's claim on an artifact, and once done, one investigation.
+# At most one active claim per artifact (a partial unique index); a claim whose lease
+# ran out is marked expired by whoever claims the artifact next.
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), nullable=False),
+    Column("agent_id", String, nullable=False),
+    Column("status", String, nullable=False, server_default="active"),
+    Column("claimed_at", Timestamp, nullable=False),
+    Column("lease_expires_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    Column("reward", Numeric(12, 9)),
+    CheckConstraint(_in("status", CLAIM_STATUSES), name="status"),
+    CheckConstraint("reward IS NULL OR (reward >= 0 AND reward <= 1)", name="reward"),
+    Index("ix_claims_artifact_status", "artifact_id", "status", "reward"),
+    Index("ix_claims_agent_status", "agent_id", "status"),
+    Index("uq_claims_one_active", "artifact_id", unique=True,
+          postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'")),
 )
 
 BASE_UNIT = "tokens"

@@ -13,7 +13,8 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from decimal import Decimal
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 from typing import IO, Callable, Iterator
 
 from sqlalchemy import exc as sa_exc
@@ -21,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scidex_alloc import bulk, database, ledger, loader, queries
+from scidex_alloc import bulk, database, ledger, loader, queries, scoring, worklist
 from scidex_alloc.errors import (
     USAGE,
     IdempotencyConflict,
@@ -33,10 +34,12 @@ from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount
 from scidex_alloc.results import (
     AuditCheck,
     BatchSummary,
+    ClaimInfo,
     BudgetDetail,
     BudgetRow,
     Conversion,
     LogEntry,
+    QueueEntry,
     LoadReport,
     Rate,
     RowProblem,
@@ -51,6 +54,7 @@ warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal obje
 
 LOAD_CHUNK = 10_000
 SPEND_CHUNK = 1_000
+DEFAULT_LEASE = timedelta(minutes=30)
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
@@ -254,6 +258,57 @@ class Allocator:
 
         with self._read() as session:
             return audit.run(session, self.params)
+
+    # -- work queue ------------------------------------------------------
+
+    def next(self, type_: str | None = None, limit: int = 10, agent: str | None = None,
+             claim: bool = False, lease: timedelta = DEFAULT_LEASE,
+             ucb_weight: float = scoring.DEFAULT_UCB_WEIGHT,
+             exploration: float = scoring.DEFAULT_EXPLORATION) -> list[QueueEntry]:
+        """The best next investigations; with `claim`, the top `limit` are leased to `agent`."""
+        _check_limit(limit)
+        if not 0 <= ucb_weight <= 1:
+            raise UsageError("--ucb-weight must be from 0 to 1")
+        if not 0 <= exploration <= 1000:
+            raise UsageError("--exploration must be from 0 to 1000")
+        if agent is not None:
+            agent = ledger.text_field({"agent": agent}, "agent")
+        if not claim:
+            with self._read() as session:
+                scored = worklist.ranked(session, self.params, utcnow(), type_, agent,
+                                         ucb_weight, exploration)
+            return [worklist.entry(i, s, budget, row.claim_id, row.lease_expires_at)
+                    for i, (s, budget, row) in enumerate(scored[:limit], start=1)]
+        if agent is None:
+            raise UsageError("--claim needs --agent")
+        for attempt in range(3):
+            try:
+                with self._write() as session:
+                    return worklist.claim_top(session, self.params, type_, agent, lease, limit,
+                                              ucb_weight, exploration)
+            except sa_exc.IntegrityError:  # a concurrent claimer won a race: look again
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def done(self, claim_id: int, reward: float | None = None) -> ClaimInfo:
+        """Close a claim as a completed investigation, with its reward in [0, 1] if known."""
+        value = None
+        if reward is not None:
+            if not math.isfinite(reward) or not 0 <= reward <= 1:
+                raise UsageError("--reward must be a number from 0 to 1")
+            value = Decimal(repr(reward)).quantize(Decimal("1e-9"))
+        with self._write() as session:
+            return worklist.finish(session, claim_id, "done", value)
+
+    def release(self, claim_id: int) -> ClaimInfo:
+        """Give a claim back without an outcome."""
+        with self._write() as session:
+            return worklist.finish(session, claim_id, "released", None)
+
+    def claims(self, agent: str | None = None, expired: bool = False) -> list[ClaimInfo]:
+        with self._read() as session:
+            return worklist.listing(session, agent, expired)
 
     # -- loading ---------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""The work queue's score: a UCB bandit blended with the normalised budget. Pure, no I/O.
+
+    ucb_i        = r_i + C * sqrt(ln(N + 1) / n_i)     (never investigated: infinite)
+    ucb_norm_i   = 1 if never investigated, else ucb_i / max finite ucb
+    budget_norm  = remaining_i / max remaining
+    score        = W * ucb_norm + (1 - W) * budget_norm
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+DEFAULT_UCB_WEIGHT = 0.7
+DEFAULT_EXPLORATION = math.sqrt(2)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    artifact_id: str
+    remaining: Decimal
+    investigations: int
+    reward_total: Decimal
+
+    @property
+    def mean_reward(self) -> float | None:
+        if not self.investigations:
+            return None
+        return float(self.reward_total) / self.investigations
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    candidate: Candidate
+    ucb: float | None  # None: never investigated, so unbounded
+    ucb_norm: float
+    budget_norm: float
+    score: float
+
+
+def ucb(candidate: Candidate, total: int, exploration: float) -> float | None:
+    if not candidate.investigations:
+        return None
+    bonus = exploration * math.sqrt(math.log(total + 1) / candidate.investigations)
+    return candidate.mean_reward + bonus
+
+
+def score_all(candidates: list[Candidate], weight: float = DEFAULT_UCB_WEIGHT,
+              exploration: float = DEFAULT_EXPLORATION) -> list[Score]:
+    """Every candidate's score, best first: by score, then remaining budget, then id."""
+    if not candidates:
+        return []
+    total = sum(c.investigations for c in candidates)
+    ucbs = [ucb(c, total, exploration) for c in candidates]
+    finite = [u for u in ucbs if u is not None]
+    top_ucb = max(finite, default=0.0)
+    top_remaining = max(c.remaining for c in candidates)
+    scores = []
+    for c, u in zip(candidates, ucbs):
+        ucb_norm = 1.0 if u is None else (u / top_ucb if top_ucb > 0 else 0.0)
+        budget_norm = float(c.remaining / top_remaining) if top_remaining > 0 else 0.0
+        scores.append(Score(c, u, ucb_norm, budget_norm,
+                            weight * ucb_norm + (1 - weight) * budget_norm))
+    # Stable sorts, least significant key first: id ascending, remaining and score descending.
+    scores.sort(key=lambda s: s.candidate.artifact_id)
+    scores.sort(key=lambda s: s.candidate.remaining, reverse=True)
+    scores.sort(key=lambda s: s.score, reverse=True)
+    return scores

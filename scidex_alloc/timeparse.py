@@ -1,0 +1,35 @@
+"""Moments and durations typed on the command line."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from scidex_alloc.errors import UsageError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
+MAX_DURATION = timedelta(days=3650)
+
+
+def parse_moment(text: str, option: str) -> datetime:
+    """An ISO 8601 date or time as an aware UTC datetime; naive input is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{option} {text[:40]!r} is not an ISO 8601 date or time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """'90s', '30m', '2h', '7d', '1w' or combinations such as '1h30m'."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise UsageError(f"{option} {text[:40]!r} is not a duration such as 90s, 30m, 2h or 7d")
+    seconds = sum(int(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0 or seconds > MAX_DURATION.total_seconds():
+        raise UsageError(f"{option} must be more than 0 and at most {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
