@@ -99,6 +99,7 @@ def budget_select(params: Params, now: datetime) -> Select:
             demand.label("demand"),
             bounty.label("bounty"),
             markets.c.price.label("price"),
+            price.label("effective_price"),
             spent.label("spent"),
             budget.label("budget"),
             (budget - spent).label("remaining"),
@@ -185,3 +186,100 @@ def queue_candidates(params: Params, now: datetime, type_: str | None, agent: st
     ).where(~select(claims.c.id).where(others).exists())
     inner = base.subquery()
     return select(inner).where(inner.c.remaining > 0)
+
+
+def tokens(micro_amount) -> ColumnElement:
+    """Micro-tokens back to tokens inside SQL (exact NUMERIC on PostgreSQL)."""
+    return micro_amount / literal(Decimal("1000000.0"))
+
+
+def snapshot_insert(dialect: str, params: Params, now: datetime, type_: str | None,
+                    period: str, bucket: datetime):
+    """INSERT ... SELECT of every artifact's budget into its bucket; an existing row for the
+    same artifact, period and bucket is left alone (ON CONFLICT DO NOTHING)."""
+    from sqlalchemy import true
+
+    from scidex_alloc.schema import budget_snapshots
+
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    source = budget_select(params, now)
+    if type_ is not None:
+        source = source.where(artifacts.c.type == type_)
+    b = source.subquery()
+    rows = select(
+        b.c.artifact_id, literal(period), literal(bucket, Timestamp()), literal(now, Timestamp()),
+        tokens(b.c.demand), tokens(b.c.bounty), b.c.effective_price, tokens(b.c.budget),
+        tokens(b.c.spent), tokens(b.c.remaining),
+    ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+    columns = ["artifact_id", "period", "bucket", "taken_at", "demand", "bounty", "price",
+               "budget", "spent", "remaining"]
+    return insert(budget_snapshots).from_select(columns, rows).on_conflict_do_nothing()
+
+
+def snapshot_history(artifact_id: str, period: str, since: datetime | None,
+                     until: datetime | None) -> Select:
+    from scidex_alloc.schema import budget_snapshots as s
+
+    stmt = select(s).where(s.c.artifact_id == artifact_id, s.c.period == period)
+    return _window(stmt, s, since, until).order_by(s.c.bucket)
+
+
+def _window(stmt, s, since, until):
+    if since is not None:
+        stmt = stmt.where(~later_than(literal(since, Timestamp()), s.c.bucket))
+    if until is not None:
+        stmt = stmt.where(~later_than(s.c.bucket, literal(until, Timestamp())))
+    return stmt
+
+
+def snapshot_periods(artifact_id: str | None) -> Select:
+    from scidex_alloc.schema import budget_snapshots as s
+
+    stmt = select(s.c.period).distinct()
+    return stmt if artifact_id is None else stmt.where(s.c.artifact_id == artifact_id)
+
+
+def movers(type_: str | None, period: str, since: datetime | None, until: datetime | None,
+           top: int) -> Select:
+    """Per artifact, its first and last snapshot in the window; biggest budget moves first."""
+    from scidex_alloc.schema import budget_snapshots as s
+
+    span = _window(
+        select(s.c.artifact_id, func.min(s.c.bucket).label("first"),
+               func.max(s.c.bucket).label("last"))
+        .where(s.c.period == period), s, since, until,
+    ).group_by(s.c.artifact_id).subquery()
+    first, last = s.alias("first_snapshot"), s.alias("last_snapshot")
+    change = last.c.budget - first.c.budget
+    stmt = (
+        select(span.c.artifact_id, artifacts.c.type, span.c.first, span.c.last,
+               first.c.budget.label("budget_from"), last.c.budget.label("budget_to"),
+               first.c.remaining.label("remaining_from"),
+               last.c.remaining.label("remaining_to"))
+        .join(artifacts, artifacts.c.id == span.c.artifact_id)
+        .join(first, and_(first.c.artifact_id == span.c.artifact_id, first.c.period == period,
+                          first.c.bucket == span.c.first))
+        .join(last, and_(last.c.artifact_id == span.c.artifact_id, last.c.period == period,
+                         last.c.bucket == span.c.last))
+        .order_by(func.abs(change).desc(), span.c.artifact_id)
+        .limit(top)
+    )
+    return stmt if type_ is None else stmt.where(artifacts.c.type == type_)
+
+
+def prune_snapshots(period: str | None, before: datetime):
+    from scidex_alloc.schema import budget_snapshots as s
+
+    stmt = s.delete().where(later_than(literal(before, Timestamp()), s.c.bucket))
+    return stmt if period is None else stmt.where(s.c.period == period)
+
+
+def plan_candidates(params: Params, now: datetime, type_: str | None) -> Select:
+    inner = budget_select(params, now)
+    if type_ is not None:
+        inner = inner.where(artifacts.c.type == type_)
+    b = inner.subquery()
+    return select(b).where(b.c.remaining > 0)

@@ -319,3 +319,67 @@ def queue(entries, fmt: str, weight: float, claimed: bool) -> None:
         console().print(table)
     else:
         message("no candidates: nothing with budget left that is not claimed by another agent")
+
+
+class status:
+    """A spinner on stderr while something long runs, only on a terminal."""
+
+    def __init__(self, text: str):
+        self.text, self._status = text, None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            self._status = console(stderr=True).status(self.text)
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._status is not None:
+            self._status.__exit__(*exc)
+        return False
+
+
+def snapshot_result(result, fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(json_value(as_dict(result)) + "\n")
+        return
+    bucket = result.bucket.strftime("%Y-%m-%d %H:%M")
+    if result.recorded:
+        print(f"recorded {result.recorded} artifacts in the {result.period} bucket {bucket} UTC")
+    else:
+        print(f"the {result.period} bucket {bucket} UTC was already recorded: nothing added")
+
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[Decimal], low: Decimal, high: Decimal, width: int) -> str:
+    """Values as block characters on a shared scale, resampled to at most `width`."""
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
+    span = high - low
+    return "".join(BARS[0] if span == 0 else
+                   BARS[min(len(BARS) - 1, int((v - low) / span * (len(BARS) - 1) + Decimal("0.5")))]
+                   for v in values)
+
+
+def history(artifact_id: str, points, fmt: str, columns: Sequence[str]) -> None:
+    """The snapshots, and on a table a chart of budget and remaining that fits 80 columns."""
+    if fmt != "table" or not points:
+        if fmt != "table":
+            emit_rows(points, fmt, columns)
+        return
+    budgets = [p.budget for p in points]
+    remainings = [p.remaining for p in points]
+    low, high = min(budgets + remainings), max(budgets + remainings)
+    first, last = points[0].bucket, points[-1].bucket
+    out = console()
+    out.print(f"{artifact_id}: {len(points)} snapshots, {first:%Y-%m-%d %H:%M} to "
+              f"{last:%Y-%m-%d %H:%M} UTC")
+    out.print(f"budget     {sparkline(budgets, low, high, 50)}  {cell('budget', budgets[-1])}")
+    out.print(f"remaining  {sparkline(remainings, low, high, 50)}  "
+              f"{cell('remaining', remainings[-1])}")
+    out.print(f"           scale {cell('budget', low)} to {cell('budget', high)} tokens")
+    emit_rows(points, "table", ("bucket", "budget", "spent", "remaining", "demand", "bounty",
+                                "price"))

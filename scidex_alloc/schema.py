@@ -185,5 +185,26 @@ claims = Table(
           postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'")),
 )
 
+PERIODS = ("hour", "day", "week")
+
+# Budget history: one row per artifact per period bucket, written by `alloc snapshot`.
+# The primary key makes a second snapshot of the same bucket a no-op.
+budget_snapshots = Table(
+    "budget_snapshots",
+    metadata,
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), primary_key=True),
+    Column("period", String, primary_key=True),
+    Column("bucket", Timestamp, primary_key=True),
+    Column("taken_at", Timestamp, nullable=False),
+    Column("demand", Tokens(), nullable=False),
+    Column("bounty", Tokens(), nullable=False),
+    Column("price", Numeric(12, 6), nullable=False),
+    Column("budget", Tokens(), nullable=False),
+    Column("spent", Tokens(), nullable=False),
+    Column("remaining", Tokens(), nullable=False),
+    CheckConstraint(_in("period", PERIODS), name="period"),
+    Index("ix_budget_snapshots_period_bucket", "period", "bucket"),
+)
+
 BASE_UNIT = "tokens"
 DEFAULT_RATES = {"llm-tokens": 1000}

@@ -22,7 +22,17 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scidex_alloc import bulk, database, ledger, loader, queries, scoring, worklist
+from scidex_alloc import (
+    bulk,
+    database,
+    ledger,
+    loader,
+    planning,
+    queries,
+    scoring,
+    timeparse,
+    worklist,
+)
 from scidex_alloc.errors import (
     USAGE,
     IdempotencyConflict,
@@ -38,16 +48,20 @@ from scidex_alloc.results import (
     BudgetDetail,
     BudgetRow,
     Conversion,
+    HistoryPoint,
     LogEntry,
+    Mover,
+    PlanPart,
     QueueEntry,
     LoadReport,
     Rate,
     RowProblem,
+    SnapshotResult,
     SpendOutcome,
     SpendRecord,
     UnitValues,
 )
-from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
+from scidex_alloc.schema import BASE_UNIT, PERIODS, artifacts, exchange_rates, utcnow
 
 # SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
 warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
@@ -310,6 +324,74 @@ class Allocator:
         with self._read() as session:
             return worklist.listing(session, agent, expired)
 
+    # -- snapshots and plans ---------------------------------------------
+
+    def snapshot(self, type_: str | None = None, every: str = "hour") -> SnapshotResult:
+        """Record every artifact's budget in the current bucket, once: a second snapshot of
+        the same bucket, even a concurrent one, inserts nothing."""
+        _check_period(every)
+        now = utcnow()
+        bucket = timeparse.bucket_start(now, every)
+        with self._write() as session:
+            stmt = queries.snapshot_insert(session.connection().dialect.name, self.params, now,
+                                           type_, every, bucket)
+            recorded = session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+        return SnapshotResult(every, bucket, now, recorded)
+
+    def history(self, artifact_id: str, since: datetime | None = None,
+                until: datetime | None = None, every: str | None = None) -> list[HistoryPoint]:
+        """One artifact's snapshots, oldest first, of `every` (default: its finest period)."""
+        _check_window(since, until)
+        with self._read() as session:
+            if not session.execute(queries.artifact_exists(artifact_id)).first():
+                raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
+            period = every or _finest(session.scalars(queries.snapshot_periods(artifact_id)))
+            if period is None:
+                return []
+            _check_period(period)
+            rows = session.execute(queries.snapshot_history(artifact_id, period, since, until))
+            return [HistoryPoint(r.bucket, r.taken_at, *(exact(v) for v in (
+                r.demand, r.bounty, r.price, r.budget, r.spent, r.remaining))) for r in rows]
+
+    def movers(self, type_: str | None = None, top: int = 10, since: datetime | None = None,
+               until: datetime | None = None, every: str | None = None) -> list[Mover]:
+        """The artifacts whose budget rose or fell most over the window."""
+        _check_limit(top)
+        _check_window(since, until)
+        with self._read() as session:
+            period = every or _finest(session.scalars(queries.snapshot_periods(None)))
+            if period is None:
+                return []
+            _check_period(period)
+            rows = session.execute(queries.movers(type_, period, since, until, top))
+            return [Mover(r.artifact_id, r.type, r.first, r.last, exact(r.budget_from),
+                          exact(r.budget_to), exact(r.budget_to) - exact(r.budget_from),
+                          exact(r.remaining_from), exact(r.remaining_to)) for r in rows]
+
+    def prune(self, keep: timedelta, every: str | None = None) -> int:
+        """Delete snapshots whose bucket began more than `keep` before the current hour."""
+        if every is not None:
+            _check_period(every)
+        cutoff = timeparse.bucket_start(utcnow(), "hour") - keep
+        with self._write() as session:
+            return session.execute(queries.prune_snapshots(every, cutoff)).rowcount
+
+    def plan(self, pool: str, unit: str = BASE_UNIT, type_: str | None = None,
+             cap: str | None = None, minimum: str | None = None) -> list[PlanPart]:
+        """Split a pool of whole units across artifacts by remaining budget. Reads only."""
+        whole = {name: _whole(value, option) for name, value, option in (
+            ("pool", pool, "--pool"), ("cap", cap, "--cap"), ("min", minimum, "--min"))}
+        with self._read() as session:
+            self.rate_of(session, unit)  # an unknown unit is an error
+            rows = {r.artifact_id: queries.budget_row(0, r, self.params) for r in
+                    session.execute(queries.plan_candidates(self.params, utcnow(), type_))}
+        parts = planning.split(whole["pool"], {k: r.remaining for k, r in rows.items()},
+                               cap=whole["cap"], minimum=whole["min"])
+        total = Decimal(whole["pool"]) or Decimal(1)
+        return [PlanPart(p.artifact_id, rows[p.artifact_id].type, rows[p.artifact_id].remaining,
+                         p.share, (p.share / total).quantize(Decimal("1e-12")))
+                for p in parts]
+
     # -- loading ---------------------------------------------------------
 
     def load(self, what: str, stream: IO[bytes], fmt: str,
@@ -419,3 +501,30 @@ def _chunks(items, size: int):
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
+
+
+def _check_period(period: str) -> None:
+    if period not in PERIODS:
+        raise UsageError(f"--every must be one of {', '.join(PERIODS)}")
+
+
+def _check_window(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and since > until:
+        raise UsageError("--since is after --until")
+
+
+def _finest(periods) -> str | None:
+    """The finest period that has snapshots: hour, then day, then week."""
+    present = set(periods)
+    return next((p for p in PERIODS if p in present), None)
+
+
+def _whole(value: str | None, option: str) -> int | None:
+    """A whole number of units from the command line, up to 10**15."""
+    if value is None:
+        return None
+    amount = parse_amount(value, option, allow_zero=option == "--pool",
+                          limit=Decimal(10**15))
+    if amount != amount.to_integral_value():
+        raise UsageError(f"{option} must be a whole number of units")
+    return int(amount)

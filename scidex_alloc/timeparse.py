@@ -33,3 +33,12 @@ def parse_duration(text: str, option: str) -> timedelta:
     if seconds <= 0 or seconds > MAX_DURATION.total_seconds():
         raise UsageError(f"{option} must be more than 0 and at most {MAX_DURATION.days} days")
     return timedelta(seconds=seconds)
+
+
+def bucket_start(moment: datetime, period: str) -> datetime:
+    """The start of the hour, day or ISO week (Monday, UTC) that `moment` falls in."""
+    moment = moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    if period == "hour":
+        return moment
+    day = moment.replace(hour=0)
+    return day if period == "day" else day - timedelta(days=day.weekday())
