@@ -435,6 +435,39 @@ def plan(
     render.emit_rows(parts, fmt.value, PLAN_COLUMNS, title=f"Plan: {pool} {unit}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
+    db: Db = None,
+):
+    """Serve the read-only JSON API and the dashboard (http://HOST:PORT/)."""
+    from scidex_alloc import render, web
+
+    allocator = _allocator(db)
+    render.message(f"serving {allocator.target.masked()} on http://{host}:{port}/ "
+                   "(API under /api/market, docs at /docs; Ctrl-C stops)")
+    web.serve(allocator, host, port)
+
+
+@app.command()
+def report(
+    html: Annotated[str, typer.Option("--html", help="Write the dashboard to this file.")],
+    db: Db = None,
+):
+    """Write the dashboard as one self-contained HTML file (for cron to publish)."""
+    from pathlib import Path
+
+    from scidex_alloc import dashboard, render
+
+    page = dashboard.report(_allocator(db))
+    try:
+        Path(html).write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise _usage(f"cannot write {html}: {error.strerror}") from None
+    render.message(f"wrote {html}")
+
+
 def _moment(text: str | None, option: str):
     if text is None:
         return None

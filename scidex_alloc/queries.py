@@ -108,7 +108,8 @@ def budget_select(params: Params, now: datetime) -> Select:
     )
 
 
-def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None) -> Select:
+def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
+           offset: int = 0) -> Select:
     stmt = budget_select(params, now)
     if type_ is not None:
         stmt = stmt.where(artifacts.c.type == type_)
@@ -116,7 +117,7 @@ def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int
     stmt = stmt.order_by(key.desc(), artifacts.c.id.asc())
     if limit is not None:
         stmt = stmt.limit(limit)
-    return stmt
+    return stmt.offset(offset) if offset else stmt
 
 
 def one(params: Params, now: datetime, artifact_id: str) -> Select:
@@ -283,3 +284,23 @@ def plan_candidates(params: Params, now: datetime, type_: str | None) -> Select:
         inner = inner.where(artifacts.c.type == type_)
     b = inner.subquery()
     return select(b).where(b.c.remaining > 0)
+
+
+def pipeline_by_type(params: Params, now: datetime) -> Select:
+    """Capital to research per artifact type: committed demand, bounty, budget, spent."""
+    b = budget_select(params, now).subquery()
+    return (select(b.c.type, func.count().label("artifacts"),
+                   *(func.sum(b.c[name]).label(name)
+                     for name in ("demand", "bounty", "budget", "spent", "remaining")))
+            .group_by(b.c.type).order_by(b.c.type))
+
+
+def snapshot_totals(period: str, buckets: int) -> Select:
+    """Budget, spent and remaining summed over all artifacts, per bucket: the newest ones."""
+    from scidex_alloc.schema import budget_snapshots as s
+
+    newest = (select(s.c.bucket, *(func.sum(micro(s.c[name])).label(name)
+                                   for name in ("budget", "spent", "remaining")))
+              .where(s.c.period == period).group_by(s.c.bucket)
+              .order_by(s.c.bucket.desc()).limit(buckets).subquery())
+    return select(newest).order_by(newest.c.bucket)

@@ -267,3 +267,31 @@ class PlanPart:
 
 
 PLAN_COLUMNS = tuple(f.name for f in fields(PlanPart))
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTotals:
+    """One artifact type's capital-to-research pipeline."""
+
+    type: str
+    artifacts: int
+    demand: Decimal
+    bounty: Decimal
+    budget: Decimal
+    spent: Decimal
+    remaining: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePoint:
+    bucket: datetime
+    budget: Decimal
+    spent: Decimal
+    remaining: Decimal
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    types: list[TypeTotals]
+    period: str | None
+    history: list[PipelinePoint]

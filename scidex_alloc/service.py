@@ -51,6 +51,8 @@ from scidex_alloc.results import (
     HistoryPoint,
     LogEntry,
     Mover,
+    Pipeline,
+    PipelinePoint,
     PlanPart,
     QueueEntry,
     LoadReport,
@@ -59,6 +61,7 @@ from scidex_alloc.results import (
     SnapshotResult,
     SpendOutcome,
     SpendRecord,
+    TypeTotals,
     UnitValues,
 )
 from scidex_alloc.schema import BASE_UNIT, PERIODS, artifacts, exchange_rates, utcnow
@@ -104,14 +107,28 @@ class Allocator:
 
     # -- budgets ---------------------------------------------------------
 
-    def rank(self, type_: str | None = None, limit: int | None = None, by: str = "budget"
-             ) -> Iterator[BudgetRow]:
+    def rank(self, type_: str | None = None, limit: int | None = None, by: str = "budget",
+             offset: int = 0) -> Iterator[BudgetRow]:
         """Artifacts by `by` descending, ties by id; streamed, so any size fits in memory."""
         if by not in queries.SORT_KEYS:
             raise UsageError(f"--by must be one of {', '.join(queries.SORT_KEYS)}")
         _check_limit(limit)
-        stmt = queries.ranked(self.params, utcnow(), type_, by, limit)
-        return self._stream(stmt, lambda i, row: queries.budget_row(i, row, self.params))
+        if offset < 0:
+            raise UsageError("offset must not be negative")
+        stmt = queries.ranked(self.params, utcnow(), type_, by, limit, offset)
+        return self._stream(stmt, lambda i, row: queries.budget_row(offset + i, row, self.params))
+
+    def pipeline(self, buckets: int = 168) -> Pipeline:
+        """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
+        micro = queries.tokens_from_micro
+        with self._read() as session:
+            types = [TypeTotals(r.type, r.artifacts, *(micro(r[i]) for i in range(2, 7)))
+                     for r in session.execute(queries.pipeline_by_type(self.params, utcnow()))]
+            period = _finest(session.scalars(queries.snapshot_periods(None)))
+            points = [] if period is None else [
+                PipelinePoint(r.bucket, micro(r.budget), micro(r.spent), micro(r.remaining))
+                for r in session.execute(queries.snapshot_totals(period, buckets))]
+        return Pipeline(types, period, points)
 
     def _stream(self, stmt, convert: Callable) -> Iterator:
         """Rows of a read-only statement, fetched in batches inside one transaction."""

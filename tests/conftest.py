@@ -351,3 +351,60 @@ def db_url(empty_db_url):
     result = run_cli("db", "upgrade", "--db", empty_db_url)
     assert result.exit_code == 0, f"alloc db upgrade failed: {result.stderr}{result.stdout}"
     return empty_db_url
+
+
+# --------------------------------------------------------------------------- `alloc serve`
+
+
+class Served:
+    """A running `alloc serve` process and a tiny HTTP client for it."""
+
+    def __init__(self, port: int, process: subprocess.Popen):
+        self.base = f"http://127.0.0.1:{port}"
+        self.process = process
+
+    def get(self, path: str) -> tuple[int, object]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=30) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            body, status = error.read(), error.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode("utf-8", "replace")
+
+
+@pytest.fixture
+def served(db_url, cli):
+    """`alloc serve` on a free loopback port over a generated database."""
+    import time
+    import urllib.request
+
+    assert cli("generate", "--artifacts", "80", "--seed", "8", "--db", db_url).exit_code == 0
+    assert cli("snapshot", "--db", db_url).exit_code == 0
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scidex_alloc", "serve", "--port", str(port), "--db", db_url],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = Served(port, process)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(server.base + "/healthz", timeout=2).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"alloc serve did not start: {process.stdout.read()}")
+            time.sleep(0.1)
+    yield server
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
