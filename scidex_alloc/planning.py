@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
 from scidex_alloc.errors import UsageError
+from scidex_alloc.formula import parse_amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +80,14 @@ def _largest_remainder(pool: int, exact: dict[str, Decimal], cap: int | None) ->
             shares[k] += 1
             leftover -= 1
     return shares
+
+
+def whole_units(value: str | None, option: str) -> int | None:
+    """A whole number of units from the command line, up to 10**15."""
+    if value is None:
+        return None
+    amount = parse_amount(value, option, allow_zero=option == "--pool",
+                          limit=Decimal(10**15))
+    if amount != amount.to_integral_value():
+        raise UsageError(f"{option} must be a whole number of units")
+    return int(amount)

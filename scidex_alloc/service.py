@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from scidex_alloc import (
     bulk,
     database,
+    importer,
     ledger,
     loader,
     planning,
     queries,
     scoring,
+    snapshots,
     timeparse,
     worklist,
 )
@@ -57,24 +59,21 @@ from scidex_alloc.results import (
     QueueEntry,
     LoadReport,
     Rate,
-    RowProblem,
     SnapshotResult,
     SpendOutcome,
     SpendRecord,
     TypeTotals,
     UnitValues,
 )
-from scidex_alloc.schema import BASE_UNIT, PERIODS, artifacts, exchange_rates, utcnow
+from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 
 # SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
 warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
 
-LOAD_CHUNK = 10_000
 SPEND_CHUNK = 1_000
 DEFAULT_LEASE = timedelta(minutes=30)
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
-MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
 
 
 class Allocator:
@@ -124,7 +123,7 @@ class Allocator:
         with self._read() as session:
             types = [TypeTotals(r.type, r.artifacts, *(micro(r[i]) for i in range(2, 7)))
                      for r in session.execute(queries.pipeline_by_type(self.params, utcnow()))]
-            period = _finest(session.scalars(queries.snapshot_periods(None)))
+            period = snapshots.finest(session, None)
             points = [] if period is None else [
                 PipelinePoint(r.bucket, micro(r.budget), micro(r.spent), micro(r.remaining))
                 for r in session.execute(queries.snapshot_totals(period, buckets))]
@@ -346,7 +345,7 @@ class Allocator:
     def snapshot(self, type_: str | None = None, every: str = "hour") -> SnapshotResult:
         """Record every artifact's budget in the current bucket, once: a second snapshot of
         the same bucket, even a concurrent one, inserts nothing."""
-        _check_period(every)
+        snapshots.check_period(every)
         now = utcnow()
         bucket = timeparse.bucket_start(now, every)
         with self._write() as session:
@@ -358,37 +357,22 @@ class Allocator:
     def history(self, artifact_id: str, since: datetime | None = None,
                 until: datetime | None = None, every: str | None = None) -> list[HistoryPoint]:
         """One artifact's snapshots, oldest first, of `every` (default: its finest period)."""
-        _check_window(since, until)
+        snapshots.check_window(since, until)
         with self._read() as session:
-            if not session.execute(queries.artifact_exists(artifact_id)).first():
-                raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
-            period = every or _finest(session.scalars(queries.snapshot_periods(artifact_id)))
-            if period is None:
-                return []
-            _check_period(period)
-            rows = session.execute(queries.snapshot_history(artifact_id, period, since, until))
-            return [HistoryPoint(r.bucket, r.taken_at, *(exact(v) for v in (
-                r.demand, r.bounty, r.price, r.budget, r.spent, r.remaining))) for r in rows]
+            return snapshots.history(session, artifact_id, since, until, every)
 
     def movers(self, type_: str | None = None, top: int = 10, since: datetime | None = None,
                until: datetime | None = None, every: str | None = None) -> list[Mover]:
         """The artifacts whose budget rose or fell most over the window."""
         _check_limit(top)
-        _check_window(since, until)
+        snapshots.check_window(since, until)
         with self._read() as session:
-            period = every or _finest(session.scalars(queries.snapshot_periods(None)))
-            if period is None:
-                return []
-            _check_period(period)
-            rows = session.execute(queries.movers(type_, period, since, until, top))
-            return [Mover(r.artifact_id, r.type, r.first, r.last, exact(r.budget_from),
-                          exact(r.budget_to), exact(r.budget_to) - exact(r.budget_from),
-                          exact(r.remaining_from), exact(r.remaining_to)) for r in rows]
+            return snapshots.movers(session, type_, top, since, until, every)
 
     def prune(self, keep: timedelta, every: str | None = None) -> int:
         """Delete snapshots whose bucket began more than `keep` before the current hour."""
         if every is not None:
-            _check_period(every)
+            snapshots.check_period(every)
         cutoff = timeparse.bucket_start(utcnow(), "hour") - keep
         with self._write() as session:
             return session.execute(queries.prune_snapshots(every, cutoff)).rowcount
@@ -396,7 +380,7 @@ class Allocator:
     def plan(self, pool: str, unit: str = BASE_UNIT, type_: str | None = None,
              cap: str | None = None, minimum: str | None = None) -> list[PlanPart]:
         """Split a pool of whole units across artifacts by remaining budget. Reads only."""
-        whole = {name: _whole(value, option) for name, value, option in (
+        whole = {name: planning.whole_units(value, option) for name, value, option in (
             ("pool", pool, "--pool"), ("cap", cap, "--cap"), ("min", minimum, "--min"))}
         with self._read() as session:
             self.rate_of(session, unit)  # an unknown unit is an error
@@ -414,71 +398,15 @@ class Allocator:
     def load(self, what: str, stream: IO[bytes], fmt: str,
              progress: Callable[[int], None] | None = None) -> LoadReport:
         """Import a whole file in one transaction: either every row lands or none does."""
-        spec = loader.SPECS.get(what)
-        if spec is None:
-            raise UsageError(f"cannot load {what!r}: choose one of {', '.join(loader.SPECS)}")
-        table = artifacts.metadata.tables[spec.table]
-        report = LoadReport(what)
-        columns: tuple[str, ...] | None = None
-        seen: set[str] = set()
-        chunk: list[tuple[int, tuple]] = []
         try:
             with self._write() as session:
-                for line, record in loader.records(stream, fmt):
-                    if len(report.problems) >= MAX_PROBLEMS:
-                        break
-                    if isinstance(record, str):
-                        self._problem(report, line, record)
-                        continue
-                    if columns is None:
-                        columns = loader.columns_for(spec, record)
-                    try:
-                        chunk.append((line, loader.validate(spec, columns, record)))
-                    except loader.RowError as error:
-                        self._problem(report, line, str(error))
-                    if len(chunk) >= LOAD_CHUNK:
-                        self._load_chunk(session, spec, table, columns, chunk, seen, report)
-                        chunk = []
-                        if progress is not None:
-                            progress(LOAD_CHUNK)
-                if chunk:
-                    self._load_chunk(session, spec, table, columns, chunk, seen, report)
-                if report.problems:
+                report = importer.load(session, what, stream, fmt, progress)
+                if not report.ok:
                     session.rollback()
-                    report.loaded = 0
-                    return report
-                if spec.serial_id and columns and "id" in columns:
-                    bulk.advance_sequence(session, table)
         except sa_exc.IntegrityError as error:
             raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
                 from None
         return report
-
-    def _problem(self, report: LoadReport, line: int, message: str) -> None:
-        report.problems.append(RowProblem(line, message))
-
-    def _load_chunk(self, session, spec, table, columns, chunk, seen, report) -> None:
-        index = {name: i for i, name in enumerate(columns)}
-        key = spec.unique or "artifact_id"
-        keys = {row[index[key]] for _, row in chunk}
-        if spec.unique:
-            existing = set(session.scalars(select(table.c[key]).where(table.c[key].in_(keys))))
-        if spec.references_artifacts:
-            known = set(session.scalars(select(artifacts.c.id).where(artifacts.c.id.in_(keys))))
-        good = []
-        for line, row in chunk:
-            value = row[index[key]]
-            if spec.references_artifacts and value not in known:
-                self._problem(report, line, f"unknown artifact {value!r}")
-            elif spec.unique and (value in existing or value in seen):
-                self._problem(report, line, f"duplicate {key} {value!r}")
-            else:
-                if spec.unique:
-                    seen.add(value)
-                good.append(row)
-        if not report.problems:
-            bulk.insert_rows(session, table, columns, good)
-            report.loaded += len(good)
 
     def populate(self, batches) -> dict[str, int]:
         """Bulk-insert (table, columns, rows) batches in one transaction; counts per table."""
@@ -518,30 +446,3 @@ def _chunks(items, size: int):
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
-
-
-def _check_period(period: str) -> None:
-    if period not in PERIODS:
-        raise UsageError(f"--every must be one of {', '.join(PERIODS)}")
-
-
-def _check_window(since: datetime | None, until: datetime | None) -> None:
-    if since is not None and until is not None and since > until:
-        raise UsageError("--since is after --until")
-
-
-def _finest(periods) -> str | None:
-    """The finest period that has snapshots: hour, then day, then week."""
-    present = set(periods)
-    return next((p for p in PERIODS if p in present), None)
-
-
-def _whole(value: str | None, option: str) -> int | None:
-    """A whole number of units from the command line, up to 10**15."""
-    if value is None:
-        return None
-    amount = parse_amount(value, option, allow_zero=option == "--pool",
-                          limit=Decimal(10**15))
-    if amount != amount.to_integral_value():
-        raise UsageError(f"{option} must be a whole number of units")
-    return int(amount)
