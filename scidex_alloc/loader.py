@@ -16,6 +16,7 @@ from typing import IO, Callable, Iterator
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import exact, parse_amount
 from scidex_alloc.schema import BOUNTY_STATUSES, POSITION_STATUSES
+from scidex_alloc.timeparse import iso_utc
 
 FORMATS = ("csv", "jsonl")
 
@@ -87,12 +88,9 @@ def _timestamp(default_now: bool) -> Callable:
         if not isinstance(value, str):
             raise RowError(f"{column} must be an ISO 8601 timestamp")
         try:
-            moment = datetime.fromisoformat(value.strip())
+            return iso_utc(value)
         except ValueError:
             raise RowError(f"{column} {value[:40]!r} is not an ISO 8601 timestamp") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)
 
     return check
 

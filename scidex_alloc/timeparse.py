@@ -12,15 +12,20 @@ _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 MAX_DURATION = timedelta(days=3650)
 
 
-def parse_moment(text: str, option: str) -> datetime:
-    """An ISO 8601 date or time as an aware UTC datetime; naive input is taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"{option} {text[:40]!r} is not an ISO 8601 date or time") from None
+def iso_utc(text: str) -> datetime:
+    """An ISO 8601 date or time as an aware UTC datetime; naive input is taken as UTC.
+    Raises ValueError."""
+    moment = datetime.fromisoformat(text.strip())
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
+
+
+def parse_moment(text: str, option: str) -> datetime:
+    try:
+        return iso_utc(text)
+    except ValueError:
+        raise UsageError(f"{option} {text[:40]!r} is not an ISO 8601 date or time") from None
 
 
 def parse_duration(text: str, option: str) -> timedelta:
