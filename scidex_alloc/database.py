@@ -128,7 +128,8 @@ def explain(error: Exception, target: Target | None) -> str:
     lowered = message.lower()
     if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
         where = f" --db {target.masked()}" if target is not None and not target.is_default else ""
-        message = f"the database has no scidex-alloc schema; run: alloc db upgrade{where}"
+        message = ("the database has no scidex-alloc schema, or an older one; "
+                   f"run: alloc db upgrade{where}")
     elif "database is locked" in lowered:
         message = (
             f"the database is locked by another writer (waited {busy_timeout():g}s; "

@@ -16,6 +16,7 @@ CHUNK = 10_000
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PAST = datetime(2025, 6, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2099, 1, 1, tzinfo=timezone.utc)
+LAST_SNAPSHOT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 TYPES = (("hypothesis", "hyp", 40), ("analysis", "ana", 25), ("knowledge_gap", "gap", 20),
          ("experiment", "exp", 15))
@@ -40,13 +41,16 @@ POSITION_COLUMNS = ("artifact_id", "agent_id", "tokens", "status", "created_at")
 BOUNTY_COLUMNS = ("artifact_id", "tokens_offered", "tokens_paid", "status", "expires_at",
                   "created_at")
 SPEND_COLUMNS = ("artifact_id", "tokens", "kind", "agent_id", "note", "created_at")
+SNAPSHOT_COLUMNS = ("artifact_id", "period", "bucket", "taken_at", "demand", "bounty", "price",
+                    "budget", "spent", "remaining")
 
 
 def _tokens(rng: random.Random, mu: float, sigma: float) -> Decimal:
     return Decimal(f"{min(rng.lognormvariate(mu, sigma), 1_000_000):.2f}") + Decimal("0.01")
 
 
-def _artifact(rng: random.Random, index: int, params: Params) -> dict[str, list[tuple]]:
+def _artifact(rng: random.Random, index: int, params: Params, days: int
+              ) -> dict[str, list[tuple]]:
     name, prefix, _ = rng.choices(TYPES, weights=[t[2] for t in TYPES])[0]
     artifact_id = f"{prefix}-{index:07d}"
     created = EPOCH + timedelta(minutes=index * 7 + rng.randrange(7))
@@ -54,6 +58,7 @@ def _artifact(rng: random.Random, index: int, params: Params) -> dict[str, list[
     rows: dict[str, list[tuple]] = {
         "artifacts": [(artifact_id, name, title[0].upper() + title[1:], created)],
         "markets": [], "positions": [], "token_bounties": [], "resource_allocations": [],
+        "budget_snapshots": [],
     }
     price = None
     if rng.random() < 0.85:
@@ -76,39 +81,53 @@ def _artifact(rng: random.Random, index: int, params: Params) -> dict[str, list[
         if status == "open" and expires != PAST:
             bounty = offered - paid
         rows["token_bounties"].append((artifact_id, offered, paid, status, expires, created))
-    total = budget(demand, bounty, clamp_price(price, params), params)
+    p = clamp_price(price, params)
+    total = budget(demand, bounty, p, params)
+    spent = Decimal(0)
     if total > 0 and rng.random() < 0.3:
-        spend = exact(total * Decimal(rng.randrange(5, 60)) / 100)
-        if spend > 0:
+        spent = exact(total * Decimal(rng.randrange(5, 60)) / 100)
+        if spent > 0:
             rows["resource_allocations"].append(
-                (artifact_id, spend, rng.choice(KINDS), f"agent-{rng.randrange(500):03d}",
+                (artifact_id, spent, rng.choice(KINDS), f"agent-{rng.randrange(500):03d}",
                  "synthetic", created + timedelta(days=rng.randrange(1, 200))))
+    # Daily history up to LAST_SNAPSHOT: demand and spending grew into today's values.
+    for day in range(days):
+        share = Decimal(day + 1) / days
+        then = (exact(demand * share), exact(spent * share))
+        value = budget(then[0], bounty, p, params)
+        rows["budget_snapshots"].append(
+            (artifact_id, "day", LAST_SNAPSHOT - timedelta(days=days - 1 - day), LAST_SNAPSHOT,
+             then[0], bounty, p, value, then[1], value - then[1]))
     return rows
 
 
 COLUMNS = {
     "artifacts": ARTIFACT_COLUMNS, "markets": MARKET_COLUMNS, "positions": POSITION_COLUMNS,
     "token_bounties": BOUNTY_COLUMNS, "resource_allocations": SPEND_COLUMNS,
+    "budget_snapshots": SNAPSHOT_COLUMNS,
 }
 
 
-def batches(count: int, seed: int, params: Params | None = None):
-    """(table, columns, rows) in chunks of CHUNK artifacts, parents before children."""
+def batches(count: int, seed: int, params: Params | None = None, days: int = 0):
+    """(table, columns, rows) in chunks of CHUNK artifacts, parents before children, with
+    `days` daily snapshots per artifact."""
     params = params or Params()
     rng = random.Random(seed)
     for start in range(1, count + 1, CHUNK):
         chunk: dict[str, list[tuple]] = {name: [] for name in COLUMNS}
         for index in range(start, min(start + CHUNK, count + 1)):
-            for name, rows in _artifact(rng, index, params).items():
+            for name, rows in _artifact(rng, index, params, days).items():
                 chunk[name].extend(rows)
         for name, columns in COLUMNS.items():
             if chunk[name]:
                 yield name, columns, chunk[name]
 
 
-def generate(allocator, count: int, seed: int) -> dict[str, int]:
+def generate(allocator, count: int, seed: int, days: int = 0) -> dict[str, int]:
     from scidex_alloc.errors import UsageError
 
     if not 1 <= count <= 100_000_000:
         raise UsageError("--artifacts must be from 1 to 100000000")
-    return allocator.populate(batches(count, seed, allocator.params))
+    if not 0 <= days <= 366:
+        raise UsageError("--snapshot-days must be from 0 to 366")
+    return allocator.populate(batches(count, seed, allocator.params, days))

@@ -123,6 +123,8 @@ def load(
 def generate(
     artifacts: Annotated[int, typer.Option("--artifacts", help="How many artifacts.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same data.")] = 7,
+    snapshot_days: Annotated[int, typer.Option(
+        "--snapshot-days", help="Daily budget snapshots per artifact, up to 2026-11-01.")] = 0,
     db: Db = None,
 ):
     """Fill a database with realistic synthetic data (how sample.db is made)."""
@@ -130,7 +132,7 @@ def generate(
 
     allocator = creating_allocator(db)
     allocator.upgrade()
-    counts = sample.generate(allocator, artifacts, seed)
+    counts = sample.generate(allocator, artifacts, seed, snapshot_days)
     render.message(", ".join(f"{n} {name}" for name, n in counts.items()))
 
 @db_app.command("upgrade")
