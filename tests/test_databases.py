@@ -106,3 +106,11 @@ def test_quick_start_through_the_console_script(alloc_proc, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "hyp-" in result.stdout and "budget" in result.stdout
     assert "\x1b[" not in result.stdout, "no colour when piped"
+
+
+def test_sample_database_is_at_the_newest_revision(cli, tmp_path):
+    db = tmp_path / "sample.db"
+    shutil.copy(ROOT / "sample.db", db)
+    assert "up to date" in cli("db", "current", "--db", db).stdout
+    assert cli("audit", "--db", db).exit_code == 0
+    assert len(cli("next", "--limit", "3", "-f", "json", "--db", db).json()) == 3
