@@ -18,7 +18,14 @@ from sqlalchemy.types import Boolean, Numeric
 
 from scidex_alloc.formula import HALF, Params, terms
 from scidex_alloc.results import BudgetRow
-from scidex_alloc.schema import Timestamp, artifacts, markets, positions, resource_allocations, token_bounties
+from scidex_alloc.schema import (
+    Timestamp,
+    artifacts,
+    markets,
+    positions,
+    resource_allocations,
+    token_bounties,
+)
 
 MICRO_PER_TOKEN = 1_000_000
 SORT_KEYS = ("budget", "remaining", "demand")

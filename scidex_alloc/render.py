@@ -92,9 +92,10 @@ def emit_rows(rows: Iterable[Any], fmt: str, columns: Sequence[str], title: str 
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         count = 0
-        for count, row in enumerate(rows, start=1):
+        for row in rows:
             data = as_dict(row)
             writer.writerow([csv_value(data[c]) for c in columns])
+            count += 1
         return count
     return _table(rows, columns, title)
 

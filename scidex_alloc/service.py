@@ -10,11 +10,11 @@ Usable from Python without the CLI::
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
-from decimal import Decimal
-import math
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import IO, Callable, Iterator
 
 from sqlalchemy import exc as sa_exc
@@ -46,18 +46,18 @@ from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount
 from scidex_alloc.results import (
     AuditCheck,
     BatchSummary,
-    ClaimInfo,
     BudgetDetail,
     BudgetRow,
+    ClaimInfo,
     Conversion,
     HistoryPoint,
+    LoadReport,
     LogEntry,
     Mover,
     Pipeline,
     PipelinePoint,
     PlanPart,
     QueueEntry,
-    LoadReport,
     Rate,
     SnapshotResult,
     SpendOutcome,

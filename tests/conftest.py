@@ -400,7 +400,8 @@ def served(db_url, cli):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"alloc serve did not start: {process.stdout.read()}")
+                raise RuntimeError(
+                    f"alloc serve did not start: {process.stdout.read()}") from None
             time.sleep(0.1)
     yield server
     process.terminate()

@@ -10,8 +10,10 @@ import sys
 
 import typer
 
+# isort: off
 # Import order is the order `alloc --help` lists the commands in.
-from scidex_alloc.cli import budgets, spending, queue, history, serving  # noqa: F401, I001
+from scidex_alloc.cli import budgets, spending, queue, history, serving  # noqa: F401
+# isort: on
 from scidex_alloc.cli.app import app, state
 from scidex_alloc.errors import DATABASE, USAGE, AllocError
 
