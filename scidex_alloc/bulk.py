@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable, Sequence
@@ -10,12 +11,17 @@ from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
 
-def _sqlite_value(value):
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ")
-    return value
+def _utc_text(value: datetime) -> str:
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.replace(tzinfo=None).isoformat(" ")
+
+
+# The raw executemany below hands sqlite3 Decimals and datetimes as they are; it stores
+# them as exact decimal text (NUMERIC affinity makes it a number) and naive UTC text,
+# as SQLAlchemy's own types do. SQLAlchemy converts before binding, so it never meets these.
+sqlite3.register_adapter(Decimal, str)
+sqlite3.register_adapter(datetime, _utc_text)
 
 
 def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
@@ -33,7 +39,7 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: It
     try:
         cursor.executemany(
             f"INSERT INTO {table.name} ({names}) VALUES ({marks})",
-            (tuple(_sqlite_value(v) for v in row) for row in rows),
+            rows,
         )
     finally:
         cursor.close()

@@ -129,9 +129,10 @@ def parse_amount(
         raise UsageError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {_show(raw)}")
     if value > limit:
         raise UsageError(f"{what} {_show(raw)} is larger than the maximum {limit.normalize():f}")
-    if value != exact(value):
+    rounded = exact(value)
+    if rounded != value:
         raise UsageError(f"{what} {_show(raw)} has more than 6 decimal places")
-    return exact(value)
+    return rounded
 
 
 def _show(raw: str) -> str:

@@ -15,11 +15,14 @@ from types import SimpleNamespace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from scidex_alloc import errors, queries
-from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount, plain
+from scidex_alloc import bulk, errors, queries
+from scidex_alloc.formula import MAX_AMOUNT, Params, clamp_price, exact, parse_amount, plain
+from scidex_alloc.formula import budget as formula_budget
 from scidex_alloc.results import SpendOutcome, SpendRecord
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, resource_allocations, utcnow
 
+LOG_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",
+               "idempotency_key", "overdraft", "created_at")
 FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allow_overdraft")
 LIMITS = {"artifact_id": 200, "unit": 64, "kind": 64, "agent": 200, "note": 2000, "key": 200}
 TRUE, FALSE = ("1", "true", "yes", "y"), ("", "0", "false", "no", "n")
@@ -41,16 +44,17 @@ class SpendRequest:
 def text_field(fields: dict, name: str, required: bool = False) -> str | None:
     """A text field: valid UTF-8, no NUL, within its length limit."""
     value = fields.get(name)
-    if value is None or (isinstance(value, str) and value == ""):
+    if value is None or value == "":
         if required:
             raise errors.UsageError(f"{name} is required")
         return None
     if not isinstance(value, str):
         raise errors.UsageError(f"{name} must be text")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise errors.UsageError(f"{name} is not valid UTF-8") from None
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise errors.UsageError(f"{name} is not valid UTF-8") from None
     if "\x00" in value:
         raise errors.UsageError(f"{name} contains a NUL character")
     if len(value) > LIMITS[name]:
@@ -115,10 +119,12 @@ def lock_and_read(session: Session, params: Params, ids: list[str]) -> dict[str,
             .with_for_update()
         )
     stmt = queries.budget_select(params, utcnow()).where(artifacts.c.id.in_(ids))
+    micro = queries.tokens_from_micro
     balances = {}
     for row in session.execute(stmt):
-        b = queries.budget_row(0, row, params)
-        balances[b.artifact_id] = _Balance(b.budget, b.spent)
+        price = clamp_price(None if row.price is None else Decimal(row.price), params)
+        budget = formula_budget(micro(row.demand), micro(row.bounty), price, params)
+        balances[row.artifact_id] = _Balance(budget, micro(row.spent))
     return balances
 
 
@@ -137,22 +143,22 @@ def apply(session: Session, params: Params, requests: list[SpendRequest]) -> lis
     now = utcnow()
     decided = [_decide(r, balances, known, rates, now) for r in requests]
     new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
+    if len(requests) > 1:
+        # A batch reports counts, not records: bulk-insert without id round trips.
+        bulk.insert_rows(session, resource_allocations, LOG_COLUMNS,
+                         [tuple(getattr(row, c) for c in LOG_COLUMNS) for row in new_rows])
+        return [outcome for outcome, _ in decided]
+    ((outcome, row),) = decided
     if new_rows:
-        ids = session.execute(
-            resource_allocations.insert().returning(
-                resource_allocations.c.id, sort_by_parameter_order=True),
-            [{k: v for k, v in vars(row).items() if k != "id"} for row in new_rows],
-        ).scalars().all()
-        for row, new_id in zip(new_rows, ids):
-            row.id = new_id
-    outcomes = []
-    for outcome, row in decided:
-        if row is not None:
-            balance = balances[row.artifact_id]
-            outcome.record = _record(row, outcome.status == "replayed", balance.spent,
-                                     balance.remaining)
-        outcomes.append(outcome)
-    return outcomes
+        row.id = session.execute(
+            resource_allocations.insert().returning(resource_allocations.c.id),
+            [{c: getattr(row, c) for c in LOG_COLUMNS}],
+        ).scalar_one()
+    if row is not None:
+        balance = balances[row.artifact_id]
+        outcome.record = _record(row, outcome.status == "replayed", balance.spent,
+                                 balance.remaining)
+    return [outcome]
 
 
 def _decide(r: SpendRequest, balances, known, rates, now):

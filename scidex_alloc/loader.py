@@ -248,10 +248,11 @@ def columns_for(spec: Spec, first: dict) -> tuple[str, ...]:
 
 
 def validate(spec: Spec, columns: tuple[str, ...], record: dict) -> tuple:
-    unknown = [name for name in record if name not in spec.checks]
-    if unknown:
-        raise RowError(f"unknown column {unknown[0]!r}")
-    row = {name: spec.checks[name](record.get(name), name) for name in columns}
+    checks = spec.checks
+    if not record.keys() <= checks.keys():
+        unknown = next(name for name in record if name not in checks)
+        raise RowError(f"unknown column {unknown!r}")
+    values = tuple(checks[name](record.get(name), name) for name in columns)
     if spec.row_check is not None:
-        spec.row_check(row)
-    return tuple(row[name] for name in columns)
+        spec.row_check(dict(zip(columns, values)))
+    return values

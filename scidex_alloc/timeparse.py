@@ -17,7 +17,7 @@ def iso_utc(text: str) -> datetime:
     Raises ValueError."""
     moment = datetime.fromisoformat(text.strip())
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc)
 
 
