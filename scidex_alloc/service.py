@@ -22,19 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from scidex_alloc import (
-    bulk,
-    database,
-    importer,
-    ledger,
-    loader,
-    planning,
-    queries,
-    scoring,
-    snapshots,
-    timeparse,
-    worklist,
-)
+# Modules one area needs are imported inside its methods: start-up is paid on every call.
+from scidex_alloc import database, queries
 from scidex_alloc.errors import (
     USAGE,
     IdempotencyConflict,
@@ -119,6 +108,8 @@ class Allocator:
 
     def pipeline(self, buckets: int = 168) -> Pipeline:
         """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
+        from scidex_alloc import snapshots
+
         micro = queries.tokens_from_micro
         with self._read() as session:
             types = [TypeTotals(r.type, r.artifacts, *(micro(r[i]) for i in range(2, 7)))
@@ -209,6 +200,8 @@ class Allocator:
               agent: str | None = None, note: str | None = None, key: str | None = None,
               allow_overdraft: bool = False) -> SpendRecord:
         """Record one spend, or replay the one recorded under the same key; raises on refusal."""
+        from scidex_alloc import ledger
+
         req = ledger.request(0, {
             "artifact_id": artifact_id, "amount": amount, "unit": unit, "kind": kind,
             "agent": agent, "note": note, "key": key, "allow_overdraft": allow_overdraft})
@@ -224,6 +217,8 @@ class Allocator:
         Each chunk commits on its own, so a killed run leaves only whole lines; with
         `atomic` the file is one transaction and any failed line writes nothing.
         """
+        from scidex_alloc import loader
+
         summary = BatchSummary(atomic=atomic)
         chunks = _chunks(loader.records(stream, fmt), SPEND_CHUNK)
         if atomic:
@@ -239,6 +234,8 @@ class Allocator:
         return summary
 
     def _spend_chunk(self, chunk, summary, progress, session=None) -> None:
+        from scidex_alloc import ledger
+
         outcomes, requests = [], []
         for line, fields in chunk:
             try:
@@ -258,6 +255,8 @@ class Allocator:
     def _apply_committed(self, requests: list) -> list[SpendOutcome]:
         """Apply requests in their own transaction, retrying when a concurrent writer took
         the same idempotency key first (the retry then sees it and replays)."""
+        from scidex_alloc import ledger
+
         for attempt in range(3):
             try:
                 with self._write() as session:
@@ -269,6 +268,8 @@ class Allocator:
 
     def reverse(self, spend_id: int, agent: str | None = None, note: str | None = None
                 ) -> SpendRecord:
+        from scidex_alloc import ledger
+
         with self._write() as session:
             return ledger.reverse(session, self.params, spend_id, agent, note)
 
@@ -293,9 +294,13 @@ class Allocator:
 
     def next(self, type_: str | None = None, limit: int = 10, agent: str | None = None,
              claim: bool = False, lease: timedelta = DEFAULT_LEASE,
-             ucb_weight: float = scoring.DEFAULT_UCB_WEIGHT,
-             exploration: float = scoring.DEFAULT_EXPLORATION) -> list[QueueEntry]:
+             ucb_weight: float | None = None, exploration: float | None = None
+             ) -> list[QueueEntry]:
         """The best next investigations; with `claim`, the top `limit` are leased to `agent`."""
+        from scidex_alloc import ledger, scoring, worklist
+
+        ucb_weight = scoring.DEFAULT_UCB_WEIGHT if ucb_weight is None else ucb_weight
+        exploration = scoring.DEFAULT_EXPLORATION if exploration is None else exploration
         _check_limit(limit)
         if not 0 <= ucb_weight <= 1:
             raise UsageError("--ucb-weight must be from 0 to 1")
@@ -323,6 +328,8 @@ class Allocator:
 
     def done(self, claim_id: int, reward: float | None = None) -> ClaimInfo:
         """Close a claim as a completed investigation, with its reward in [0, 1] if known."""
+        from scidex_alloc import worklist
+
         value = None
         if reward is not None:
             if not math.isfinite(reward) or not 0 <= reward <= 1:
@@ -333,10 +340,14 @@ class Allocator:
 
     def release(self, claim_id: int) -> ClaimInfo:
         """Give a claim back without an outcome."""
+        from scidex_alloc import worklist
+
         with self._write() as session:
             return worklist.finish(session, claim_id, "released", None)
 
     def claims(self, agent: str | None = None, expired: bool = False) -> list[ClaimInfo]:
+        from scidex_alloc import worklist
+
         with self._read() as session:
             return worklist.listing(session, agent, expired)
 
@@ -345,6 +356,8 @@ class Allocator:
     def snapshot(self, type_: str | None = None, every: str = "hour") -> SnapshotResult:
         """Record every artifact's budget in the current bucket, once: a second snapshot of
         the same bucket, even a concurrent one, inserts nothing."""
+        from scidex_alloc import snapshots, timeparse
+
         snapshots.check_period(every)
         now = utcnow()
         bucket = timeparse.bucket_start(now, every)
@@ -357,6 +370,8 @@ class Allocator:
     def history(self, artifact_id: str, since: datetime | None = None,
                 until: datetime | None = None, every: str | None = None) -> list[HistoryPoint]:
         """One artifact's snapshots, oldest first, of `every` (default: its finest period)."""
+        from scidex_alloc import snapshots
+
         snapshots.check_window(since, until)
         with self._read() as session:
             return snapshots.history(session, artifact_id, since, until, every)
@@ -364,6 +379,8 @@ class Allocator:
     def movers(self, type_: str | None = None, top: int = 10, since: datetime | None = None,
                until: datetime | None = None, every: str | None = None) -> list[Mover]:
         """The artifacts whose budget rose or fell most over the window."""
+        from scidex_alloc import snapshots
+
         _check_limit(top)
         snapshots.check_window(since, until)
         with self._read() as session:
@@ -371,6 +388,8 @@ class Allocator:
 
     def prune(self, keep: timedelta, every: str | None = None) -> int:
         """Delete snapshots whose bucket began more than `keep` before the current hour."""
+        from scidex_alloc import snapshots, timeparse
+
         if every is not None:
             snapshots.check_period(every)
         cutoff = timeparse.bucket_start(utcnow(), "hour") - keep
@@ -380,6 +399,8 @@ class Allocator:
     def plan(self, pool: str, unit: str = BASE_UNIT, type_: str | None = None,
              cap: str | None = None, minimum: str | None = None) -> list[PlanPart]:
         """Split a pool of whole units across artifacts by remaining budget. Reads only."""
+        from scidex_alloc import planning
+
         whole = {name: planning.whole_units(value, option) for name, value, option in (
             ("pool", pool, "--pool"), ("cap", cap, "--cap"), ("min", minimum, "--min"))}
         with self._read() as session:
@@ -398,6 +419,8 @@ class Allocator:
     def load(self, what: str, stream: IO[bytes], fmt: str,
              progress: Callable[[int], None] | None = None) -> LoadReport:
         """Import a whole file in one transaction: either every row lands or none does."""
+        from scidex_alloc import importer
+
         try:
             with self._write() as session:
                 report = importer.load(session, what, stream, fmt, progress)
@@ -410,6 +433,8 @@ class Allocator:
 
     def populate(self, batches) -> dict[str, int]:
         """Bulk-insert (table, columns, rows) batches in one transaction; counts per table."""
+        from scidex_alloc import bulk
+
         counts: dict[str, int] = {}
         with self._write() as session:
             for name, columns, rows in batches:

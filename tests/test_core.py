@@ -146,3 +146,20 @@ def test_usage_errors_are_one_line_exit_2(db_url, cli, args):
     result = cli(*args, "--db", db_url)
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("alloc: ")
+
+
+def test_every_command_is_in_its_area():
+    """Each command is registered by the module `alloc` imports when that command runs."""
+    import typer
+
+    from scidex_alloc.cli import AREAS, app, register
+
+    register([])
+    listed = set(typer.main.get_command(app).commands)
+    assert listed == {name for names in AREAS.values() for name in names}
+    for area, names in AREAS.items():
+        module = __import__(f"scidex_alloc.cli.{area}", fromlist=["app"])
+        source = open(module.__file__).read()
+        for name in names:
+            if name not in ("rates", "db", "snapshots"):  # groups live in cli/app.py
+                assert f'def {name}' in source or f'("{name}")' in source, (area, name)

@@ -1,21 +1,36 @@
 """The `alloc` command: parse arguments, call the allocator service, hand results to render.
 
-No SQL and no business rules live here: each command module registers its commands on
-the one Typer app.
+No SQL and no business rules live here: each area's module registers its commands on
+the one Typer app. Only the invoked command's module is imported (start-up is paid on
+every shell call); help and unknown commands load them all.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
 
-# isort: off
-# Import order is the order `alloc --help` lists the commands in.
-from scidex_alloc.cli import budgets, spending, queue, history, serving  # noqa: F401
-# isort: on
 from scidex_alloc.cli.app import app, state
 from scidex_alloc.errors import DATABASE, USAGE, AllocError
+
+# In `alloc --help` order.
+AREAS = {
+    "budgets": ("rank", "budget", "convert", "rates", "load", "generate", "db"),
+    "spending": ("spend", "log", "audit"),
+    "queue": ("next", "done", "release", "claims"),
+    "history": ("snapshot", "history", "snapshots", "plan"),
+    "serving": ("serve", "report"),
+}
+
+
+def register(argv: list[str]) -> None:
+    """Import the module of the command named in argv, or every module."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    areas = [area for area, commands in AREAS.items() if name in commands] or list(AREAS)
+    for area in areas:
+        importlib.import_module(f"scidex_alloc.cli.{area}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    register(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(app)
     try:
         return _run(command, argv)
