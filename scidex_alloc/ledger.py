@@ -118,7 +118,11 @@ def lock_and_read(session: Session, params: Params, ids: list[str]) -> dict[str,
             select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
             .with_for_update()
         )
-    stmt = queries.budget_select(params, utcnow()).where(artifacts.c.id.in_(ids))
+    full = queries.budget_select(params, utcnow())
+    # Only the terms: the budget is computed here, so no subquery is evaluated twice.
+    stmt = full.with_only_columns(
+        *(full.selected_columns[c] for c in ("artifact_id", "demand", "bounty", "price", "spent"))
+    ).where(artifacts.c.id.in_(ids))
     micro = queries.tokens_from_micro
     balances = {}
     for row in session.execute(stmt):
