@@ -7,12 +7,11 @@ that exact code, even while the working tree is being edited.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import tarfile
-import io
-from pathlib import Path
 
 from bench import procs
 

@@ -1,6 +1,7 @@
 """Prose for docs/benchmarks.md, written by people; every number in the tables comes from
-the run. The figures quoted here come from `bench/experiments.py` on the same machine and
-code (commit 015da16, 2026-11-25) and say so."""
+the run. The figures quoted here come from `bench/experiments.py` and profiles on the same
+machine and code (commit 0b044bc, 2026-11-25) unless they say otherwise: rerunning the
+suite updates the tables, not this text."""
 
 METHOD = """
 ## How it is measured
@@ -56,7 +57,7 @@ computing each aggregate once (LATERAL / a MATERIALIZED CTE) was 0.91x (PostgreS
 0.78x (SQLite) the speed of the current statement, and joining GROUP BY aggregates
 0.35x and 0.51x. The current shape is the fastest of the three, so no index or query
 change is recommended for ranking. PostgreSQL's JIT compiles the statement on every run
-(254 ms of the 2.8 s at 1M, see the plan): `-c jit=off` measured 3.17 s -> 2.84 s for
+(250-280 ms of the ~3 s EXPLAIN ANALYZE at 1M, "JIT" at the end of the plan): `-c jit=off` measured (on 015da16) 3.17 s -> 2.84 s for
 `alloc rank` at 1M and 0.67 s -> 0.64 s at 100k.
 """
 
@@ -64,60 +65,58 @@ change is recommended for ranking. PostgreSQL's JIT compiles the statement on ev
 MISSED = {
     1: """
 **Case 1 on SQLite is bounded by alloc's start-up, not by SQL.** alloc and the floor run
-the same statement (0.8-0.9 us per artifact on both, case 8), but alloc pays a fixed
-~0.41 s per process (`alloc rank --type none`: Python, SQLAlchemy Core + ORM, the
-package, Typer, the engine, compiling the statement) where the floor pays 0.03 s (Python
-and `sqlite3`). SQLite ranks 1M artifacts in only ~0.85 s, so the fixed part alone is
-almost half the floor. 1.3x at 1M needs alloc's fixed cost under ~0.29 s, of which
-importing SQLAlchemy Core alone takes ~0.19 s (see the start-up table): only a rank path
-that imports little besides SQLAlchemy Core comes close (recommendation 1). PostgreSQL
-meets the target (1.13x) because its query takes ~2.6 s.
+the same statement (0.83 and 0.84 us per artifact, the slopes of case 8), but alloc pays
+a fixed ~0.34 s per process (`alloc rank --type none`: Python, SQLAlchemy Core and ORM,
+the package, Typer, the engine, compiling the statement) where the floor pays 0.03 s
+(Python and `sqlite3`). SQLite ranks 1M artifacts in only ~0.85 s, so 1.3x needs alloc's
+fixed cost under ~0.29 s, and importing SQLAlchemy Core alone takes ~0.19 s (see the
+start-up table). PostgreSQL meets the target (1.11x) because its query takes ~2.5 s.
 """,
     2: """
-**Case 2: the per-artifact code is 17.8x slower, not 50x, because the loopback round trip
+**Case 2: the per-artifact code is 17.6x slower, not 50x, because the loopback round trip
 is cheap and alloc's start-up dominates at 100k.** The naive code runs 4 queries for
 each of 40,000 hypotheses; psycopg prepares them after 5 uses, so each costs ~78 us on
-127.0.0.1 (12.6 s in all). `alloc rank` takes 0.71 s, of which ~0.57 s is the fixed
+127.0.0.1 (12.5 s in all). `alloc rank` takes 0.71 s, of which ~0.46 s is the fixed
 start-up measured at the same size (case 8) and ~0.25 s the statement; even the bare
-statement through the driver (the case 1 floor, 0.38 s with Python and psycopg start-up)
-is only 33x faster. 50x would need the whole alloc process under 0.25 s. With a real
-network between client and server (0.3 ms or more per round trip) the naive code takes
-48 s or more and the ratio is above 65x; on SQLite, in-process queries cost ~5 us and
-the naive code is only 1.6x slower.
+statement through the driver (the case 1 floor, 0.37 s with Python and psycopg start-up)
+is only 34x faster. 50x would need the whole alloc process under 0.25 s, less than its
+statement plus Python and psycopg start-up. With a real network between client and
+server (0.3 ms or more per round trip) the naive code takes 48 s or more and the ratio
+exceeds 65x; on SQLite, in-process queries cost ~5 us and the naive code is only 2.2x
+slower.
 """,
     3: """
-**Case 3 is bounded by what alloc imports and builds per process beyond the floor.**
-Measured on 1M SQLite (`python -m bench.experiments startup`, CPU time, medians of 11):
-the floor's imports (`sqlalchemy.orm`, `typer`) 0.318 s; alloc's modules with them
-(`scidex_alloc.cli`, `.service`, `.render`) 0.355 s; `Allocator.open(db).budget(id)` in
-Python 0.350 s; the whole `alloc budget ID --format json` 0.413 s, with the Rich table
-0.434 s; the floor 0.303 s. In-process timings: package import ~40 ms (of which
-`results` 9.5 ms of dataclasses, `schema` 5.2 ms, `service` 3.5 ms, `render` 2.9 ms,
-`ledger` 2.4 ms, `loader` 2.0 ms, `queries` 2.0 ms), building the whole Typer command
-tree 12 ms, opening the engine 7 ms, the first budget query (connect, compile, run) 8 ms,
-Rich ~20 ms. The JSON `budget` meets 1.25x; the others need 30-80 ms less.
+**Case 3 is bounded by what alloc imports and does per process beyond the floor** (the
+floor already pays `sqlalchemy.orm`, `typer` and the driver). `alloc spend` on SQLite
+now meets 1.25x; `alloc budget` misses by 10-15 ms on SQLite (1.28-1.29x) and
+everything on PostgreSQL misses by 35-95 ms. On PostgreSQL (`-X importtime`, medians of
+3) alloc imports 48 ms more than the floor: SQLAlchemy's PostgreSQL dialect 17 ms (any
+SQLAlchemy engine needs it), `scidex_alloc.results` 9.0 ms (its dataclasses),
+`schema` 4.9 ms, `service` 3.6 ms, `render` 3.2 ms, `queries` 2.7 ms, `formula`
+1.7 ms, `cli` 2.5 ms. With everything imported, one `budget` call still takes 23 ms:
+Typer building the command group 8 ms, connecting (SQLAlchemy's dialect initialisation
+queries) ~7 ms, the ORM session and compiling the statement the rest; the floor's query
+takes ~2 ms.
 """,
     (4, "sqlite"): """
-**Case 4 on SQLite: ~10,000 lines/s, half the target, bounded by per-chunk Python and
-SQL work in the ledger, not by SQLite's inserts (executemany does 36,000 lines/s).**
-Profile of 20,000 lines on the 1M database (in-process): `ledger.lock_and_read` 31 %
-(the budget SELECT for the chunk's 1,000 artifacts, which evaluates demand three times,
-bounty three times and spent twice per artifact because `budget` and `remaining` repeat
-them, plus `queries.budget_row` recomputing every term in Decimal), the log insert 18 %
-(SQLAlchemy sends one `INSERT ... RETURNING` per row on SQLite because of
-`sort_by_parameter_order=True`; batching it measured only 1.06x), 20 commits 11 %,
-`ledger.request` parsing 9.5 %, `_decide` + `_record` 8 %.
+**Case 4 on SQLite: 13,300 lines/s, bounded by the balance query in
+`ledger.lock_and_read`.** Since 65db67b the log rows go in with one executemany; a
+profile of 20,000 lines on the 1M database now puts two thirds of the in-process time in
+fetching the chunk's balances: `queries.budget_select(...).where(id IN 1,000 ids)`
+evaluates 8 correlated subqueries per artifact (demand three times, bounty three times,
+spent twice, because `budget` and `remaining` repeat them). The rest: 20 commits 7 %,
+executemany 7 %, `ledger.request` 6 %.
 """,
     5: """
 **Case 5 is bounded by per-row Python validation.** `alloc load` parses and checks
-every row in Python (`loader.validate`: Decimal amounts, ISO timestamps, statuses) and
-converts each value again for the driver; the floors do neither. Profiles: on SQLite,
-`validate` 43 %, `bulk._sqlite_value` 18 %, reading the CSV 10 %, `executemany` itself
-13 %. On PostgreSQL (500,000 rows: alloc 9.2 s with 5.2 s of client CPU, COPY 3.4 s),
-validation 42 %, psycopg `write_row` adapting Decimal and datetime objects 12 %,
-waiting for the server 21 %: the client parses a 10,000-row chunk, then waits for the
-server to COPY it and to answer the artifact look-up, so client and server work one
-after the other instead of at the same time.
+every row in Python (`loader.validate`: Decimal amounts, ISO timestamps, statuses); the
+floors do not. Profile of 200,000 rows on SQLite: `validate` 43 % (`parse_amount` 11 %,
+timestamps 12 %), `executemany` with the Decimal and datetime adapters 23 %, reading the
+CSV 12 %. On PostgreSQL (measured on 015da16 with 500,000 rows: alloc 9.2 s with 5.2 s
+of client CPU, COPY 3.4 s) the client parses a 10,000-row chunk, then waits while the
+server copies it and answers the artifact look-up: client and server work one after the
+other (validation 42 %, psycopg `write_row` adapting Decimal and datetime objects 12 %,
+waiting for the server 21 %).
 """,
 }
 
@@ -125,57 +124,56 @@ ANALYSIS = """
 ## What would meet the missed targets
 
 Changes to product code, in order of what they buy; not applied here (the suite only
-measures). Estimates are marked as such; everything else was measured.
+measures). Estimates are marked as such; everything else was measured. Already done
+since the first full run on 015da16 (results in the history of this file): batch spends
+bulk-inserted and cheaper row checks (65db67b: spend file 9,987 -> 13,304 lines/s on
+SQLite and 5,504 -> 8,909 on PostgreSQL, load 66.9 -> 61.5 s on SQLite), and importing
+only the invoked command's module (64b0abc: SQLite fixed start-up 0.41 -> 0.34 s,
+`alloc spend` 1.38x -> 1.17x).
 
-1. **Start-up (cases 1, 3; case 2 too).** `cli/__init__.py:run` builds the click
-   command of every command on each call (`typer.main.get_command(app)`, 12 ms) and
-   `service.py` imports every module of the package at import time (~40 ms with
-   `results`' dataclasses). Import per command instead (`ledger`, `loader`, `importer`,
-   `planning`, `scoring`, `worklist`, `snapshots` inside the methods that use them; the
-   result dataclasses next to their users), draw piped tables without Rich (~20 ms), and
-   register subcommands lazily (a click group that builds only the invoked command).
-   Estimate: 40-60 ms per process, enough for case 3 (0.41-0.49 s against
-   1.25 x 0.30-0.36 s). Case 1 on SQLite additionally needs `rank` to run without
-   importing `sqlalchemy.orm` (37 ms: `service.py` uses `Session`/`sessionmaker` for
-   reads; a Core `engine.connect()` suffices): estimate ~0.33 s fixed, 1.34x at 1M.
-   Below 1.3x reliably only without SQLAlchemy on that path (~0.19 s), a design change
-   (for example, caching the compiled SQL text per dialect and running it through the
-   driver).
-2. **`alloc load` (case 5).** On PostgreSQL, stream the whole file through one COPY while
-   the next rows are parsed (client and server then work in parallel on the two cores),
-   letting the foreign key find unknown artifacts and re-running the per-chunk look-up
-   only to report line numbers when it fires; and hand COPY the validated text rather
-   than Decimal and datetime objects. Estimate: 82 s -> 45-55 s for 5M rows (1.2-1.4x
-   COPY). On SQLite: have `loader.validate` return driver-ready values so
-   `bulk._sqlite_value` disappears (-18 %), and add fast paths for plain decimals and
-   canonical timestamps in `formula.parse_amount` and `timeparse.iso_utc` (-15-20 %);
-   estimate 67 s -> ~40 s, 2.0x executemany. 1.5x on SQLite needs validation outside
-   Python: executemany the raw text into a TEMP staging table and check it with SQL
-   (CHECKs, an anti-join on artifacts for unknown ids, `julianday()` for timestamps)
-   before one `INSERT ... SELECT`.
-3. **`alloc spend --file` on SQLite (case 4).** In `ledger.lock_and_read`, select only
-   what the decision needs (budget and spent, each computed once per artifact: a
-   subquery computing demand, bounty and spent once, then budget from it) and build
-   `_Balance` with `formula.budget` instead of `queries.budget_row`'s full terms;
-   insert the chunk with one executemany and take the new ids from the contiguous
-   rowid range (the chunk holds the write lock); parse lines with a single `csv.reader`
-   and skip per-field re-encoding in `ledger.text_field`. Estimate: 10,000 ->
-   15,000-18,000 lines/s; 20,000 also needs larger transactions than the 1,000 lines
-   the README promises (each commit costs ~15 ms on the 1M database).
+1. **`ledger.lock_and_read` (case 4, SQLite 13,300 -> an estimated 17,000-20,000
+   lines/s).** Select only what the decision needs, each aggregate once: artifact id,
+   market price, and the demand, bounty and spent subqueries, then compute the budget in
+   Python as it already does (`formula.budget`). Measured through the driver on the same
+   20 chunks of 1,000 artifacts: 0.50-0.75 s with `budget_select` -> 0.20-0.22 s (2.5-3.4x),
+   which would save 1.5-2.7 s of the 7.5 s run.
+2. **Start-up (case 3 everywhere, case 1 on SQLite).** Remaining measured extras are
+   listed under case 3. Cheapest first: import `results`' dataclasses per area, as the
+   service modules now are (9 ms); on read paths use a Core `engine.connect()` instead of
+   `sqlalchemy.orm.Session` (the ORM import is 37 ms: free in case 3, whose floor imports
+   it, but not in case 1, whose floor does not); keep `render` and `queries` out of
+   commands that do not need them; the Typer group build (8 ms) shrinks further if each
+   area registers only the invoked command. Estimate: 20-30 ms per process, enough for
+   `alloc budget` on SQLite and about half of the PostgreSQL gap; case 1 on SQLite would
+   reach about 1.30x (fixed cost ~0.29 s). The rest on PostgreSQL is SQLAlchemy's dialect
+   import and connect-time initialisation (~25 ms), which only a driver-level fast path
+   for single-row commands would avoid.
+3. **`alloc load` (case 5).** On PostgreSQL, stream the whole file through one COPY while
+   the next rows are parsed, so the client and the server work at the same time on the
+   two cores; let the foreign key find unknown artifacts and re-run the per-chunk
+   look-up only to report line numbers when it fires; hand COPY the validated text
+   instead of Decimal and datetime objects. Estimate: 80 s -> 45-55 s for 5M rows
+   (1.5-1.8x this run's COPY). On SQLite: fast paths for plain decimals and canonical
+   timestamps in `formula.parse_amount` and `timeparse.iso_utc`, and validated rows that
+   are already text so no adapter runs (estimate -25-30 %: 61 s -> ~45 s, 2.2x). 1.5x on
+   SQLite needs validation outside Python: executemany the raw text into a TEMP staging
+   table and check it with SQL (CHECKs, an anti-join on artifacts for unknown ids,
+   `julianday()` for timestamps) before one `INSERT ... SELECT`.
 4. **PostgreSQL JIT.** Add `options=-c jit=off` to the connect arguments in
-   `database.engine_for`: measured 3.17 s -> 2.84 s for `alloc rank` at 1M, 0.67 s ->
-   0.64 s at 100k (the statement is many cheap index probes, where JIT compilation,
-   ~250 ms, does not pay for itself).
-5. **Generation.** `alloc generate` already uses COPY on PostgreSQL (`bulk.insert_rows`)
-   and executemany on SQLite: 1M artifacts took 73 s on SQLite and 79 s on PostgreSQL in
-   the run above (99 s and 82 s in an earlier build while the machine was busier), of which ~31 s is synthesising the rows in Python (`sample._artifact`,
-   mostly `random.choices`/`randrange`; measured without a database) and the rest the
-   inserts with indexes and foreign keys in place. Creating the secondary indexes after
-   filling a new database would save an estimated 20-30 %; it is not a target.
+   `database.engine_for`: measured (on 015da16) 3.17 s -> 2.84 s for `alloc rank` at
+   1M and 0.67 s -> 0.64 s at 100k; the statement is many cheap index probes, where JIT
+   compilation (~250 ms, see the plan) does not pay for itself.
+5. **Generation (not a target).** `alloc generate` already uses COPY on PostgreSQL
+   (`bulk.insert_rows`) and executemany on SQLite: 1M artifacts took 73 s on SQLite and
+   79 s on PostgreSQL (99 s and 82 s in an earlier build on a busier machine), of which
+   ~31 s is synthesising the rows in Python (`sample._artifact`, mostly
+   `random.choices`/`randrange`; measured without a database) and the rest the inserts
+   with indexes and foreign keys in place. Creating the secondary indexes after filling
+   a new database would save an estimated 20-30 %.
 
-Targets met: case 1 on PostgreSQL (1.13x), case 4 on PostgreSQL (5,500 lines/s, just
-above 5,000), case 6 snapshot (1.01-1.05x), case 7 memory (58-66 MB for 1M rows: the
-ranking streams, in `yield_per` batches of 2,000, through a server-side cursor on
-PostgreSQL), case 8 (per-artifact cost flat within 1.13x on SQLite and 1.26x on
-PostgreSQL from 100k to 1M: linear).
+Targets met: case 1 on PostgreSQL (1.11x), case 3 `alloc spend` on SQLite (1.17-1.18x),
+case 4 on PostgreSQL (8,900 lines/s), case 6 snapshot (1.00-1.04x), case 7 memory (57-64
+MB for 1M rows: the ranking streams in `yield_per` batches of 2,000, through a
+server-side cursor on PostgreSQL), case 8 (t = a + b n fits with R2 0.996 on SQLite and
+0.988 on PostgreSQL; the floors' slopes are the same).
 """
