@@ -18,8 +18,6 @@ from scidex_alloc.formula import exact, parse_amount
 from scidex_alloc.schema import BOUNTY_STATUSES, POSITION_STATUSES
 from scidex_alloc.timeparse import iso_utc
 
-FORMATS = ("csv", "jsonl")
-
 
 class RowError(ValueError):
     """One bad value in one row."""

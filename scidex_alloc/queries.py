@@ -79,8 +79,9 @@ def _total(column, table, *where) -> ColumnElement:
     )
 
 
-def budget_select(params: Params, now: datetime) -> Select:
-    """Every artifact with its terms in micro-tokens, and budget/remaining sort keys."""
+def budget_select(params: Params, now: datetime, type_: str | None = None) -> Select:
+    """Every artifact (of one type, if given) with its terms in micro-tokens, and
+    budget/remaining sort keys."""
     demand = _total(micro(positions.c.tokens), positions, positions.c.status == "open")
     bounty = _total(
         micro(token_bounties.c.tokens_offered) - micro(token_bounties.c.tokens_paid),
@@ -98,7 +99,7 @@ def budget_select(params: Params, now: datetime) -> Select:
     floor = literal(params.multiplier_floor)
     multiplier = floor + (1 - floor) * uncertainty
     budget = func.round((literal(params.research_share) * demand + bounty) * multiplier)
-    return (
+    stmt = (
         select(
             artifacts.c.id.label("artifact_id"),
             artifacts.c.type,
@@ -113,13 +114,12 @@ def budget_select(params: Params, now: datetime) -> Select:
         )
         .select_from(artifacts.outerjoin(markets, markets.c.artifact_id == artifacts.c.id))
     )
+    return stmt if type_ is None else stmt.where(artifacts.c.type == type_)
 
 
 def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
            offset: int = 0) -> Select:
-    stmt = budget_select(params, now)
-    if type_ is not None:
-        stmt = stmt.where(artifacts.c.type == type_)
+    stmt = budget_select(params, now, type_)
     key = stmt.selected_columns[by]
     stmt = stmt.order_by(key.desc(), artifacts.c.id.asc())
     if limit is not None:
@@ -180,9 +180,7 @@ def queue_candidates(params: Params, now: datetime, type_: str | None, agent: st
     done = and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "done")
     others = live() if agent is None else live(claims.c.agent_id != agent)
     own = live(claims.c.agent_id == agent) if agent is not None else None
-    base = budget_select(params, now)
-    if type_ is not None:
-        base = base.where(artifacts.c.type == type_)
+    base = budget_select(params, now, type_)
     base = base.add_columns(
         select(func.count()).where(done).scalar_subquery().label("investigations"),
         func.coalesce(select(func.sum(claims.c.reward)).where(done).scalar_subquery(), 0)
@@ -213,9 +211,7 @@ def snapshot_insert(dialect: str, params: Params, now: datetime, type_: str | No
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    source = budget_select(params, now)
-    if type_ is not None:
-        source = source.where(artifacts.c.type == type_)
+    source = budget_select(params, now, type_)
     b = source.subquery()
     rows = select(
         b.c.artifact_id, literal(period), literal(bucket, Timestamp()), literal(now, Timestamp()),
@@ -286,9 +282,7 @@ def prune_snapshots(period: str | None, before: datetime):
 
 
 def plan_candidates(params: Params, now: datetime, type_: str | None) -> Select:
-    inner = budget_select(params, now)
-    if type_ is not None:
-        inner = inner.where(artifacts.c.type == type_)
+    inner = budget_select(params, now, type_)
     b = inner.subquery()
     return select(b).where(b.c.remaining > 0)
 

@@ -15,7 +15,6 @@ from typing import Any, Iterable, Sequence
 
 from scidex_alloc.formula import plain as number
 
-FORMATS = ("table", "json", "csv")
 RATIO_FIELDS = {"price", "uncertainty", "multiplier", "units_per_token", "rate", "fraction",
                 "score", "ucb", "ucb_norm", "budget_norm", "mean_reward", "reward"}
 

@@ -76,17 +76,16 @@ state = State()
 
 
 def open_allocator(db: str | None):
-    from scidex_alloc import database
     from scidex_alloc.service import Allocator
 
-    state.target = database.resolve(db)
     allocator = Allocator.open(db)
+    state.target = allocator.target
     state.opened.append(allocator)
     return allocator
 
 
 def creating_allocator(db: str | None):
-    """Like _allocator, but a SQLite file that does not exist yet is created."""
+    """Like open_allocator, but a SQLite file that does not exist yet is created."""
     from scidex_alloc import database
 
     target = database.resolve(db)
