@@ -80,10 +80,11 @@ def engine_for(target: Target) -> Engine:
     if target.is_sqlite:
         return _sqlite_engine(target)
     # JIT compilation costs ~250 ms on every run of the ranking statement and saves less.
+    # Times without a zone mean UTC everywhere, also as text that `alloc load` copies in.
     return create_engine(
         target.url,
         connect_args={"connect_timeout": 10, "application_name": "scidex-alloc",
-                      "options": "-c jit=off"},
+                      "options": "-c jit=off -c timezone=UTC"},
     )
 
 

@@ -1,7 +1,9 @@
 """`alloc load`'s decisions: check every row of a file and bulk-insert it in the caller's
-transaction. Rows are checked in chunks with set-based look-ups (which referenced
-artifacts exist, which keys are taken); after the first bad row nothing more is
-inserted, and the caller rolls the transaction back.
+transaction. Values are checked row by row (loader); the database's own constraints
+check references and keys. Only when it refuses a chunk, or after a bad row, are the
+chunk's rows looked up set-based (which referenced artifacts exist, which keys are
+taken) to name the lines at fault. After the first bad row nothing more is inserted,
+and the caller rolls the transaction back.
 """
 
 from __future__ import annotations
@@ -27,36 +29,48 @@ def load(session: Session, what: str, stream: IO[bytes], fmt: str,
         raise UsageError(f"cannot load {what!r}: choose one of {', '.join(loader.SPECS)}")
     table = artifacts.metadata.tables[spec.table]
     report = LoadReport(what)
-    columns: tuple[str, ...] | None = None
+    rows = loader.Rows(spec, stream, fmt)
     seen: set[str] = set()
     chunk: list[tuple[int, tuple]] = []
-    for line, record in loader.records(stream, fmt):
+    for line, row in rows:
         if len(report.problems) >= MAX_PROBLEMS:
             break
-        if isinstance(record, str):
-            report.problems.append(RowProblem(line, record))
+        if isinstance(row, str):
+            report.problems.append(RowProblem(line, row))
             continue
-        if columns is None:
-            columns = loader.columns_for(spec, record)
-        try:
-            chunk.append((line, loader.validate(spec, columns, record)))
-        except loader.RowError as error:
-            report.problems.append(RowProblem(line, str(error)))
+        chunk.append((line, row))
         if len(chunk) >= CHUNK:
-            _insert_chunk(session, spec, table, columns, chunk, seen, report)
+            _insert_chunk(session, spec, table, rows.columns, chunk, seen, report)
             chunk = []
             if progress is not None:
                 progress(CHUNK)
     if chunk:
-        _insert_chunk(session, spec, table, columns, chunk, seen, report)
+        _insert_chunk(session, spec, table, rows.columns, chunk, seen, report)
     if report.problems:
         report.loaded = 0
-    elif spec.serial_id and columns and "id" in columns:
+    elif spec.serial_id and rows.columns and "id" in rows.columns:
         bulk.advance_sequence(session, table)
     return report
 
 
 def _insert_chunk(session, spec, table, columns, chunk, seen, report) -> None:
+    if not report.problems:
+        try:
+            with session.begin_nested():
+                bulk.insert_rows(session, table, columns, [row for _, row in chunk])
+        except session.connection().dialect.loaded_dbapi.IntegrityError:
+            report.problems += _faults(session, spec, table, columns, chunk, seen)
+            if not report.problems:
+                raise
+        else:
+            report.loaded += len(chunk)
+        return
+    report.problems += _faults(session, spec, table, columns, chunk, seen)
+
+
+def _faults(session, spec, table, columns, chunk, seen) -> list[RowProblem]:
+    """The rows of a chunk that name unknown artifacts or taken keys; `seen` collects
+    the keys of rows that were checked but not inserted."""
     index = {name: i for i, name in enumerate(columns)}
     key = spec.unique or "artifact_id"
     keys = {row[index[key]] for _, row in chunk}
@@ -64,17 +78,13 @@ def _insert_chunk(session, spec, table, columns, chunk, seen, report) -> None:
         existing = set(session.scalars(select(table.c[key]).where(table.c[key].in_(keys))))
     if spec.references_artifacts:
         known = set(session.scalars(select(artifacts.c.id).where(artifacts.c.id.in_(keys))))
-    good = []
+    problems = []
     for line, row in chunk:
         value = row[index[key]]
         if spec.references_artifacts and value not in known:
-            report.problems.append(RowProblem(line, f"unknown artifact {value!r}"))
+            problems.append(RowProblem(line, f"unknown artifact {value!r}"))
         elif spec.unique and (value in existing or value in seen):
-            report.problems.append(RowProblem(line, f"duplicate {key} {value!r}"))
-        else:
-            if spec.unique:
-                seen.add(value)
-            good.append(row)
-    if not report.problems:
-        bulk.insert_rows(session, table, columns, good)
-        report.loaded += len(good)
+            problems.append(RowProblem(line, f"duplicate {key} {value!r}"))
+        elif spec.unique:
+            seen.add(value)
+    return problems

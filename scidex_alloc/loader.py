@@ -1,12 +1,18 @@
 """Reading and validating CSV or JSON Lines files for `alloc load`.
 
-Each row becomes a tuple in the table's column order, or a problem with its line number.
+Each row becomes a tuple in the file's column order, or a problem with its line number.
+A CSV line whose every value is plainly valid (a plain number, an ISO timestamp in the
+form the database stores) is matched by one regular expression and kept as written;
+any other line gets the full per-value checks. Both give the same stored rows.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -14,7 +20,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from scidex_alloc.errors import UsageError
-from scidex_alloc.formula import exact, parse_amount
+from scidex_alloc.formula import MAX_AMOUNT, MICRO, exact, parse_amount
 from scidex_alloc.schema import BOUNTY_STATUSES, POSITION_STATUSES
 from scidex_alloc.timeparse import iso_utc
 
@@ -23,7 +29,42 @@ class RowError(ValueError):
     """One bad value in one row."""
 
 
-def _text(required: bool) -> Callable:
+@dataclass(frozen=True)
+class Field:
+    """How one column's values are checked.
+
+    `check` takes any value. `plain` is a regular expression with one group that matches
+    only raw CSV text which `check` accepts and which the database stores exactly as
+    `check`'s result (an empty optional value matches nothing and gives None).
+    """
+
+    check: Callable[[object, str], object]
+    plain: str
+
+
+def _optional(pattern: str, required: bool) -> str:
+    return f"({pattern})" if required else f"({pattern})?"
+
+
+# Raw CSV text without quotes, separators, line ends, NUL or undecodable bytes.
+_CHAR = r'[^,"\r\n\x00\udc80-\udcff]'
+_DECIMALS = -MICRO.as_tuple().exponent
+MAX_PRICE = Decimal(1_000_000)
+
+
+def _plain_number(limit: Decimal) -> str:
+    """Unsigned numbers below `limit` with at most the ledger's decimals, no leading zeros."""
+    digits = len(str(int(limit))) - 1
+    return rf"(?:0|[1-9][0-9]{{0,{digits - 1}}})(?:\.[0-9]{{1,{_DECIMALS}}})?"
+
+
+# A valid calendar day (29 February takes the full check) and time, as stored: no zone.
+_DAY = ("[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+        "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))")
+_TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+
+
+def _text(required: bool) -> Field:
     def check(value, column):
         if value is None or (isinstance(value, str) and value.strip() == ""):
             if required:
@@ -35,10 +76,10 @@ def _text(required: bool) -> Callable:
             raise RowError(f"{column} contains a NUL character")
         return value
 
-    return check
+    return Field(check, _optional(rf"(?!\s){_CHAR}+", required))
 
 
-def _amount(default: Decimal | None) -> Callable:
+def _amount(default: Decimal | None) -> Field:
     def check(value, column):
         if value is None or value == "":
             if default is None:
@@ -51,10 +92,10 @@ def _amount(default: Decimal | None) -> Callable:
         except UsageError as error:
             raise RowError(str(error)) from None
 
-    return check
+    return Field(check, f"({_plain_number(MAX_AMOUNT)})")
 
 
-def _price(value, column):
+def _check_price(value, column):
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -63,12 +104,15 @@ def _price(value, column):
         price = Decimal(str(value).strip())
     except InvalidOperation:
         raise RowError(f"{column} {str(value)[:40]!r} is not a number") from None
-    if not price.is_finite() or abs(price) > 1_000_000:
+    if not price.is_finite() or abs(price) > MAX_PRICE:
         raise RowError(f"{column} must be a finite number")
     return exact(price)
 
 
-def _choice(options: tuple[str, ...]) -> Callable:
+_price = Field(_check_price, f"({_plain_number(MAX_PRICE)})?")
+
+
+def _choice(options: tuple[str, ...]) -> Field:
     def check(value, column):
         if value is None or value == "":
             return options[0]
@@ -76,10 +120,10 @@ def _choice(options: tuple[str, ...]) -> Callable:
             raise RowError(f"{column} must be one of {', '.join(options)}, not {str(value)[:40]!r}")
         return value
 
-    return check
+    return Field(check, "(" + "|".join(map(re.escape, options)) + ")")
 
 
-def _timestamp(default_now: bool) -> Callable:
+def _timestamp(default_now: bool) -> Field:
     def check(value, column):
         if value is None or value == "":
             return datetime.now(timezone.utc) if default_now else None
@@ -90,10 +134,10 @@ def _timestamp(default_now: bool) -> Callable:
         except ValueError:
             raise RowError(f"{column} {value[:40]!r} is not an ISO 8601 timestamp") from None
 
-    return check
+    return Field(check, _optional(f"{_DAY} {_TIME}", required=default_now))
 
 
-def _integer(value, column):
+def _check_integer(value, column):
     if value is None or value == "":
         raise RowError(f"{column} is required once the file has an id column")
     try:
@@ -103,6 +147,9 @@ def _integer(value, column):
     if isinstance(value, bool) or not 0 < number < 2**63:
         raise RowError(f"{column} must be a positive whole number")
     return number
+
+
+_integer = Field(_check_integer, "([1-9][0-9]{0,17})")  # below 2**63
 
 
 def _paid_within_offer(row: dict) -> None:
@@ -115,7 +162,7 @@ class Spec:
     """How one loadable table's rows are checked."""
 
     table: str
-    checks: dict[str, Callable]
+    fields: dict[str, Field]
     references_artifacts: bool = True
     unique: str | None = None
     serial_id: bool = False
@@ -166,16 +213,22 @@ def detect_format(path: str, given: str | None) -> str:
     raise UsageError(f"cannot tell the format of {path!r} from its extension: use --format csv|jsonl")
 
 
-def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, dict | str]]:
-    """(line number, record) pairs; a record that cannot be read is a message instead.
+def records(stream: IO[bytes], fmt: str,
+            plain_for: Callable[[list[str]], re.Pattern | None] | None = None,
+            ) -> Iterator[tuple[int, dict | tuple | str]]:
+    """(line number, record) pairs: a record is a dict of raw values or a problem message,
+    or, for a CSV line that the pattern `plain_for(header)` matches, its values as written.
 
-    Lines are decoded one at a time, so a bad byte spoils only its own line.
+    Undecodable bytes become lone surrogates, so a bad byte spoils only its own line.
     """
-    lines = (raw.decode("utf-8", "surrogateescape") for raw in stream)
-    if fmt == "csv":
-        yield from _csv_records(lines)
-    else:
-        yield from _jsonl_records(lines)
+    lines = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="\n")
+    try:
+        if fmt == "csv":
+            yield from _csv_records(lines, plain_for)
+        else:
+            yield from _jsonl_records(lines)
+    finally:
+        lines.detach()  # the caller owns the stream
 
 
 def _is_utf8(text: str) -> bool:
@@ -186,7 +239,7 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _csv_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
+def _csv_records(lines: Iterator[str], plain_for) -> Iterator[tuple[int, dict | tuple | str]]:
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
@@ -197,16 +250,22 @@ def _csv_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
     if not _is_utf8("".join(header)):
         raise UsageError("line 1: the header is not valid UTF-8")
     header = [name.strip() for name in header]
+    plain = plain_for(header) if plain_for is not None else None
     line = reader.line_num
-    while True:
+    for text in lines:
+        line += 1
+        match = plain.fullmatch(text) if plain is not None else None
+        if match is not None:
+            yield line, match.groups()
+            continue
+        # Any other record is the csv module's to read: it may run over several lines.
+        reader = csv.reader(itertools.chain((text,), lines), strict=True)
         try:
             values = next(reader)
-        except StopIteration:
-            return
         except csv.Error as error:
-            yield line + 1, str(error)
+            yield line, str(error)
             return
-        start, line = line + 1, reader.line_num
+        start, line = line, line + reader.line_num - 1
         if not values:
             continue
         if not _is_utf8("".join(values)):
@@ -235,22 +294,54 @@ def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
         yield number, record
 
 
-def columns_for(spec: Spec, first: dict) -> tuple[str, ...]:
-    """The columns to insert: every known one, with id only when the file gives ids."""
-    unknown = [name for name in first if name not in spec.checks]
+class Rows:
+    """A file's rows checked for one table: iterating gives (line, values in `columns`
+    order) or (line, problem message); `columns` is known once the first row is read."""
+
+    def __init__(self, spec: Spec, stream: IO[bytes], fmt: str):
+        self.spec = spec
+        self.columns: tuple[str, ...] | None = None
+        self._records = records(stream, fmt, self._plain_line)
+
+    def __iter__(self) -> Iterator[tuple[int, tuple | str]]:
+        for line, record in self._records:
+            if not isinstance(record, dict):
+                yield line, record
+                continue
+            if self.columns is None:
+                self.columns = columns_for(self.spec, list(record))
+            try:
+                yield line, validate(self.spec, self.columns, record)
+            except RowError as error:
+                yield line, str(error)
+
+    def _plain_line(self, header: list[str]) -> re.Pattern | None:
+        """Lines that need no per-value check, when the header names every column once
+        and the table has no check across columns."""
+        self.columns = columns_for(self.spec, header)
+        if self.spec.row_check is not None or tuple(header) != self.columns:
+            return None
+        fields = self.spec.fields
+        return re.compile(",".join(fields[name].plain for name in self.columns) + r"\r?\n?")
+
+
+def columns_for(spec: Spec, names: list[str]) -> tuple[str, ...]:
+    """The columns to insert: the file's in its order, then the table's others but id."""
+    unknown = [name for name in names if name not in spec.fields]
     if unknown:
         raise UsageError(
-            f"unknown column {unknown[0]!r} for {spec.table}; expected: {', '.join(spec.checks)}"
+            f"unknown column {unknown[0]!r} for {spec.table}; expected: {', '.join(spec.fields)}"
         )
-    return tuple(name for name in spec.checks if name != "id" or "id" in first)
+    given = tuple(dict.fromkeys(names))
+    return given + tuple(name for name in spec.fields if name not in given and name != "id")
 
 
 def validate(spec: Spec, columns: tuple[str, ...], record: dict) -> tuple:
-    checks = spec.checks
-    if not record.keys() <= checks.keys():
-        unknown = next(name for name in record if name not in checks)
+    fields = spec.fields
+    if not record.keys() <= fields.keys():
+        unknown = next(name for name in record if name not in fields)
         raise RowError(f"unknown column {unknown!r}")
-    values = tuple(checks[name](record.get(name), name) for name in columns)
+    values = tuple(fields[name].check(record.get(name), name) for name in columns)
     if spec.row_check is not None:
         spec.row_check(dict(zip(columns, values)))
     return values

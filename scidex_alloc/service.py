@@ -426,7 +426,7 @@ class Allocator:
                 report = importer.load(session, what, stream, fmt, progress)
                 if not report.ok:
                     session.rollback()
-        except sa_exc.IntegrityError as error:
+        except (sa_exc.IntegrityError, self.engine.dialect.loaded_dbapi.IntegrityError) as error:
             raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
                 from None
         return report

@@ -218,9 +218,10 @@ class PrivateServer:
         last = ""
         for _attempt in range(3):  # the free port may be taken between probing and binding
             self.port = _free_port()
+            # A server time zone far from UTC: alloc must not depend on it.
             options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                       "-c max_connections=200")
+                       "-c max_connections=200 -c timezone=Pacific/Kiritimati")
             out = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
                             str(self.log), "-o", options, "-w", "-t", "60", "start")
             if out.returncode == 0:

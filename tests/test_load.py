@@ -1,6 +1,15 @@
 """`alloc load`: bad rows are reported by line and nothing of a failed file is written."""
 
+import csv
+import json
+from datetime import datetime, timedelta, timezone
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from scidex_alloc.service import Allocator
 
 
 def count(cli, db_url):
@@ -102,3 +111,86 @@ def test_explicit_ids_keep_the_sequence_going(db_url, cli, tmp_path):
     result = cli("load", "positions", tmp_path / "p2.csv", "--db", db_url)
     assert result.exit_code == 0, result.stderr
     assert cli("rank", "-f", "json", "--db", db_url).json()[0]["demand"] == 7
+
+
+def test_unknown_artifact_in_a_plain_file_is_named_by_line(db_url, cli, tmp_path):
+    (tmp_path / "a.csv").write_text("id,type\na,hypothesis\n")
+    cli("load", "artifacts", tmp_path / "a.csv", "--db", db_url)
+    path = tmp_path / "p.csv"
+    path.write_text("artifact_id,agent_id,tokens,status,created_at\n"
+                    "a,x,1,open,2026-01-01 00:00:00\n"
+                    "b,x,2,open,2026-01-01 00:00:00\n")
+    result = cli("load", "positions", path, "--db", db_url)
+    assert result.exit_code == 2 and "line 3: unknown artifact 'b'" in result.stderr
+    assert "line 2:" not in result.stderr
+    assert count_positions(db_url) == 0
+
+
+def test_line_numbers_count_lines_inside_quoted_values(db_url, cli, tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text('id,type,title\na,hypothesis,"two\nlines"\nb,hypothesis,plain\n'
+                    "c,,missing type\n")
+    result = cli("load", "artifacts", path, "--db", db_url)
+    assert result.exit_code == 2 and "line 5: type is required" in result.stderr
+
+
+def count_positions(db_url) -> int:
+    engine = Allocator.open(db_url).engine
+    with engine.connect() as connection:
+        total = connection.execute(text("SELECT COUNT(*) FROM positions")).scalar_one()
+    engine.dispose()
+    return total
+
+
+# Values as a CSV file may write them: CSV lines the loader takes as written and lines it
+# checks value by value must store exactly what the same values do from JSON Lines.
+moments = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 30),
+                       timezones=st.sampled_from([None, timezone.utc,
+                                                  timezone(timedelta(hours=-5, minutes=-30))]))
+position_rows = st.lists(st.tuples(
+    st.sampled_from(["a", "b c", "é"]),
+    st.one_of(st.none(), st.sampled_from(["agent-1", " spaced", "q,uoted"])),
+    st.decimals(min_value=0, max_value=10**9, places=6).map(
+        lambda d: st.sampled_from([str(d), f"{d:f}", f"{d:.6f}", f"00{d:f}"])).flatmap(lambda s: s),
+    st.sampled_from(["open", "closed", "settled"]),
+    moments.flatmap(lambda m: st.sampled_from([
+        m.isoformat(" ", "seconds"), m.isoformat(), m.isoformat("T", "seconds"),
+        m.strftime("%Y-%m-%d %H:%M")])),
+), min_size=1, max_size=30)
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=position_rows)
+def test_csv_and_json_lines_store_the_same_rows(db_url, cli, tmp_path, rows):
+    artifacts = tmp_path / "a.jsonl"
+    artifacts.write_text("".join(json.dumps({"id": a, "type": "hypothesis"}) + "\n"
+                                 for a in ("a", "b c", "é")))
+    cli("load", "artifacts", artifacts, "--db", db_url)
+    names = ("artifact_id", "agent_id", "tokens", "status", "created_at")
+    as_csv = tmp_path / "p.csv"
+    with as_csv.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(names)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
+    as_jsonl = tmp_path / "p.jsonl"
+    as_jsonl.write_text("".join(json.dumps(dict(zip(names, row))) + "\n" for row in rows),
+                        encoding="utf-8")
+    stored = []
+    for path in (as_csv, as_jsonl):
+        result = cli("load", "positions", path, "--db", db_url)
+        assert result.exit_code == 0, result.stderr
+        stored.append(stored_positions(db_url))
+    assert stored[0] == stored[1] and len(stored[0]) == len(rows)
+
+
+def stored_positions(db_url) -> list[tuple]:
+    """Every position as the database holds it (text, so 5 and 5.0 differ), then none."""
+    engine = Allocator.open(db_url).engine
+    with engine.begin() as connection:
+        found = connection.execute(text(
+            "SELECT artifact_id, agent_id, CAST(tokens AS TEXT), status, "
+            "CAST(created_at AS TEXT) FROM positions ORDER BY id")).all()
+        connection.execute(text("DELETE FROM positions"))
+    engine.dispose()
+    return [tuple(row) for row in found]
