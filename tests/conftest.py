@@ -17,13 +17,10 @@ Fixtures:
 from __future__ import annotations
 
 import atexit
-import glob
 import io
 import json
 import os
-import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,8 +32,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.pgserver import PgUnavailable, PrivateServer, find_bindir, free_port
+
 ENV_PG_URL = "SCIDEX_TEST_PG_URL"
-PG_USER = "postgres"
 
 
 def _under_ci() -> bool:
@@ -122,128 +120,29 @@ def alloc_proc():
 # --------------------------------------------------------------------------- PostgreSQL server
 
 
-class PgUnavailable(Exception):
-    pass
-
-
-def _find_bindir() -> Path | None:
-    candidates = []
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                 timeout=30)
-            if out.returncode == 0 and out.stdout.strip():
-                candidates.append(out.stdout.strip())
-        except (OSError, subprocess.SubprocessError):
-            pass
-
-    def version(path: str):
-        name = Path(path).parent.name
-        return tuple(int(part) for part in name.split(".") if part.isdigit())
-
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
-    for candidate in candidates:
-        bindir = Path(candidate)
-        if (bindir / "pg_ctl").is_file() and (bindir / "initdb").is_file():
-            return bindir
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class PrivateServer:
-    """A throwaway PostgreSQL cluster in a temporary directory, trust auth on 127.0.0.1."""
+class ThrowawayServer(PrivateServer):
+    """The shared private server (bench/pgserver.py) in a temporary directory, without
+    durability, removed when the session ends -- even if pytest is killed."""
 
     def __init__(self, bindir: Path):
-        self.bindir = bindir
-        self.as_root = os.geteuid() == 0
         # Directly under /tmp: pytest's own temp dirs may not be traversable by `postgres`.
-        self.root = Path(tempfile.mkdtemp(prefix="scidex-pg-"))
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self.port: int | None = None
-        self.running = False
+        super().__init__(Path(tempfile.mkdtemp(prefix="scidex-pg-")), TEST_SETTINGS, bindir)
         self.watchdog: subprocess.Popen | None = None
 
-    def _process_options(self) -> dict:
-        """Popen options for server commands: as `postgres` under root, without PG* variables."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(LC_ALL="C", LANG="C")
-        options = dict(env=env, cwd=self.root)
-        if self.as_root:  # initdb and postgres refuse to run as root
-            env["HOME"] = str(self.root)
-            options.update(user=PG_USER, group=pwd.getpwnam(PG_USER).pw_gid, extra_groups=[])
-        return options
-
-    def _run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=timeout, **self._process_options())
-
-    def _start_watchdog(self) -> None:
-        """Stop the server and remove its directory even if pytest is killed (SIGTERM/SIGKILL)
-        and never reaches its teardown: a helper process waits for our end of a pipe to close."""
+    def start(self) -> str:
+        url = super().start()
+        # A helper process waits for our end of a pipe to close (also on SIGTERM/SIGKILL),
+        # then stops the server and removes its directory.
         self.watchdog = subprocess.Popen(
             ["/bin/sh", "-c", _WATCHDOG, "watchdog", str(self.bindir / "pg_ctl"),
              str(self.data), str(self.root)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, **self._process_options(),
+            start_new_session=True, **self.process_options(),
         )
-
-    def start(self) -> None:
-        if self.as_root:
-            try:
-                entry = pwd.getpwnam(PG_USER)
-            except KeyError:
-                raise PgUnavailable(f"running as root and there is no {PG_USER!r} system user "
-                                    "to run the PostgreSQL server as") from None
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        self.root.chmod(0o700)
-        out = self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_USER,
-                        "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-        if out.returncode != 0:
-            raise PgUnavailable(f"initdb failed (exit {out.returncode}):\n"
-                                f"{out.stdout[-2000:]}{out.stderr[-2000:]}")
-        last = ""
-        for _attempt in range(3):  # the free port may be taken between probing and binding
-            self.port = _free_port()
-            # A server time zone far from UTC: alloc must not depend on it.
-            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                       "-c max_connections=200 -c timezone=Pacific/Kiritimati")
-            out = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
-                            str(self.log), "-o", options, "-w", "-t", "60", "start")
-            if out.returncode == 0:
-                self.running = True
-                self._start_watchdog()
-                return
-            last = (f"pg_ctl start failed (exit {out.returncode}): {out.stdout}{out.stderr}\n"
-                    f"--- tail of {self.log}:\n{_tail(self.log)}")
-        raise PgUnavailable(last)
-
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
+        return url
 
     def stop(self) -> None:
-        if self.running:
-            self.running = False
-            try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                          "-w", "stop", timeout=60)
-            except (OSError, subprocess.SubprocessError):
-                pass
+        super().stop(mode="immediate")
         shutil.rmtree(self.root, ignore_errors=True)
         if self.watchdog is not None:
             self.watchdog.stdin.close()  # nothing left to do: it exits at once
@@ -251,6 +150,10 @@ class PrivateServer:
             self.watchdog = None
 
 
+# No durability (a throwaway cluster), and a server time zone far from UTC: alloc must
+# not depend on it.
+TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                 "max_connections": "200", "timezone": "Pacific/Kiritimati"}
 # Waits for end of file on stdin, then stops the server and removes its directory.
 _WATCHDOG = 'cat >/dev/null; "$1" -D "$2" -m immediate -w stop >/dev/null 2>&1; rm -rf "$3"'
 
@@ -265,19 +168,19 @@ def _start_server():
         except psycopg.Error as error:
             raise PgUnavailable(f"{ENV_PG_URL} server unreachable: {error}") from None
         return url, None
-    bindir = _find_bindir()
+    bindir = find_bindir()
     if bindir is None:
         raise PgUnavailable("no PostgreSQL server binaries (initdb, pg_ctl) found via "
                             f"pg_config --bindir or /usr/lib/postgresql/*/bin; install them "
                             f"or set {ENV_PG_URL}")
-    server = PrivateServer(bindir)
+    server = ThrowawayServer(bindir)
     atexit.register(server.stop)  # also on an abnormal end of the session
     try:
-        server.start()
+        url = server.start()
     except Exception:
         server.stop()
         raise
-    return server.admin_url, server
+    return url, server
 
 
 def _admin_connection(admin_url: str) -> psycopg.Connection:
@@ -388,7 +291,7 @@ def served(db_url, cli):
 
     assert cli("generate", "--artifacts", "80", "--seed", "8", "--db", db_url).exit_code == 0
     assert cli("snapshot", "--db", db_url).exit_code == 0
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "scidex_alloc", "serve", "--port", str(port), "--db", db_url],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
