@@ -1,13 +1,16 @@
 """`alloc load`'s decisions: check every row of a file and bulk-insert it in the caller's
-transaction. Values are checked row by row (loader); the database's own constraints
-check references and keys. Only when it refuses a chunk, or after a bad row, are the
-chunk's rows looked up set-based (which referenced artifacts exist, which keys are
-taken) to name the lines at fault. After the first bad row nothing more is inserted,
-and the caller rolls the transaction back.
+transaction. Values are checked row by row (loader) and rows stream into the database
+as they are read, so on PostgreSQL the server inserts while we parse. The database's
+own constraints check references and keys; only when it refuses a chunk, or after a
+bad row, are the chunk's rows looked up set-based (which referenced artifacts exist,
+which keys are taken) to name the lines at fault. After the first bad row nothing more
+is inserted, and the caller rolls the transaction back.
 """
 
 from __future__ import annotations
 
+from itertools import chain, islice, tee
+from operator import itemgetter
 from typing import IO, Callable
 
 from sqlalchemy import select
@@ -29,43 +32,46 @@ def load(session: Session, what: str, stream: IO[bytes], fmt: str,
         raise UsageError(f"cannot load {what!r}: choose one of {', '.join(loader.SPECS)}")
     table = artifacts.metadata.tables[spec.table]
     report = LoadReport(what)
-    rows = loader.Rows(spec, stream, fmt)
+    rows = loader.Rows(spec, stream, fmt, report.problems, MAX_PROBLEMS)
+    good = iter(rows)
     seen: set[str] = set()
-    chunk: list[tuple[int, tuple]] = []
-    for line, row in rows:
-        if len(report.problems) >= MAX_PROBLEMS:
+    while len(report.problems) < MAX_PROBLEMS:
+        chunk: list[tuple[int, tuple]] = []
+        if report.problems:
+            chunk += islice(good, CHUNK)
+            report.problems += _faults(session, spec, table, rows.columns, chunk, seen)
+        else:
+            _insert_chunk(session, spec, table, rows, islice(good, CHUNK), chunk, seen, report)
+        if not chunk:
             break
-        if isinstance(row, str):
-            report.problems.append(RowProblem(line, row))
-            continue
-        chunk.append((line, row))
-        if len(chunk) >= CHUNK:
-            _insert_chunk(session, spec, table, rows.columns, chunk, seen, report)
-            chunk = []
-            if progress is not None:
-                progress(CHUNK)
-    if chunk:
-        _insert_chunk(session, spec, table, rows.columns, chunk, seen, report)
+        if progress is not None:
+            progress(len(chunk))
     if report.problems:
+        report.problems.sort(key=lambda problem: problem.line)
+        del report.problems[MAX_PROBLEMS:]
         report.loaded = 0
     elif spec.serial_id and rows.columns and "id" in rows.columns:
         bulk.advance_sequence(session, table)
     return report
 
 
-def _insert_chunk(session, spec, table, columns, chunk, seen, report) -> None:
-    if not report.problems:
-        try:
-            with session.begin_nested():
-                bulk.insert_rows(session, table, columns, [row for _, row in chunk])
-        except session.connection().dialect.loaded_dbapi.IntegrityError:
-            report.problems += _faults(session, spec, table, columns, chunk, seen)
-            if not report.problems:
-                raise
-        else:
-            report.loaded += len(chunk)
+def _insert_chunk(session, spec, table, rows, items, chunk, seen, report) -> None:
+    """Insert the rows of `items` as they are read, keeping them in `chunk`."""
+    first = next(items, None)  # reading the first row settles the columns
+    if first is None:
         return
-    report.problems += _faults(session, spec, table, columns, chunk, seen)
+    feed, kept = tee(chain((first,), items))
+    try:
+        with session.begin_nested():
+            bulk.insert_rows(session, table, rows.columns, map(itemgetter(1), feed))
+    except session.connection().dialect.loaded_dbapi.IntegrityError:
+        chunk += kept
+        report.problems += _faults(session, spec, table, rows.columns, chunk, seen)
+        if not report.problems:
+            raise
+    else:
+        chunk += kept
+        report.loaded += len(chunk)
 
 
 def _faults(session, spec, table, columns, chunk, seen) -> list[RowProblem]:

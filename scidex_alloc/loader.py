@@ -21,6 +21,7 @@ from typing import IO, Callable, Iterator
 
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_AMOUNT, MICRO, exact, parse_amount
+from scidex_alloc.results import RowProblem
 from scidex_alloc.schema import BOUNTY_STATUSES, POSITION_STATUSES
 from scidex_alloc.timeparse import iso_utc
 
@@ -228,7 +229,8 @@ def records(stream: IO[bytes], fmt: str,
         else:
             yield from _jsonl_records(lines)
     finally:
-        lines.detach()  # the caller owns the stream
+        if not stream.closed:  # the caller owns the stream: leave it open
+            lines.detach()
 
 
 def _is_utf8(text: str) -> bool:
@@ -295,25 +297,36 @@ def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
 
 
 class Rows:
-    """A file's rows checked for one table: iterating gives (line, values in `columns`
-    order) or (line, problem message); `columns` is known once the first row is read."""
+    """A file's rows checked for one table. Iterating gives (line, values in `columns`
+    order) for the rows that pass; the others go to `problems`, and reading stops once
+    it holds `max_problems`. `columns` is known once the first row is read."""
 
-    def __init__(self, spec: Spec, stream: IO[bytes], fmt: str):
+    def __init__(self, spec: Spec, stream: IO[bytes], fmt: str, problems: list[RowProblem],
+                 max_problems: int):
         self.spec = spec
         self.columns: tuple[str, ...] | None = None
+        self.problems = problems
+        self.max_problems = max_problems
         self._records = records(stream, fmt, self._plain_line)
 
-    def __iter__(self) -> Iterator[tuple[int, tuple | str]]:
+    def __iter__(self) -> Iterator[tuple[int, tuple]]:
         for line, record in self._records:
-            if not isinstance(record, dict):
+            if isinstance(record, tuple):
                 yield line, record
                 continue
-            if self.columns is None:
-                self.columns = columns_for(self.spec, list(record))
-            try:
-                yield line, validate(self.spec, self.columns, record)
-            except RowError as error:
-                yield line, str(error)
+            if isinstance(record, str):
+                problem = record
+            else:
+                if self.columns is None:
+                    self.columns = columns_for(self.spec, list(record))
+                try:
+                    yield line, validate(self.spec, self.columns, record)
+                    continue
+                except RowError as error:
+                    problem = str(error)
+            self.problems.append(RowProblem(line, problem))
+            if len(self.problems) >= self.max_problems:
+                return
 
     def _plain_line(self, header: list[str]) -> re.Pattern | None:
         """Lines that need no per-value check, when the header names every column once

@@ -194,3 +194,20 @@ def stored_positions(db_url) -> list[tuple]:
         connection.execute(text("DELETE FROM positions"))
     engine.dispose()
     return [tuple(row) for row in found]
+
+
+def test_a_plainly_wrong_file_stops_at_a_thousand_problems(db_url, cli, tmp_path):
+    (tmp_path / "a.csv").write_text("id,type\na,hypothesis\n")
+    cli("load", "artifacts", tmp_path / "a.csv", "--db", db_url)
+    path = tmp_path / "p.csv"
+    path.write_text("artifact_id,agent_id,tokens,status,created_at\n"
+                    + "a,x,1,open,2026-01-01 00:00:00\n"
+                    + "a,x,oops,open,2026-01-01 00:00:00\n"
+                    + "nobody,x,1,open,2026-01-01 00:00:00\n" * 30_000)
+    result = cli("load", "positions", path, "--db", db_url)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "line 3: tokens 'oops' is not a number"
+    assert lines[1] == "line 4: unknown artifact 'nobody'"
+    assert lines[-1] == "positions: 1000 bad row(s) (980 not shown); nothing was loaded"
+    assert count_positions(db_url) == 0
