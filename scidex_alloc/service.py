@@ -59,7 +59,11 @@ from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 # SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
 warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
 
-SPEND_CHUNK = 1_000
+# Lines per transaction of `spend --file`. On SQLite a commit of 1,000 lines rewrote and
+# checkpointed ~1,000 index pages; 10,000 share most of them (commits 1.7 s -> 0.6 s for
+# 100k lines on 1M artifacts), the sorted id list reads with more locality, and the write
+# lock is still held well under a second. Within SQLite's 32,766 bound parameters.
+SPEND_CHUNK = 10_000
 DEFAULT_LEASE = timedelta(minutes=30)
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
