@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
 
+@lru_cache(maxsize=1)  # a batch stamps every row with the same instant
 def _utc_text(value: datetime) -> str:
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from scidex_alloc.errors import UsageError
+
 MICRO = Decimal("0.000001")
 ONE = Decimal(1)
 HALF = Decimal("0.5")
@@ -55,8 +57,6 @@ class Params:
             except InvalidOperation:
                 value = Decimal(-1)
             if not value.is_finite() or not 0 <= value <= 1:
-                from scidex_alloc.errors import UsageError
-
                 raise UsageError(f"{var} must be a number from 0 to 1")
             values[field] = exact(value)
         return cls(**values)
@@ -116,8 +116,6 @@ def parse_amount(
     text: str, what: str = "amount", allow_zero: bool = False, limit: Decimal = MAX_AMOUNT
 ) -> Decimal:
     """An amount from user input: finite, positive, at most `limit`, at most 6 decimals."""
-    from scidex_alloc.errors import UsageError
-
     raw = text.strip() if isinstance(text, str) else str(text)
     try:
         value = Decimal(raw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 from types import SimpleNamespace
 
 from sqlalchemy import select
@@ -23,6 +24,7 @@ from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, resource_a
 
 LOG_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",
                "idempotency_key", "overdraft", "created_at")
+log_values = attrgetter(*LOG_COLUMNS)
 FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allow_overdraft")
 LIMITS = {"artifact_id": 200, "unit": 64, "kind": 64, "agent": 200, "note": 2000, "key": 200}
 TRUE, FALSE = ("1", "true", "yes", "y"), ("", "0", "false", "no", "n")
@@ -118,17 +120,13 @@ def lock_and_read(session: Session, params: Params, ids: list[str]) -> dict[str,
             select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
             .with_for_update()
         )
-    full = queries.budget_select(params, utcnow())
-    # Only the terms: the budget is computed here, so no subquery is evaluated twice.
-    stmt = full.with_only_columns(
-        *(full.selected_columns[c] for c in ("artifact_id", "demand", "bounty", "price", "spent"))
-    ).where(artifacts.c.id.in_(ids))
     micro = queries.tokens_from_micro
     balances = {}
-    for row in session.execute(stmt):
-        price = clamp_price(None if row.price is None else Decimal(row.price), params)
-        budget = formula_budget(micro(row.demand), micro(row.bounty), price, params)
-        balances[row.artifact_id] = _Balance(budget, micro(row.spent))
+    for artifact_id, price, demand, bounty, spent in session.execute(
+            queries.budget_terms(params, utcnow(), ids)):
+        price = clamp_price(None if price is None else Decimal(price), params)
+        budget = formula_budget(micro(demand), micro(bounty), price, params)
+        balances[artifact_id] = _Balance(budget, micro(spent))
     return balances
 
 
@@ -149,8 +147,7 @@ def apply(session: Session, params: Params, requests: list[SpendRequest]) -> lis
     new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
     if len(requests) > 1:
         # A batch reports counts, not records: bulk-insert without id round trips.
-        bulk.insert_rows(session, resource_allocations, LOG_COLUMNS,
-                         [tuple(getattr(row, c) for c in LOG_COLUMNS) for row in new_rows])
+        bulk.insert_rows(session, resource_allocations, LOG_COLUMNS, map(log_values, new_rows))
         return [outcome for outcome, _ in decided]
     ((outcome, row),) = decided
     if new_rows:

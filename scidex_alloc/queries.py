@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, and_, case, func, literal, or_, select
+from sqlalchemy import Integer, Select, and_, case, func, literal, or_, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.types import Boolean, Numeric
 
-from scidex_alloc.formula import HALF, Params, terms
+from scidex_alloc.formula import HALF, MICRO, Params, terms
 from scidex_alloc.results import BudgetRow
 from scidex_alloc.schema import (
     Timestamp,
@@ -131,9 +131,21 @@ def one(params: Params, now: datetime, artifact_id: str) -> Select:
     return budget_select(params, now).where(artifacts.c.id == artifact_id)
 
 
+def budget_terms(params: Params, now: datetime, ids: list[str]) -> Select:
+    """What a spend decision needs of these artifacts, each aggregate evaluated once (the
+    caller computes the budget): price, and demand, bounty and spent as the driver returns
+    micro-tokens, whole numbers that need no conversion per row."""
+    full = budget_select(params, now)
+    columns = full.selected_columns
+    return full.with_only_columns(
+        columns.artifact_id, columns.price,
+        *(type_coerce(columns[name], Integer).label(name) for name in ("demand", "bounty", "spent")),
+    ).where(artifacts.c.id.in_(ids))
+
+
 def tokens_from_micro(value) -> Decimal:
     """Micro-tokens from either database back to an exact token Decimal."""
-    return (Decimal(value) / MICRO_PER_TOKEN).quantize(Decimal("0.000001"))
+    return Decimal(value).scaleb(-6).quantize(MICRO)
 
 
 def budget_row(position: int, row, params: Params) -> BudgetRow:

@@ -10,6 +10,7 @@ Usable from Python without the CLI::
 
 from __future__ import annotations
 
+import gc
 import math
 import warnings
 from contextlib import contextmanager
@@ -59,7 +60,11 @@ from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 # SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
 warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
 
-SPEND_CHUNK = 1_000
+# Lines per transaction of `spend --file`. On SQLite a commit of 1,000 lines rewrote and
+# checkpointed about as many index pages as it inserted rows; 20,000 lines share most of
+# them and probe a denser, sorted id list. Their ids and keys stay well within SQLite's
+# 32,766 bound parameters, and the write lock is held for about a second.
+SPEND_CHUNK = 20_000
 DEFAULT_LEASE = timedelta(minutes=30)
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
@@ -221,16 +226,17 @@ class Allocator:
 
         summary = BatchSummary(atomic=atomic)
         chunks = _chunks(loader.records(stream, fmt), SPEND_CHUNK)
-        if atomic:
-            with self._write() as session:
-                for chunk in chunks:
-                    self._spend_chunk(chunk, summary, progress, session)
-                if summary.failures:
-                    session.rollback()
-                    summary.recorded = 0
-            return summary
-        for chunk in chunks:
-            self._spend_chunk(chunk, summary, progress)
+        with _no_cycle_collection():
+            if atomic:
+                with self._write() as session:
+                    for chunk in chunks:
+                        self._spend_chunk(chunk, summary, progress, session)
+                    if summary.failures:
+                        session.rollback()
+                        summary.recorded = 0
+                return summary
+            for chunk in chunks:
+                self._spend_chunk(chunk, summary, progress)
         return summary
 
     def _spend_chunk(self, chunk, summary, progress, session=None) -> None:
@@ -455,6 +461,20 @@ class Allocator:
 
         with self.engine.connect() as connection:
             return migrate.current(connection), migrate.head()
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector, as it was, for a batch: each line allocates
+    objects that reference counting frees with their chunk, and every collection they
+    trigger also scans all objects of the imported libraries (~14 % of a batch's CPU)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _chunks(items, size: int):

@@ -13,6 +13,8 @@ from decimal import Decimal
 
 import pytest
 
+from scidex_alloc.service import SPEND_CHUNK
+
 D = Decimal
 PROCESSES = 8
 
@@ -68,17 +70,19 @@ def _log(cli, db):
 
 def test_killed_batch_leaves_only_whole_lines(funded, cli, tmp_path):
     path = tmp_path / "batch.csv"
-    _batch(path, 50_000)
+    lines = 3 * SPEND_CHUNK
+    _batch(path, lines)
     proc = subprocess.Popen([sys.executable, "-m", "scidex_alloc", "spend", "--file", path,
                              "--db", funded], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not _log(cli, funded) and time.monotonic() < deadline:
+    while (not cli("log", "--limit", "1", "-f", "json", "--db", funded).json()
+           and time.monotonic() < deadline):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the batch finished before it could be killed"
     log = _log(cli, funded)
-    assert 0 < len(log) < 50_000
+    assert 0 < len(log) < lines and len(log) % SPEND_CHUNK == 0
     # Chunks commit in order: exactly the first N lines, each one whole.
     assert [(e["key"], e["note"], e["tokens"]) for e in log] == \
         [(f"k{i}", str(i), 0.5) for i in range(1, len(log) + 1)]
@@ -86,7 +90,7 @@ def test_killed_batch_leaves_only_whole_lines(funded, cli, tmp_path):
     # Running the same file again completes it without counting any line twice.
     rerun = cli("spend", "--file", path, "-f", "json", "--db", funded)
     assert rerun.json()["replayed"] == len(log)
-    assert len(_log(cli, funded)) == 50_000
+    assert len(_log(cli, funded)) == lines
 
 
 def test_killed_atomic_batch_leaves_nothing(funded, cli, tmp_path):
