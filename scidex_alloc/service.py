@@ -428,7 +428,7 @@ class Allocator:
         from scidex_alloc import importer
 
         try:
-            with self._write() as session:
+            with _no_cycle_collection(), self._write() as session:
                 report = importer.load(session, what, stream, fmt, progress)
                 if not report.ok:
                     session.rollback()
