@@ -235,7 +235,7 @@ class progress:
 
 
 def spend_record(record, fmt: str) -> None:
-    from scidex_alloc.results import SPEND_JSON_FIELDS
+    from scidex_alloc.results.spending import SPEND_JSON_FIELDS
 
     data = as_dict(record)
     if fmt == "json":
@@ -292,7 +292,7 @@ def audit_report(checks, fmt: str) -> None:
 
 def queue(entries, fmt: str, weight: float, claimed: bool) -> None:
     """The work queue; the table shows the two weighted components of each score."""
-    from scidex_alloc.results import QUEUE_COLUMNS
+    from scidex_alloc.results.queue import QUEUE_COLUMNS
 
     if fmt != "table":
         emit_rows(entries, fmt, QUEUE_COLUMNS)
