@@ -127,7 +127,10 @@ def _as_is(text: str) -> bool:
         return False
     if "[" in text and ("\\[" in text or _MARKUP_TAG.search(text)):
         return False
-    names = [m.group(2).lower() for m in _EMOJI_CODE.finditer(text)]
+    # No emoji is named by one or two digits, so times (12:30:45) need not load Rich's
+    # 3,600 names (~9 ms).
+    names = [name for name in (m.group(2).lower() for m in _EMOJI_CODE.finditer(text))
+             if not (name.isdigit() and len(name) <= 2)]
     if not names:
         return True
     from rich._emoji_codes import EMOJI

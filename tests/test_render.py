@@ -52,6 +52,12 @@ def test_plain_table_is_what_rich_draws(title, header, justify, cells):
         assert _draw(mp, True, columns, rows, title, show_header=header) == expected
 
 
+def test_no_emoji_is_named_by_one_or_two_digits():
+    from rich._emoji_codes import EMOJI
+
+    assert not [name for name in EMOJI if name.isdigit() and len(name) <= 2]
+
+
 def test_plain_table_is_used_only_when_piped(monkeypatch):
     for env, tty, styled in (({}, False, False), ({}, True, True),
                              ({"FORCE_COLOR": "1"}, False, True),
