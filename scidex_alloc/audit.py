@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from scidex_alloc import queries
 from scidex_alloc.formula import Params
-from scidex_alloc.results import AuditCheck
+from scidex_alloc.results.spending import AuditCheck
 from scidex_alloc.schema import (
     artifacts,
     markets,

@@ -81,8 +81,10 @@ def engine_for(target: Target) -> Engine:
         return _sqlite_engine(target)
     # JIT compilation costs ~250 ms on every run of the ranking statement and saves less.
     # Times without a zone mean UTC everywhere, also as text that `alloc load` copies in.
+    # No column is hstore: skip looking its type up on connect (three round trips).
     return create_engine(
         target.url,
+        use_native_hstore=False,
         connect_args={"connect_timeout": 10, "application_name": "scidex-alloc",
                       "options": "-c jit=off -c timezone=UTC"},
     )

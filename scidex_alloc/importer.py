@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from scidex_alloc import bulk, loader
 from scidex_alloc.errors import UsageError
-from scidex_alloc.results import LoadReport, RowProblem
+from scidex_alloc.results.loading import LoadReport, RowProblem
 from scidex_alloc.schema import artifacts
 
 CHUNK = 10_000

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from scidex_alloc import bulk, errors, queries
 from scidex_alloc.formula import MAX_AMOUNT, Params, clamp_price, exact, parse_amount, plain
 from scidex_alloc.formula import budget as formula_budget
-from scidex_alloc.results import SpendOutcome, SpendRecord
+from scidex_alloc.results.spending import SpendOutcome, SpendRecord
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, resource_allocations, utcnow
 
 LOG_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",

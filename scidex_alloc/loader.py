@@ -21,7 +21,7 @@ from typing import IO, Callable, Iterator
 
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_AMOUNT, MICRO, exact, parse_amount
-from scidex_alloc.results import RowProblem
+from scidex_alloc.results.loading import RowProblem
 from scidex_alloc.schema import BOUNTY_STATUSES, POSITION_STATUSES
 from scidex_alloc.timeparse import iso_utc
 

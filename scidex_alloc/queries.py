@@ -17,7 +17,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.types import Boolean, Numeric
 
 from scidex_alloc.formula import HALF, MICRO, Params, terms
-from scidex_alloc.results import BudgetRow
+from scidex_alloc.results.budgets import BudgetRow
 from scidex_alloc.schema import (
     Timestamp,
     artifacts,

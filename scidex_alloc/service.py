@@ -16,7 +16,7 @@ import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import IO, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterator
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
@@ -33,29 +33,26 @@ from scidex_alloc.errors import (
     UsageError,
 )
 from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount
-from scidex_alloc.results import (
-    AuditCheck,
-    BatchSummary,
-    BudgetDetail,
-    BudgetRow,
-    ClaimInfo,
-    Conversion,
-    HistoryPoint,
-    LoadReport,
-    LogEntry,
-    Mover,
-    Pipeline,
-    PipelinePoint,
-    PlanPart,
-    QueueEntry,
-    Rate,
-    SnapshotResult,
-    SpendOutcome,
-    SpendRecord,
-    TypeTotals,
-    UnitValues,
-)
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
+
+if TYPE_CHECKING:
+    from scidex_alloc.results.budgets import BudgetDetail, BudgetRow, Conversion, Rate
+    from scidex_alloc.results.history import (
+        HistoryPoint,
+        Mover,
+        Pipeline,
+        PlanPart,
+        SnapshotResult,
+    )
+    from scidex_alloc.results.loading import LoadReport
+    from scidex_alloc.results.queue import ClaimInfo, QueueEntry
+    from scidex_alloc.results.spending import (
+        AuditCheck,
+        BatchSummary,
+        LogEntry,
+        SpendOutcome,
+        SpendRecord,
+    )
 
 # SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
 warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
@@ -114,6 +111,7 @@ class Allocator:
     def pipeline(self, buckets: int = 168) -> Pipeline:
         """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
         from scidex_alloc import snapshots
+        from scidex_alloc.results.history import Pipeline, PipelinePoint, TypeTotals
 
         micro = queries.tokens_from_micro
         with self._read() as session:
@@ -133,6 +131,8 @@ class Allocator:
                 yield convert(position, row)
 
     def budget(self, artifact_id: str) -> BudgetDetail:
+        from scidex_alloc.results.budgets import BudgetDetail, UnitValues
+
         with self._read() as session:
             row = session.execute(queries.one(self.params, utcnow(), artifact_id)).first()
             if row is None:
@@ -156,6 +156,8 @@ class Allocator:
     # -- exchange rates --------------------------------------------------
 
     def rates(self) -> list[Rate]:
+        from scidex_alloc.results.budgets import Rate
+
         with self._read() as session:
             rows = session.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
         return [Rate(BASE_UNIT, Decimal(1), None)] + [
@@ -163,6 +165,8 @@ class Allocator:
         ]
 
     def set_rate(self, unit: str, units_per_token: str) -> Rate:
+        from scidex_alloc.results.budgets import Rate
+
         unit = unit.strip()
         if not unit or len(unit) > 64 or unit == BASE_UNIT:
             raise UsageError(f"unit must be a name of 1 to 64 characters other than {BASE_UNIT!r}")
@@ -192,6 +196,8 @@ class Allocator:
 
     def convert(self, amount: str, from_unit: str = BASE_UNIT, to_unit: str = "llm-tokens"
                 ) -> Conversion:
+        from scidex_alloc.results.budgets import Conversion
+
         with self._read() as session:
             source = self.rate_of(session, from_unit)
             dest = self.rate_of(session, to_unit)
@@ -223,6 +229,7 @@ class Allocator:
         `atomic` the file is one transaction and any failed line writes nothing.
         """
         from scidex_alloc import loader
+        from scidex_alloc.results.spending import BatchSummary
 
         summary = BatchSummary(atomic=atomic)
         chunks = _chunks(loader.records(stream, fmt), SPEND_CHUNK)
@@ -241,6 +248,7 @@ class Allocator:
 
     def _spend_chunk(self, chunk, summary, progress, session=None) -> None:
         from scidex_alloc import ledger
+        from scidex_alloc.results.spending import SpendOutcome
 
         outcomes, requests = [], []
         for line, fields in chunk:
@@ -282,6 +290,8 @@ class Allocator:
     def log(self, artifact_id: str | None = None, since: datetime | None = None,
             limit: int | None = None) -> Iterator[LogEntry]:
         """The spend log, oldest first; streamed."""
+        from scidex_alloc.results.spending import LogEntry
+
         _check_limit(limit)
         if artifact_id is not None:
             with self._read() as session:
@@ -363,6 +373,7 @@ class Allocator:
         """Record every artifact's budget in the current bucket, once: a second snapshot of
         the same bucket, even a concurrent one, inserts nothing."""
         from scidex_alloc import snapshots, timeparse
+        from scidex_alloc.results.history import SnapshotResult
 
         snapshots.check_period(every)
         now = utcnow()
@@ -406,6 +417,7 @@ class Allocator:
              cap: str | None = None, minimum: str | None = None) -> list[PlanPart]:
         """Split a pool of whole units across artifacts by remaining budget. Reads only."""
         from scidex_alloc import planning
+        from scidex_alloc.results.history import PlanPart
 
         whole = {name: planning.whole_units(value, option) for name, value, option in (
             ("pool", pool, "--pool"), ("cap", cap, "--cap"), ("min", minimum, "--min"))}

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from scidex_alloc import queries
 from scidex_alloc.errors import UnknownArtifact, UsageError
 from scidex_alloc.formula import exact
-from scidex_alloc.results import HistoryPoint, Mover
+from scidex_alloc.results.history import HistoryPoint, Mover
 from scidex_alloc.schema import PERIODS
 
 

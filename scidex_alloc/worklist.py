@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from scidex_alloc import errors, queries, scoring
 from scidex_alloc.formula import Params
-from scidex_alloc.results import ClaimInfo, QueueEntry
+from scidex_alloc.results.queue import ClaimInfo, QueueEntry
 from scidex_alloc.schema import Timestamp, artifacts, claims, utcnow
 
 

@@ -7,6 +7,7 @@ every shell call); help and unknown commands load them all.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 
@@ -25,12 +26,27 @@ AREAS = {
 }
 
 
-def register(argv: list[str]) -> None:
-    """Import the module of the command named in argv, or every module."""
+def register(argv: list[str]) -> str | None:
+    """Import the module of the command named in argv, or every module; returns the
+    command's name if it is one of ours."""
     name = next((arg for arg in argv if not arg.startswith("-")), None)
-    areas = [area for area, commands in AREAS.items() if name in commands] or list(AREAS)
-    for area in areas:
+    areas = [area for area, commands in AREAS.items() if name in commands]
+    for area in areas or AREAS:
         importlib.import_module(f"scidex_alloc.cli.{area}")
+    return name if areas else None
+
+
+def command_group(name: str | None):
+    """The click group, with only the named command in it when it is known: Typer builds
+    every registered command's parameters, a few milliseconds per area."""
+    if name is None:
+        return typer.main.get_command(app)
+    only = copy.copy(app)
+    only.registered_commands = [
+        info for info in app.registered_commands
+        if (info.name or typer.main.get_command_name(info.callback.__name__)) == name]
+    only.registered_groups = [info for info in app.registered_groups if info.name == name]
+    return typer.main.get_group(only)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    register(sys.argv[1:] if argv is None else argv)
-    command = typer.main.get_command(app)
+    command = command_group(register(sys.argv[1:] if argv is None else argv))
     try:
         return _run(command, argv)
     finally:

@@ -33,7 +33,7 @@ def rank(
 ):
     """Artifacts ranked by research budget (ties by artifact id)."""
     from scidex_alloc import render
-    from scidex_alloc.results import BUDGET_COLUMNS
+    from scidex_alloc.results.budgets import BUDGET_COLUMNS
 
     rows = open_allocator(db).rank(type_=type_, limit=limit, by=by.value)
     title = f"Research budgets{f' ({type_})' if type_ else ''} by {by.value}"

@@ -51,7 +51,7 @@ def history(
 ):
     """An artifact's budget history with a chart, or with --top the biggest movers."""
     from scidex_alloc import render
-    from scidex_alloc.results import HISTORY_COLUMNS, MOVER_COLUMNS
+    from scidex_alloc.results.history import HISTORY_COLUMNS, MOVER_COLUMNS
 
     window = (moment(since, "--since"), moment(until, "--until"))
     period = every.value if every else None
@@ -98,7 +98,7 @@ def plan(
 ):
     """Split a fixed pool (say tonight's LLM tokens) by remaining budget, to the last unit."""
     from scidex_alloc import render
-    from scidex_alloc.results import PLAN_COLUMNS
+    from scidex_alloc.results.history import PLAN_COLUMNS
 
     parts = open_allocator(db).plan(pool, unit=unit, type_=type_, cap=cap, minimum=minimum)
     render.emit_rows(parts, fmt.value, PLAN_COLUMNS, title=f"Plan: {pool} {unit}")

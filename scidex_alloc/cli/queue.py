@@ -77,7 +77,7 @@ def claims_(
 ):
     """Active claims and their leases."""
     from scidex_alloc import render
-    from scidex_alloc.results import CLAIM_COLUMNS
+    from scidex_alloc.results.queue import CLAIM_COLUMNS
 
     rows = open_allocator(db).claims(agent=agent, expired=expired)
     render.emit_rows(rows, fmt.value, CLAIM_COLUMNS,

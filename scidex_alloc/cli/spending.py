@@ -80,7 +80,7 @@ def log_(
 ):
     """The spend log, oldest first (reversals are entries of their own)."""
     from scidex_alloc import render
-    from scidex_alloc.results import LOG_COLUMNS
+    from scidex_alloc.results.spending import LOG_COLUMNS
 
     rows = open_allocator(db).log(artifact_id, moment(since, "--since"), limit)
     render.emit_rows(rows, fmt.value, LOG_COLUMNS, title="Spend log")

@@ -1,0 +1,45 @@
+"""The agent work queue and its claims."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One artifact in the agent work queue, as `alloc next --format json` prints it."""
+
+    rank: int
+    artifact_id: str
+    type: str
+    title: str | None
+    score: float
+    ucb: float | None
+    ucb_norm: float
+    budget_norm: float
+    remaining: Decimal
+    investigations: int
+    mean_reward: float | None
+    claim_id: int | None
+    lease_expires_at: datetime | None
+
+
+QUEUE_COLUMNS = tuple(f.name for f in fields(QueueEntry))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimInfo:
+    id: int
+    artifact_id: str
+    agent: str
+    status: str
+    claimed_at: datetime
+    lease_expires_at: datetime
+    expired: bool
+    finished_at: datetime | None
+    reward: Decimal | None
+
+
+CLAIM_COLUMNS = tuple(f.name for f in fields(ClaimInfo))
