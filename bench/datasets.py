@@ -258,7 +258,7 @@ class PostgresBackend(Backend):
     def explain(self, db: Database, spec: dict) -> str:
         from bench.capture import literal_sql
 
-        with psycopg.connect(db.url) as conn:
+        with psycopg.connect(db.url, options="-c jit=off") as conn:  # as alloc's sessions
             rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) "
                                 + literal_sql(spec, "postgresql")).fetchall()
         return "\n".join(r[0] for r in rows)

@@ -47,7 +47,9 @@ def _is_pg(url):
 def _connect(url, write=False):
     if _is_pg(url):
         import psycopg
-        return psycopg.connect(url)
+        # The session settings alloc uses (database.engine_for): the same statement, run
+        # the same way.
+        return psycopg.connect(url, options="-c jit=off -c timezone=UTC")
     import sqlite3
     conn = sqlite3.connect(url, isolation_level=None, timeout=30)
     if write:

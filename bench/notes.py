@@ -8,7 +8,9 @@ METHOD = """
 
 - Every time is a whole process from spawn to exit (`os.wait4`, which also gives the
   child's peak RSS and CPU time), stdout to a file, never a terminal. `alloc` is the
-  installed console script. Floors are `bench/floor.py` (the bare driver and the standard
+  installed console script, and the measured package is compiled to bytecode first, as an
+  install leaves it (this machine sets PYTHONDONTWRITEBYTECODE, which would otherwise
+  make every alloc process compile it again). Floors are `bench/floor.py` (the bare driver and the standard
   library) and `bench/naive.py`; the floors' SQL is captured from what alloc hands the
   driver (`bench/capture.py`: an event listener records the statement and its
   parameters and aborts it), so a floor runs the very same text with the very same
@@ -56,9 +58,10 @@ through the driver at 1M artifacts (`python -m bench.experiments rank-variants`)
 computing each aggregate once (LATERAL / a MATERIALIZED CTE) was 0.91x (PostgreSQL) and
 0.78x (SQLite) the speed of the current statement, and joining GROUP BY aggregates
 0.35x and 0.51x. The current shape is the fastest of the three, so no index or query
-change is recommended for ranking. PostgreSQL's JIT compiles the statement on every run
-(250-280 ms of the ~3 s EXPLAIN ANALYZE at 1M, "JIT" at the end of the plan): `-c jit=off` measured (on 015da16) 3.17 s -> 2.84 s for
-`alloc rank` at 1M and 0.67 s -> 0.64 s at 100k.
+change is recommended for ranking. PostgreSQL's JIT compiled the statement on every run
+(250-280 ms of a ~3 s run at 1M) and saved less than that, so alloc's sessions run with
+`-c jit=off` (`database.engine_for`; measured on 015da16: 3.17 s -> 2.84 s for `alloc rank`
+at 1M, 0.67 s -> 0.64 s at 100k); the plan below is the one alloc gets.
 """
 
 # Shown under "Targets missed", for each missed case (case, db) or case.
