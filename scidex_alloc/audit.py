@@ -6,7 +6,7 @@ Each check is one set-based query returning the offending rows.
 from __future__ import annotations
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from scidex_alloc import queries
 from scidex_alloc.formula import Params
@@ -24,7 +24,7 @@ SHOWN = 50
 log = resource_allocations
 
 
-def run(session: Session, params: Params) -> list[AuditCheck]:
+def run(connection: Connection, params: Params) -> list[AuditCheck]:
     checks = [
         ("spent-matches-log", "every artifact's spent equals the sum of its log", _spent_mismatch),
         ("no-silent-overdraft", "no artifact is overspent without an --allow-overdraft entry",
@@ -36,35 +36,35 @@ def run(session: Session, params: Params) -> list[AuditCheck]:
         ("artifacts-exist", "every row points at an existing artifact", _orphans),
         ("bounties-within-offer", "no bounty is paid beyond its offer", _overpaid_bounties),
     ]
-    return [AuditCheck(name, text, check(session, params)) for name, text, check in checks]
+    return [AuditCheck(name, text, check(connection, params)) for name, text, check in checks]
 
 
-def _rows(session: Session, stmt) -> list[dict]:
-    return [dict(row._mapping) for row in session.execute(stmt.limit(SHOWN))]
+def _rows(connection: Connection, stmt) -> list[dict]:
+    return [dict(row._mapping) for row in connection.execute(stmt.limit(SHOWN))]
 
 
-def _spent_mismatch(session, params):
+def _spent_mismatch(connection, params):
     by_log = (
         select(log.c.artifact_id, func.sum(queries.micro(log.c.tokens)).label("total"))
         .group_by(log.c.artifact_id).subquery()
     )
     budgets = queries.budget_select(params, utcnow()).subquery()
-    return _rows(session, select(budgets.c.artifact_id, budgets.c.spent, by_log.c.total)
+    return _rows(connection, select(budgets.c.artifact_id, budgets.c.spent, by_log.c.total)
                  .join(by_log, by_log.c.artifact_id == budgets.c.artifact_id)
                  .where(budgets.c.spent != by_log.c.total))
 
 
-def _silent_overdraft(session, params):
+def _silent_overdraft(connection, params):
     budgets = queries.budget_select(params, utcnow()).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
     stmt = (select(budgets.c.artifact_id, budgets.c.budget, budgets.c.spent)
             .where(budgets.c.remaining < 0, budgets.c.artifact_id.not_in(flagged))
             .order_by(budgets.c.artifact_id))
     return [{"artifact_id": r["artifact_id"], "budget": queries.tokens_from_micro(r["budget"]),
-             "spent": queries.tokens_from_micro(r["spent"])} for r in _rows(session, stmt)]
+             "spent": queries.tokens_from_micro(r["spent"])} for r in _rows(connection, stmt)]
 
 
-def _bad_reversals(session, params):
+def _bad_reversals(connection, params):
     original = log.alias("original")
     twice = (select(log.c.reverses_id.label("spend_id"), func.count().label("reversals"))
              .where(log.c.reverses_id.is_not(None)).group_by(log.c.reverses_id)
@@ -73,16 +73,16 @@ def _bad_reversals(session, params):
              .join(original, original.c.id == log.c.reverses_id)
              .where(or_(original.c.reverses_id.is_not(None),
                         queries.micro(log.c.tokens) != -queries.micro(original.c.tokens))))
-    return _rows(session, twice) + _rows(session, wrong)
+    return _rows(connection, twice) + _rows(connection, wrong)
 
 
-def _duplicate_keys(session, params):
-    return _rows(session, select(log.c.idempotency_key.label("key"), func.count().label("rows"))
+def _duplicate_keys(connection, params):
+    return _rows(connection, select(log.c.idempotency_key.label("key"), func.count().label("rows"))
                  .where(log.c.idempotency_key.is_not(None))
                  .group_by(log.c.idempotency_key).having(func.count() > 1))
 
 
-def _negative_tokens(session, params):
+def _negative_tokens(connection, params):
     found = []
     for table, column, extra in (
         (positions, positions.c.tokens, None),
@@ -93,27 +93,27 @@ def _negative_tokens(session, params):
         where = [column < 0] + ([extra] if extra is not None else [])
         stmt = select(table.c.id, table.c.artifact_id, column.label("tokens")).where(*where)
         found += [{"table": table.name, "column": column.name, **row}
-                  for row in _rows(session, stmt)]
+                  for row in _rows(connection, stmt)]
     return found
 
 
-def _bad_prices(session, params):
-    return _rows(session, select(markets.c.artifact_id, markets.c.price)
+def _bad_prices(connection, params):
+    return _rows(connection, select(markets.c.artifact_id, markets.c.price)
                  .where(or_(markets.c.price < 0, markets.c.price > 1)))
 
 
-def _orphans(session, params):
+def _orphans(connection, params):
     found = []
     for table in (markets, positions, token_bounties, log):
         key = table.c.id if "id" in table.c else table.c.artifact_id
         stmt = (select(key.label("id"), table.c.artifact_id)
                 .outerjoin(artifacts, artifacts.c.id == table.c.artifact_id)
                 .where(artifacts.c.id.is_(None)))
-        found += [{"table": table.name, **row} for row in _rows(session, stmt)]
+        found += [{"table": table.name, **row} for row in _rows(connection, stmt)]
     return found
 
 
-def _overpaid_bounties(session, params):
+def _overpaid_bounties(connection, params):
     b = token_bounties
-    return _rows(session, select(b.c.id, b.c.artifact_id, b.c.tokens_offered, b.c.tokens_paid)
+    return _rows(connection, select(b.c.id, b.c.artifact_id, b.c.tokens_offered, b.c.tokens_paid)
                  .where(and_(b.c.tokens_paid > b.c.tokens_offered)))

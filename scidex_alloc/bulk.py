@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Iterable, Sequence
 
 from sqlalchemy import Table, text
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 
 @lru_cache(maxsize=1)  # a batch stamps every row with the same instant
@@ -26,8 +26,8 @@ sqlite3.register_adapter(Decimal, str)
 sqlite3.register_adapter(datetime, _utc_text)
 
 
-def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: Iterable[tuple]) -> None:
-    connection = session.connection()
+def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
+                rows: Iterable[tuple]) -> None:
     names = ", ".join(columns)
     if connection.dialect.name == "postgresql":
         driver = connection.connection.driver_connection
@@ -47,11 +47,11 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: It
         cursor.close()
 
 
-def advance_sequence(session: Session, table: Table) -> None:
+def advance_sequence(connection: Connection, table: Table) -> None:
     """After explicit ids were copied in, make PostgreSQL's serial continue past them."""
-    if session.connection().dialect.name != "postgresql":
+    if connection.dialect.name != "postgresql":
         return
-    session.execute(
+    connection.execute(
         text(
             f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
             f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"

@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import IO, Callable
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from scidex_alloc import bulk, loader
 from scidex_alloc.errors import UsageError
@@ -25,7 +25,7 @@ CHUNK = 10_000
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
 
 
-def load(session: Session, what: str, stream: IO[bytes], fmt: str,
+def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
          progress: Callable[[int], None] | None = None) -> LoadReport:
     spec = loader.SPECS.get(what)
     if spec is None:
@@ -39,9 +39,9 @@ def load(session: Session, what: str, stream: IO[bytes], fmt: str,
         chunk: list[tuple[int, tuple]] = []
         if report.problems:
             chunk += islice(good, CHUNK)
-            report.problems += _faults(session, spec, table, rows.columns, chunk, seen)
+            report.problems += _faults(connection, spec, table, rows.columns, chunk, seen)
         else:
-            _insert_chunk(session, spec, table, rows, islice(good, CHUNK), chunk, seen, report)
+            _insert_chunk(connection, spec, table, rows, islice(good, CHUNK), chunk, seen, report)
         if not chunk:
             break
         if progress is not None:
@@ -51,22 +51,22 @@ def load(session: Session, what: str, stream: IO[bytes], fmt: str,
         del report.problems[MAX_PROBLEMS:]
         report.loaded = 0
     elif spec.serial_id and rows.columns and "id" in rows.columns:
-        bulk.advance_sequence(session, table)
+        bulk.advance_sequence(connection, table)
     return report
 
 
-def _insert_chunk(session, spec, table, rows, items, chunk, seen, report) -> None:
+def _insert_chunk(connection, spec, table, rows, items, chunk, seen, report) -> None:
     """Insert the rows of `items` as they are read, keeping them in `chunk`."""
     first = next(items, None)  # reading the first row settles the columns
     if first is None:
         return
     feed, kept = tee(chain((first,), items))
     try:
-        with session.begin_nested():
-            bulk.insert_rows(session, table, rows.columns, map(itemgetter(1), feed))
-    except session.connection().dialect.loaded_dbapi.IntegrityError:
+        with connection.begin_nested():
+            bulk.insert_rows(connection, table, rows.columns, map(itemgetter(1), feed))
+    except connection.dialect.loaded_dbapi.IntegrityError:
         chunk += kept
-        report.problems += _faults(session, spec, table, rows.columns, chunk, seen)
+        report.problems += _faults(connection, spec, table, rows.columns, chunk, seen)
         if not report.problems:
             raise
     else:
@@ -74,16 +74,16 @@ def _insert_chunk(session, spec, table, rows, items, chunk, seen, report) -> Non
         report.loaded += len(chunk)
 
 
-def _faults(session, spec, table, columns, chunk, seen) -> list[RowProblem]:
+def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
     """The rows of a chunk that name unknown artifacts or taken keys; `seen` collects
     the keys of rows that were checked but not inserted."""
     index = {name: i for i, name in enumerate(columns)}
     key = spec.unique or "artifact_id"
     keys = {row[index[key]] for _, row in chunk}
     if spec.unique:
-        existing = set(session.scalars(select(table.c[key]).where(table.c[key].in_(keys))))
+        existing = set(connection.scalars(select(table.c[key]).where(table.c[key].in_(keys))))
     if spec.references_artifacts:
-        known = set(session.scalars(select(artifacts.c.id).where(artifacts.c.id.in_(keys))))
+        known = set(connection.scalars(select(artifacts.c.id).where(artifacts.c.id.in_(keys))))
     problems = []
     for line, row in chunk:
         value = row[index[key]]

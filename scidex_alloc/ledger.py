@@ -14,7 +14,7 @@ from operator import attrgetter
 from types import SimpleNamespace
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from scidex_alloc import bulk, errors, queries
 from scidex_alloc.formula import MAX_AMOUNT, Params, clamp_price, exact, parse_amount, plain
@@ -113,16 +113,16 @@ class _Balance:
         return self.budget - self.spent
 
 
-def lock_and_read(session: Session, params: Params, ids: list[str]) -> dict[str, _Balance]:
+def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, _Balance]:
     """Lock the artifacts (in id order, so lockers never deadlock) and read their balances."""
-    if session.connection().dialect.name == "postgresql":
-        session.execute(
+    if connection.dialect.name == "postgresql":
+        connection.execute(
             select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
             .with_for_update()
         )
     micro = queries.tokens_from_micro
     balances = {}
-    for artifact_id, price, demand, bounty, spent in session.execute(
+    for artifact_id, price, demand, bounty, spent in connection.execute(
             queries.budget_terms(params, utcnow(), ids)):
         price = clamp_price(None if price is None else Decimal(price), params)
         budget = formula_budget(micro(demand), micro(bounty), price, params)
@@ -130,28 +130,28 @@ def lock_and_read(session: Session, params: Params, ids: list[str]) -> dict[str,
     return balances
 
 
-def apply(session: Session, params: Params, requests: list[SpendRequest]) -> list[SpendOutcome]:
+def apply(connection: Connection, params: Params, requests: list[SpendRequest]) -> list[SpendOutcome]:
     """Decide and record a chunk of requests inside the caller's write transaction."""
-    balances = lock_and_read(session, params, sorted({r.artifact_id for r in requests}))
+    balances = lock_and_read(connection, params, sorted({r.artifact_id for r in requests}))
     keys = {r.key for r in requests if r.key}
     known = {}
     if keys:
-        rows = session.execute(
+        rows = connection.execute(
             select(resource_allocations).where(resource_allocations.c.idempotency_key.in_(keys))
         )
         known = {row.idempotency_key: row for row in rows}
     rates = {BASE_UNIT: Decimal(1)}
-    rates.update({r.unit: exact(r.units_per_token) for r in session.execute(select(exchange_rates))})
+    rates.update({r.unit: exact(r.units_per_token) for r in connection.execute(select(exchange_rates))})
     now = utcnow()
     decided = [_decide(r, balances, known, rates, now) for r in requests]
     new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
     if len(requests) > 1:
         # A batch reports counts, not records: bulk-insert without id round trips.
-        bulk.insert_rows(session, resource_allocations, LOG_COLUMNS, map(log_values, new_rows))
+        bulk.insert_rows(connection, resource_allocations, LOG_COLUMNS, map(log_values, new_rows))
         return [outcome for outcome, _ in decided]
     ((outcome, row),) = decided
     if new_rows:
-        row.id = session.execute(
+        row.id = connection.execute(
             resource_allocations.insert().returning(resource_allocations.c.id),
             [{c: getattr(row, c) for c in LOG_COLUMNS}],
         ).scalar_one()
@@ -200,18 +200,18 @@ def _decide(r: SpendRequest, balances, known, rates, now):
     return SpendOutcome(r.line, "recorded", errors.OK), row
 
 
-def reverse(session: Session, params: Params, spend_id: int, agent: str | None, note: str | None
+def reverse(connection: Connection, params: Params, spend_id: int, agent: str | None, note: str | None
             ) -> SpendRecord:
     """Append the entry that cancels spend `spend_id`; each spend is reversed at most once."""
-    original = session.execute(
+    original = connection.execute(
         select(resource_allocations).where(resource_allocations.c.id == spend_id)
     ).first()
     if original is None:
         raise errors.UnknownArtifact(f"no spend with id {spend_id}")
-    balances = lock_and_read(session, params, [original.artifact_id])
+    balances = lock_and_read(connection, params, [original.artifact_id])
     if original.reverses_id is not None:
         raise errors.UsageError(f"spend {spend_id} is itself a reversal and cannot be reversed")
-    already = session.execute(
+    already = connection.execute(
         select(resource_allocations.c.id).where(resource_allocations.c.reverses_id == spend_id)
     ).scalar()
     if already is not None:
@@ -224,7 +224,7 @@ def reverse(session: Session, params: Params, spend_id: int, agent: str | None, 
         "agent_id": agent, "note": note or f"reverses spend {spend_id}", "idempotency_key": None,
         "overdraft": False, "reverses_id": spend_id, "created_at": utcnow(),
     }
-    row = session.execute(
+    row = connection.execute(
         resource_allocations.insert().returning(resource_allocations), [values]
     ).one()
     balance = balances[original.artifact_id]

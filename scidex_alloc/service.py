@@ -20,8 +20,7 @@ from typing import IO, TYPE_CHECKING, Callable, Iterator
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Connection, Engine
 
 # Modules one area needs are imported inside its methods: start-up is paid on every call.
 from scidex_alloc import database, queries
@@ -72,8 +71,7 @@ class Allocator:
         self.engine = engine
         self.params = params or Params()
         self.target = target
-        self._sessions = sessionmaker(engine)
-        self._writer_sessions = sessionmaker(engine.execution_options(sqlite_begin="IMMEDIATE"))
+        self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
 
     @classmethod
     def open(cls, db: str | None = None, params: Params | None = None) -> "Allocator":
@@ -86,14 +84,14 @@ class Allocator:
         return allocator
 
     @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            yield connection
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._writer_sessions() as session, session.begin():
-            yield session
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as connection:
+            yield connection
 
     # -- budgets ---------------------------------------------------------
 
@@ -114,30 +112,30 @@ class Allocator:
         from scidex_alloc.results.history import Pipeline, PipelinePoint, TypeTotals
 
         micro = queries.tokens_from_micro
-        with self._read() as session:
+        with self._read() as connection:
             types = [TypeTotals(r.type, r.artifacts, *(micro(r[i]) for i in range(2, 7)))
-                     for r in session.execute(queries.pipeline_by_type(self.params, utcnow()))]
-            period = snapshots.finest(session, None)
+                     for r in connection.execute(queries.pipeline_by_type(self.params, utcnow()))]
+            period = snapshots.finest(connection, None)
             points = [] if period is None else [
                 PipelinePoint(r.bucket, micro(r.budget), micro(r.spent), micro(r.remaining))
-                for r in session.execute(queries.snapshot_totals(period, buckets))]
+                for r in connection.execute(queries.snapshot_totals(period, buckets))]
         return Pipeline(types, period, points)
 
     def _stream(self, stmt, convert: Callable) -> Iterator:
         """Rows of a read-only statement, fetched in batches inside one transaction."""
-        with self._read() as session:
-            result = session.execute(stmt.execution_options(yield_per=2000))
+        with self._read() as connection:
+            result = connection.execute(stmt.execution_options(yield_per=2000))
             for position, row in enumerate(result, start=1):
                 yield convert(position, row)
 
     def budget(self, artifact_id: str) -> BudgetDetail:
         from scidex_alloc.results.budgets import BudgetDetail, UnitValues
 
-        with self._read() as session:
-            row = session.execute(queries.one(self.params, utcnow(), artifact_id)).first()
+        with self._read() as connection:
+            row = connection.execute(queries.one(self.params, utcnow(), artifact_id)).first()
             if row is None:
                 raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
-            rates = session.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
+            rates = connection.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
         budget_row = queries.budget_row(1, row, self.params)
         return BudgetDetail(
             budget_row,
@@ -158,8 +156,8 @@ class Allocator:
     def rates(self) -> list[Rate]:
         from scidex_alloc.results.budgets import Rate
 
-        with self._read() as session:
-            rows = session.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
+        with self._read() as connection:
+            rows = connection.execute(select(exchange_rates).order_by(exchange_rates.c.unit)).all()
         return [Rate(BASE_UNIT, Decimal(1), None)] + [
             Rate(r.unit, exact(r.units_per_token), r.updated_at) for r in rows
         ]
@@ -172,22 +170,22 @@ class Allocator:
             raise UsageError(f"unit must be a name of 1 to 64 characters other than {BASE_UNIT!r}")
         value = parse_amount(units_per_token, "units per token")
         now = utcnow()
-        with self._write() as session:
-            updated = session.execute(
+        with self._write() as connection:
+            updated = connection.execute(
                 exchange_rates.update()
                 .where(exchange_rates.c.unit == unit)
                 .values(units_per_token=value, updated_at=now)
             ).rowcount
             if not updated:
-                session.execute(
+                connection.execute(
                     exchange_rates.insert().values(unit=unit, units_per_token=value, updated_at=now)
                 )
         return Rate(unit, value, now)
 
-    def rate_of(self, session: Session, unit: str) -> Decimal:
+    def rate_of(self, connection: Connection, unit: str) -> Decimal:
         if unit == BASE_UNIT:
             return Decimal(1)
-        rate = session.execute(
+        rate = connection.execute(
             select(exchange_rates.c.units_per_token).where(exchange_rates.c.unit == unit)
         ).scalar()
         if rate is None:
@@ -198,9 +196,9 @@ class Allocator:
                 ) -> Conversion:
         from scidex_alloc.results.budgets import Conversion
 
-        with self._read() as session:
-            source = self.rate_of(session, from_unit)
-            dest = self.rate_of(session, to_unit)
+        with self._read() as connection:
+            source = self.rate_of(connection, from_unit)
+            dest = self.rate_of(connection, to_unit)
         value = parse_amount(amount, "amount", allow_zero=True, limit=MAX_AMOUNT * source)
         rate = dest / source
         return Conversion(value, from_unit, to_unit, rate.normalize(), exact(value * rate))
@@ -235,18 +233,18 @@ class Allocator:
         chunks = _chunks(loader.records(stream, fmt), SPEND_CHUNK)
         with _no_cycle_collection():
             if atomic:
-                with self._write() as session:
+                with self._write() as connection:
                     for chunk in chunks:
-                        self._spend_chunk(chunk, summary, progress, session)
+                        self._spend_chunk(chunk, summary, progress, connection)
                     if summary.failures:
-                        session.rollback()
+                        connection.rollback()
                         summary.recorded = 0
                 return summary
             for chunk in chunks:
                 self._spend_chunk(chunk, summary, progress)
         return summary
 
-    def _spend_chunk(self, chunk, summary, progress, session=None) -> None:
+    def _spend_chunk(self, chunk, summary, progress, connection=None) -> None:
         from scidex_alloc import ledger
         from scidex_alloc.results.spending import SpendOutcome
 
@@ -259,7 +257,7 @@ class Allocator:
             except UsageError as error:
                 outcomes.append(SpendOutcome(line, "invalid", USAGE, str(error)))
         if requests:
-            outcomes += (ledger.apply(session, self.params, requests) if session is not None
+            outcomes += (ledger.apply(connection, self.params, requests) if connection is not None
                          else self._apply_committed(requests))
         for outcome in sorted(outcomes, key=lambda o: o.line):
             summary.count(outcome)
@@ -273,8 +271,8 @@ class Allocator:
 
         for attempt in range(3):
             try:
-                with self._write() as session:
-                    return ledger.apply(session, self.params, requests)
+                with self._write() as connection:
+                    return ledger.apply(connection, self.params, requests)
             except sa_exc.IntegrityError:
                 if attempt == 2:
                     raise
@@ -284,8 +282,8 @@ class Allocator:
                 ) -> SpendRecord:
         from scidex_alloc import ledger
 
-        with self._write() as session:
-            return ledger.reverse(session, self.params, spend_id, agent, note)
+        with self._write() as connection:
+            return ledger.reverse(connection, self.params, spend_id, agent, note)
 
     def log(self, artifact_id: str | None = None, since: datetime | None = None,
             limit: int | None = None) -> Iterator[LogEntry]:
@@ -294,8 +292,8 @@ class Allocator:
 
         _check_limit(limit)
         if artifact_id is not None:
-            with self._read() as session:
-                if not session.execute(queries.artifact_exists(artifact_id)).first():
+            with self._read() as connection:
+                if not connection.execute(queries.artifact_exists(artifact_id)).first():
                     raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
         stmt = queries.spend_log(artifact_id, since, limit)
         return self._stream(stmt, lambda _, row: LogEntry(**row._mapping))
@@ -303,8 +301,8 @@ class Allocator:
     def audit(self) -> list[AuditCheck]:
         from scidex_alloc import audit
 
-        with self._read() as session:
-            return audit.run(session, self.params)
+        with self._read() as connection:
+            return audit.run(connection, self.params)
 
     # -- work queue ------------------------------------------------------
 
@@ -325,8 +323,8 @@ class Allocator:
         if agent is not None:
             agent = ledger.text_field({"agent": agent}, "agent")
         if not claim:
-            with self._read() as session:
-                scored = worklist.ranked(session, self.params, utcnow(), type_, agent,
+            with self._read() as connection:
+                scored = worklist.ranked(connection, self.params, utcnow(), type_, agent,
                                          ucb_weight, exploration)
             return [worklist.entry(i, s, budget, row.claim_id, row.lease_expires_at)
                     for i, (s, budget, row) in enumerate(scored[:limit], start=1)]
@@ -334,8 +332,8 @@ class Allocator:
             raise UsageError("--claim needs --agent")
         for attempt in range(3):
             try:
-                with self._write() as session:
-                    return worklist.claim_top(session, self.params, type_, agent, lease, limit,
+                with self._write() as connection:
+                    return worklist.claim_top(connection, self.params, type_, agent, lease, limit,
                                               ucb_weight, exploration)
             except sa_exc.IntegrityError:  # a concurrent claimer won a race: look again
                 if attempt == 2:
@@ -351,21 +349,21 @@ class Allocator:
             if not math.isfinite(reward) or not 0 <= reward <= 1:
                 raise UsageError("--reward must be a number from 0 to 1")
             value = Decimal(repr(reward)).quantize(Decimal("1e-9"))
-        with self._write() as session:
-            return worklist.finish(session, claim_id, "done", value)
+        with self._write() as connection:
+            return worklist.finish(connection, claim_id, "done", value)
 
     def release(self, claim_id: int) -> ClaimInfo:
         """Give a claim back without an outcome."""
         from scidex_alloc import worklist
 
-        with self._write() as session:
-            return worklist.finish(session, claim_id, "released", None)
+        with self._write() as connection:
+            return worklist.finish(connection, claim_id, "released", None)
 
     def claims(self, agent: str | None = None, expired: bool = False) -> list[ClaimInfo]:
         from scidex_alloc import worklist
 
-        with self._read() as session:
-            return worklist.listing(session, agent, expired)
+        with self._read() as connection:
+            return worklist.listing(connection, agent, expired)
 
     # -- snapshots and plans ---------------------------------------------
 
@@ -378,10 +376,10 @@ class Allocator:
         snapshots.check_period(every)
         now = utcnow()
         bucket = timeparse.bucket_start(now, every)
-        with self._write() as session:
-            stmt = queries.snapshot_insert(session.connection().dialect.name, self.params, now,
+        with self._write() as connection:
+            stmt = queries.snapshot_insert(connection.dialect.name, self.params, now,
                                            type_, every, bucket)
-            recorded = session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+            recorded = connection.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
         return SnapshotResult(every, bucket, now, recorded)
 
     def history(self, artifact_id: str, since: datetime | None = None,
@@ -390,8 +388,8 @@ class Allocator:
         from scidex_alloc import snapshots
 
         snapshots.check_window(since, until)
-        with self._read() as session:
-            return snapshots.history(session, artifact_id, since, until, every)
+        with self._read() as connection:
+            return snapshots.history(connection, artifact_id, since, until, every)
 
     def movers(self, type_: str | None = None, top: int = 10, since: datetime | None = None,
                until: datetime | None = None, every: str | None = None) -> list[Mover]:
@@ -400,8 +398,8 @@ class Allocator:
 
         _check_limit(top)
         snapshots.check_window(since, until)
-        with self._read() as session:
-            return snapshots.movers(session, type_, top, since, until, every)
+        with self._read() as connection:
+            return snapshots.movers(connection, type_, top, since, until, every)
 
     def prune(self, keep: timedelta, every: str | None = None) -> int:
         """Delete snapshots whose bucket began more than `keep` before the current hour."""
@@ -410,8 +408,8 @@ class Allocator:
         if every is not None:
             snapshots.check_period(every)
         cutoff = timeparse.bucket_start(utcnow(), "hour") - keep
-        with self._write() as session:
-            return session.execute(queries.prune_snapshots(every, cutoff)).rowcount
+        with self._write() as connection:
+            return connection.execute(queries.prune_snapshots(every, cutoff)).rowcount
 
     def plan(self, pool: str, unit: str = BASE_UNIT, type_: str | None = None,
              cap: str | None = None, minimum: str | None = None) -> list[PlanPart]:
@@ -421,10 +419,10 @@ class Allocator:
 
         whole = {name: planning.whole_units(value, option) for name, value, option in (
             ("pool", pool, "--pool"), ("cap", cap, "--cap"), ("min", minimum, "--min"))}
-        with self._read() as session:
-            self.rate_of(session, unit)  # an unknown unit is an error
+        with self._read() as connection:
+            self.rate_of(connection, unit)  # an unknown unit is an error
             rows = {r.artifact_id: queries.budget_row(0, r, self.params) for r in
-                    session.execute(queries.plan_candidates(self.params, utcnow(), type_))}
+                    connection.execute(queries.plan_candidates(self.params, utcnow(), type_))}
         parts = planning.split(whole["pool"], {k: r.remaining for k, r in rows.items()},
                                cap=whole["cap"], minimum=whole["min"])
         total = Decimal(whole["pool"]) or Decimal(1)
@@ -440,10 +438,10 @@ class Allocator:
         from scidex_alloc import importer
 
         try:
-            with _no_cycle_collection(), self._write() as session:
-                report = importer.load(session, what, stream, fmt, progress)
+            with _no_cycle_collection(), self._write() as connection:
+                report = importer.load(connection, what, stream, fmt, progress)
                 if not report.ok:
-                    session.rollback()
+                    connection.rollback()
         except (sa_exc.IntegrityError, self.engine.dialect.loaded_dbapi.IntegrityError) as error:
             raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
                 from None
@@ -454,9 +452,9 @@ class Allocator:
         from scidex_alloc import bulk
 
         counts: dict[str, int] = {}
-        with self._write() as session:
+        with self._write() as connection:
             for name, columns, rows in batches:
-                bulk.insert_rows(session, artifacts.metadata.tables[name], columns, rows)
+                bulk.insert_rows(connection, artifacts.metadata.tables[name], columns, rows)
                 counts[name] = counts.get(name, 0) + len(rows)
         return counts
 

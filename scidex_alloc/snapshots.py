@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from scidex_alloc import queries
 from scidex_alloc.errors import UnknownArtifact, UsageError
@@ -23,32 +23,32 @@ def check_window(since: datetime | None, until: datetime | None) -> None:
         raise UsageError("--since is after --until")
 
 
-def finest(session: Session, artifact_id: str | None) -> str | None:
+def finest(connection: Connection, artifact_id: str | None) -> str | None:
     """The finest period that has snapshots (of one artifact, or of any): hour, day, week."""
-    present = set(session.scalars(queries.snapshot_periods(artifact_id)))
+    present = set(connection.scalars(queries.snapshot_periods(artifact_id)))
     return next((p for p in PERIODS if p in present), None)
 
 
-def history(session: Session, artifact_id: str, since: datetime | None,
+def history(connection: Connection, artifact_id: str, since: datetime | None,
             until: datetime | None, every: str | None) -> list[HistoryPoint]:
-    if not session.execute(queries.artifact_exists(artifact_id)).first():
+    if not connection.execute(queries.artifact_exists(artifact_id)).first():
         raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
-    period = every or finest(session, artifact_id)
+    period = every or finest(connection, artifact_id)
     if period is None:
         return []
     check_period(period)
-    rows = session.execute(queries.snapshot_history(artifact_id, period, since, until))
+    rows = connection.execute(queries.snapshot_history(artifact_id, period, since, until))
     return [HistoryPoint(r.bucket, r.taken_at, *(exact(v) for v in (
         r.demand, r.bounty, r.price, r.budget, r.spent, r.remaining))) for r in rows]
 
 
-def movers(session: Session, type_: str | None, top: int, since: datetime | None,
+def movers(connection: Connection, type_: str | None, top: int, since: datetime | None,
            until: datetime | None, every: str | None) -> list[Mover]:
-    period = every or finest(session, None)
+    period = every or finest(connection, None)
     if period is None:
         return []
     check_period(period)
-    rows = session.execute(queries.movers(type_, period, since, until, top))
+    rows = connection.execute(queries.movers(type_, period, since, until, top))
     return [Mover(r.artifact_id, r.type, r.first, r.last, exact(r.budget_from),
                   exact(r.budget_to), exact(r.budget_to) - exact(r.budget_from),
                   exact(r.remaining_from), exact(r.remaining_to)) for r in rows]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from scidex_alloc import errors, queries, scoring
 from scidex_alloc.formula import Params
@@ -19,12 +19,12 @@ from scidex_alloc.results.queue import ClaimInfo, QueueEntry
 from scidex_alloc.schema import Timestamp, artifacts, claims, utcnow
 
 
-def ranked(session: Session, params: Params, now: datetime, type_: str | None,
+def ranked(connection: Connection, params: Params, now: datetime, type_: str | None,
            agent: str | None, weight: float, exploration: float) -> list[tuple]:
     """(score, row) pairs for every candidate, best first."""
     rows = {}
     candidates = []
-    for row in session.execute(queries.queue_candidates(params, now, type_, agent)):
+    for row in connection.execute(queries.queue_candidates(params, now, type_, agent)):
         budget = queries.budget_row(0, row, params)
         rows[row.artifact_id] = (budget, row)
         candidates.append(scoring.Candidate(row.artifact_id, budget.remaining,
@@ -44,35 +44,35 @@ def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntr
     )
 
 
-def claim_top(session: Session, params: Params, type_: str | None, agent: str, lease: timedelta,
+def claim_top(connection: Connection, params: Params, type_: str | None, agent: str, lease: timedelta,
               limit: int, weight: float, exploration: float) -> list[QueueEntry]:
     now = utcnow()
     expires = now + lease
-    postgres = session.connection().dialect.name == "postgresql"
+    postgres = connection.dialect.name == "postgresql"
     taken: list[QueueEntry] = []
-    for score, budget, _row in ranked(session, params, now, type_, agent, weight, exploration):
+    for score, budget, _row in ranked(connection, params, now, type_, agent, weight, exploration):
         if len(taken) == limit:
             break
         artifact_id = budget.artifact_id
-        if postgres and session.execute(
+        if postgres and connection.execute(
             select(artifacts.c.id).where(artifacts.c.id == artifact_id)
             .with_for_update(skip_locked=True)
         ).first() is None:
             continue  # another claimer holds it right now
-        current = session.execute(
+        current = connection.execute(
             select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
         ).first()
         if current is not None and current.lease_expires_at > now:
             if current.agent_id != agent:
                 continue  # claimed since the candidates were read
-            session.execute(claims.update().where(claims.c.id == current.id)
+            connection.execute(claims.update().where(claims.c.id == current.id)
                             .values(lease_expires_at=expires))
             claim_id = current.id
         else:
             if current is not None:
-                session.execute(claims.update().where(claims.c.id == current.id)
+                connection.execute(claims.update().where(claims.c.id == current.id)
                                 .values(status="expired"))
-            claim_id = session.execute(
+            claim_id = connection.execute(
                 claims.insert().returning(claims.c.id),
                 [{"artifact_id": artifact_id, "agent_id": agent, "status": "active",
                   "claimed_at": now, "lease_expires_at": expires}],
@@ -81,15 +81,15 @@ def claim_top(session: Session, params: Params, type_: str | None, agent: str, l
     return taken
 
 
-def finish(session: Session, claim_id: int, status: str, reward: Decimal | None) -> ClaimInfo:
+def finish(connection: Connection, claim_id: int, status: str, reward: Decimal | None) -> ClaimInfo:
     """Close an active claim as done (with its reward) or released."""
-    row = session.execute(select(claims).where(claims.c.id == claim_id)).first()
+    row = connection.execute(select(claims).where(claims.c.id == claim_id)).first()
     if row is None:
         raise errors.UnknownArtifact(f"no claim with id {claim_id}")
     if row.status != "active":
         raise errors.UsageError(f"claim {claim_id} is {row.status}, not active")
     now = utcnow()
-    session.execute(claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
+    connection.execute(claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
                     .values(status=status, finished_at=now, reward=reward))
     return info({**row._mapping, "status": status, "finished_at": now, "reward": reward}, now)
 
@@ -104,7 +104,7 @@ def info(row, now: datetime) -> ClaimInfo:
     )
 
 
-def listing(session: Session, agent: str | None, expired: bool) -> list[ClaimInfo]:
+def listing(connection: Connection, agent: str | None, expired: bool) -> list[ClaimInfo]:
     """Active claims: live ones, or with `expired` those whose lease ran out."""
     now = utcnow()
     live = queries.later_than(claims.c.lease_expires_at, literal(now, Timestamp()))
@@ -112,4 +112,4 @@ def listing(session: Session, agent: str | None, expired: bool) -> list[ClaimInf
             .order_by(claims.c.id))
     if agent is not None:
         stmt = stmt.where(claims.c.agent_id == agent)
-    return [info(row._mapping, now) for row in session.execute(stmt)]
+    return [info(row._mapping, now) for row in connection.execute(stmt)]
