@@ -1,7 +1,7 @@
 """Prose for docs/benchmarks.md, written by people; every number in the tables comes from
-the run. The figures quoted here come from `bench/experiments.py` and profiles on the same
-machine and code (commit 0b044bc, 2026-11-25) unless they say otherwise: rerunning the
-suite updates the tables, not this text."""
+the run. The figures quoted here come from `bench/experiments.py`, profiles and full runs
+on the same machine, at the commits they name: rerunning the suite updates the tables,
+not this text."""
 
 METHOD = """
 ## How it is measured
@@ -67,116 +67,86 @@ at 1M, 0.67 s -> 0.64 s at 100k); the plan below is the one alloc gets.
 # Shown under "Targets missed", for each missed case (case, db) or case.
 MISSED = {
     1: """
-**Case 1 on SQLite is bounded by alloc's start-up, not by SQL.** alloc and the floor run
-the same statement (0.83 and 0.84 us per artifact, the slopes of case 8), but alloc pays
-a fixed ~0.34 s per process (`alloc rank --type none`: Python, SQLAlchemy Core and ORM,
-the package, Typer, the engine, compiling the statement) where the floor pays 0.03 s
-(Python and `sqlite3`). SQLite ranks 1M artifacts in only ~0.85 s, so 1.3x needs alloc's
-fixed cost under ~0.29 s, and importing SQLAlchemy Core alone takes ~0.19 s (see the
-start-up table). PostgreSQL meets the target (1.11x) because its query takes ~2.5 s.
+**Case 1 is bounded by alloc's start-up, not by SQL.** alloc and the floor run the same
+statement (the slopes of case 8 are the same), but alloc pays a fixed cost per process
+(Python, SQLAlchemy Core, Typer, the engine, compiling the statement: the intercept of
+case 8) where the floor pays Python and the driver only.
 """,
     2: """
-**Case 2: the per-artifact code is 17.6x slower, not 50x, because the loopback round trip
-is cheap and alloc's start-up dominates at 100k.** The naive code runs 4 queries for
-each of 40,000 hypotheses; psycopg prepares them after 5 uses, so each costs ~78 us on
-127.0.0.1 (12.5 s in all). `alloc rank` takes 0.71 s, of which ~0.46 s is the fixed
-start-up measured at the same size (case 8) and ~0.25 s the statement; even the bare
-statement through the driver (the case 1 floor, 0.37 s with Python and psycopg start-up)
-is only 34x faster. 50x would need the whole alloc process under 0.25 s, less than its
-statement plus Python and psycopg start-up. With a real network between client and
-server (0.3 ms or more per round trip) the naive code takes 48 s or more and the ratio
-exceeds 65x; on SQLite, in-process queries cost ~5 us and the naive code is only 2.2x
-slower.
+**Case 2 is bounded by the floor: even the bare statement through the driver is not 50x
+faster than the per-artifact code.** The naive code runs 4 queries for each of 40,000
+hypotheses; psycopg prepares them after 5 uses, so each costs ~75 us on 127.0.0.1 (about
+12 s in all). The case 1 floor at 100k, the set-based statement alone through psycopg
+with nothing but Python and the driver around it, is only ~41x faster (the detail
+column); `alloc rank` adds its start-up (the intercept of case 8) to that. 50x would
+need the whole process under ~0.24 s, less than the floor's own ~0.29 s. With a real
+network between client and server (0.3 ms or more per round trip) the naive code takes
+48 s or more and the ratio exceeds 90x; on SQLite, in-process queries cost ~5 us and the
+naive code is only 2-3x slower.
 """,
     3: """
 **Case 3 is bounded by what alloc imports and does per process beyond the floor** (the
-floor already pays `sqlalchemy.orm`, `typer` and the driver). `alloc spend` on SQLite
-now meets 1.25x; `alloc budget` misses by 10-15 ms on SQLite (1.28-1.29x) and
-everything on PostgreSQL misses by 35-95 ms. On PostgreSQL (`-X importtime`, medians of
-3) alloc imports 48 ms more than the floor: SQLAlchemy's PostgreSQL dialect 17 ms (any
-SQLAlchemy engine needs it), `scidex_alloc.results` 9.0 ms (its dataclasses),
-`schema` 4.9 ms, `service` 3.6 ms, `render` 3.2 ms, `queries` 2.7 ms, `formula`
-1.7 ms, `cli` 2.5 ms. With everything imported, one `budget` call still takes 23 ms:
-Typer building the command group 8 ms, connecting (SQLAlchemy's dialect initialisation
-queries) ~7 ms, the ORM session and compiling the statement the rest; the floor's query
-takes ~2 ms.
+floor already pays `sqlalchemy.orm`, which alloc no longer imports, `typer` and the
+driver): SQLAlchemy's dialect for the database (~20 ms on PostgreSQL, which also
+imports the other PostgreSQL drivers' dialects), the schema's tables, compiling the
+statement, and on PostgreSQL the queries SQLAlchemy runs on connect.
 """,
-    (4, "sqlite"): """
-**Case 4 on SQLite: 13,300 lines/s, bounded by the balance query in
-`ledger.lock_and_read`.** Since 65db67b the log rows go in with one executemany; a
-profile of 20,000 lines on the 1M database now puts two thirds of the in-process time in
-fetching the chunk's balances: `queries.budget_select(...).where(id IN 1,000 ids)`
-evaluates 8 correlated subqueries per artifact (demand three times, bounty three times,
-spent twice, because `budget` and `remaining` repeat them). The rest: 20 commits 7 %,
-executemany 7 %, `ledger.request` 6 %.
+    4: """
+**Case 4 is bounded by the overspend check**, which the floor does not make: every
+chunk of 20,000 lines reads the budget terms of its artifacts (correlated sums over the
+positions, bounties and spend log) and decides line by line in Python.
 """,
     5: """
-**Case 5 is bounded by per-row Python validation.** `alloc load` parses and checks
-every row in Python (`loader.validate`: Decimal amounts, ISO timestamps, statuses); the
-floors do not. Profile of 200,000 rows on SQLite: `validate` 43 % (`parse_amount` 11 %,
-timestamps 12 %), `executemany` with the Decimal and datetime adapters 23 %, reading the
-CSV 12 %. On PostgreSQL (measured on 015da16 with 500,000 rows: alloc 9.2 s with 5.2 s
-of client CPU, COPY 3.4 s) the client parses a 10,000-row chunk, then waits while the
-server copies it and answers the artifact look-up: client and server work one after the
-other (validation 42 %, psycopg `write_row` adapting Decimal and datetime objects 12 %,
-waiting for the server 21 %).
+**Case 5 is bounded by the lines that need the full checks.** Plain CSV lines cost one
+regular expression match each; any other line (quotes, timestamps with a zone or a `T`,
+numbers with leading zeros) is parsed and checked value by value in Python.
 """,
 }
 
 ANALYSIS = """
-## What would meet the missed targets
+## What changed since the first full run, and what is left
 
-Changes to product code, in order of what they buy; not applied here (the suite only
-measures). Estimates are marked as such; everything else was measured. Already done
-since the first full run on 015da16 (results in the history of this file): batch spends
-bulk-inserted and cheaper row checks (65db67b: spend file 9,987 -> 13,304 lines/s on
-SQLite and 5,504 -> 8,909 on PostgreSQL, load 66.9 -> 61.5 s on SQLite), and importing
-only the invoked command's module (64b0abc: SQLite fixed start-up 0.41 -> 0.34 s,
-`alloc spend` 1.38x -> 1.17x).
+The first full run (015da16) missed cases 1 (SQLite), 2, 3, 4 (SQLite) and 5. What
+changed since, in product code unless marked:
 
-1. **`ledger.lock_and_read` (case 4, SQLite 13,300 -> an estimated 17,000-20,000
-   lines/s).** Select only what the decision needs, each aggregate once: artifact id,
-   market price, and the demand, bounty and spent subqueries, then compute the budget in
-   Python as it already does (`formula.budget`). Measured through the driver on the same
-   20 chunks of 1,000 artifacts: 0.50-0.75 s with `budget_select` -> 0.20-0.22 s (2.5-3.4x),
-   which would save 1.5-2.7 s of the 7.5 s run.
-2. **Start-up (case 3 everywhere, case 1 on SQLite).** Remaining measured extras are
-   listed under case 3. Cheapest first: import `results`' dataclasses per area, as the
-   service modules now are (9 ms); on read paths use a Core `engine.connect()` instead of
-   `sqlalchemy.orm.Session` (the ORM import is 37 ms: free in case 3, whose floor imports
-   it, but not in case 1, whose floor does not); keep `render` and `queries` out of
-   commands that do not need them; the Typer group build (8 ms) shrinks further if each
-   area registers only the invoked command. Estimate: 20-30 ms per process, enough for
-   `alloc budget` on SQLite and about half of the PostgreSQL gap; case 1 on SQLite would
-   reach about 1.30x (fixed cost ~0.29 s). The rest on PostgreSQL is SQLAlchemy's dialect
-   import and connect-time initialisation (~25 ms), which only a driver-level fast path
-   for single-row commands would avoid.
-3. **`alloc load` (case 5).** On PostgreSQL, stream the whole file through one COPY while
-   the next rows are parsed, so the client and the server work at the same time on the
-   two cores; let the foreign key find unknown artifacts and re-run the per-chunk
-   look-up only to report line numbers when it fires; hand COPY the validated text
-   instead of Decimal and datetime objects. Estimate: 80 s -> 45-55 s for 5M rows
-   (1.5-1.8x this run's COPY). On SQLite: fast paths for plain decimals and canonical
-   timestamps in `formula.parse_amount` and `timeparse.iso_utc`, and validated rows that
-   are already text so no adapter runs (estimate -25-30 %: 61 s -> ~45 s, 2.2x). 1.5x on
-   SQLite needs validation outside Python: executemany the raw text into a TEMP staging
-   table and check it with SQL (CHECKs, an anti-join on artifacts for unknown ids,
-   `julianday()` for timestamps) before one `INSERT ... SELECT`.
-4. **PostgreSQL JIT.** Add `options=-c jit=off` to the connect arguments in
-   `database.engine_for`: measured (on 015da16) 3.17 s -> 2.84 s for `alloc rank` at
-   1M and 0.67 s -> 0.64 s at 100k; the statement is many cheap index probes, where JIT
-   compilation (~250 ms, see the plan) does not pay for itself.
-5. **Generation (not a target).** `alloc generate` already uses COPY on PostgreSQL
-   (`bulk.insert_rows`) and executemany on SQLite: 1M artifacts took 73 s on SQLite and
-   79 s on PostgreSQL (99 s and 82 s in an earlier build on a busier machine), of which
-   ~31 s is synthesising the rows in Python (`sample._artifact`, mostly
-   `random.choices`/`randrange`; measured without a database) and the rest the inserts
-   with indexes and foreign keys in place. Creating the secondary indexes after filling
-   a new database would save an estimated 20-30 %.
+1. **Loading (case 5: 2.6-3.0x -> 1.25x on SQLite, 1.10-1.28x on PostgreSQL over the
+   last two full runs).** A CSV line whose values are all plain is matched by one
+   regular expression, built from each column's own pattern, and stored as written;
+   any other line gets the full checks, and a property test checks that both store the
+   same rows on both databases. Unknown artifacts and taken keys are left to the
+   database's foreign key and unique constraints: each chunk sits in a savepoint, and
+   only a refused chunk is looked up to name its lines. Rows stream into COPY as they
+   are read, so the server inserts while the client parses, and the cyclic garbage
+   collector is paused (every row is a new tuple; each full collection scanned every
+   imported library). PostgreSQL sessions run in UTC so plain timestamps mean UTC
+   whatever the server's zone.
+2. **Spend files (case 4 on SQLite: 13,300 -> ~27,800 lines/s).** 20,000 lines per
+   transaction instead of 1,000: a commit of 1,000 lines rewrote and checkpointed about
+   as many index pages as it inserted rows (151 fdatasyncs for 100k lines in the floor's
+   shape, 31 now); each chunk still commits on its own, durability settings unchanged.
+   The budget terms are read as integer micro-tokens, with no conversion per row, and
+   the garbage collector is paused during a batch.
+3. **Start-up (case 3: 1.28-1.50x -> 0.92-1.06x; case 1 on SQLite: 1.36x -> 1.22x).**
+   The service runs on Core connections: nothing used the ORM, and importing
+   `sqlalchemy.orm` cost ~40 ms a call. Result dataclasses are built per area; Typer
+   converts only the invoked command; PostgreSQL connects skip the hstore type look-up
+   (three round trips); piped tables are written without importing Rich. Case 8's
+   fixed cost on SQLite fell from 0.34 s to 0.18 s.
+4. **PostgreSQL JIT** is off in alloc's sessions (see the indexes section).
+5. **The suite itself.** Floors on PostgreSQL run with alloc's session settings (the
+   case 1 floor paid ~250 ms of JIT that alloc does not), and the measured package is
+   compiled to bytecode first, as an install leaves it.
 
-Targets met: case 1 on PostgreSQL (1.11x), case 3 `alloc spend` on SQLite (1.17-1.18x),
-case 4 on PostgreSQL (8,900 lines/s), case 6 snapshot (1.00-1.04x), case 7 memory (57-64
-MB for 1M rows: the ranking streams in `yield_per` batches of 2,000, through a
-server-side cursor on PostgreSQL), case 8 (t = a + b n fits with R2 0.996 on SQLite and
-0.988 on PostgreSQL; the floors' slopes are the same).
+Left, none of it needed for a target: case 2 is bounded by its floor (above). In
+spend files, binding each chunk's 20,000 ids and keys as one parameter (`json_each(?)`
+on SQLite, `= ANY(%s)` on PostgreSQL) instead of one parameter each would save an
+estimated 5 % (SQLAlchemy spends ~0.4 s of a 3.6 s run expanding the IN lists).
+Generation (not a target) takes 73-79 s for 1M artifacts, ~31 s of it synthesising rows
+in Python; creating the secondary indexes after filling a new database would save an
+estimated 20-30 %.
+
+Targets met: every case but case 2 on both databases; case 7 streams (51-59 MB for 1M
+rows: the ranking is fetched in `yield_per` batches of 2,000, through a server-side
+cursor on PostgreSQL) and case 8 is linear (R2 1.000 on both databases, the same slope
+as the floors).
 """
