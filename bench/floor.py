@@ -4,7 +4,7 @@
     python bench/floor.py exec URL SPEC                   run one captured statement, commit
     python bench/floor.py budget-one URL SPEC             import sqlalchemy.orm and typer, then `sql`
     python bench/floor.py spend-one URL ARTIFACT AMOUNT   import sqlalchemy.orm and typer, insert one spend
-    python bench/floor.py spend-many URL FILE.csv         executemany of the same inserts, 1,000 a transaction
+    python bench/floor.py spend-many URL FILE.csv         executemany of the same inserts, 20,000 a transaction
     python bench/floor.py load-positions URL FILE.csv     COPY (PostgreSQL) or executemany (SQLite)
 
 URL is a postgresql:// URL (psycopg) or a SQLite path (sqlite3). SPEC is a JSON file
@@ -143,6 +143,10 @@ def spend_one(url, artifact_id, amount):
     print(json.dumps({"id": new_id, "artifact_id": artifact_id, "tokens": amount}))
 
 
+# Lines per transaction, as `alloc spend --file` commits them (service.SPEND_CHUNK).
+SPEND_CHUNK = 20_000
+
+
 def spend_many(url, path):
     import csv
     pg = _is_pg(url)
@@ -166,7 +170,7 @@ def spend_many(url, path):
             batch.append((r["artifact_id"], amount, "tokens", amount, 1, r.get("kind") or None,
                           r.get("agent") or None, r.get("note") or None, r.get("key") or None,
                           False, now))
-            if len(batch) == 1000:
+            if len(batch) == SPEND_CHUNK:
                 flush()
                 count += len(batch)
                 batch = []

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from scidex_alloc import bulk, errors, queries
+from scidex_alloc import errors, queries
 from scidex_alloc.formula import MAX_AMOUNT, Params, clamp_price, exact, parse_amount, plain
 from scidex_alloc.formula import budget as formula_budget
 from scidex_alloc.results.spending import SpendOutcome, SpendRecord
@@ -146,6 +146,8 @@ def apply(connection: Connection, params: Params, requests: list[SpendRequest]) 
     decided = [_decide(r, balances, known, rates, now) for r in requests]
     new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
     if len(requests) > 1:
+        from scidex_alloc import bulk  # batches only: one spend needs no bulk path
+
         # A batch reports counts, not records: bulk-insert without id round trips.
         bulk.insert_rows(connection, resource_allocations, LOG_COLUMNS, map(log_values, new_rows))
         return [outcome for outcome, _ in decided]

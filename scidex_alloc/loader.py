@@ -320,10 +320,12 @@ class Rows:
                 if self.columns is None:
                     self.columns = columns_for(self.spec, list(record))
                 try:
-                    yield line, validate(self.spec, self.columns, record)
-                    continue
+                    values = validate(self.spec, self.columns, record)
                 except RowError as error:
                     problem = str(error)
+                else:
+                    yield line, values
+                    continue
             self.problems.append(RowProblem(line, problem))
             if len(self.problems) >= self.max_problems:
                 return
