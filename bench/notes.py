@@ -120,7 +120,7 @@ changed since, in product code unless marked:
    collector is paused (every row is a new tuple; each full collection scanned every
    imported library). PostgreSQL sessions run in UTC so plain timestamps mean UTC
    whatever the server's zone.
-2. **Spend files (case 4 on SQLite: 13,300 -> ~27,800 lines/s).** 20,000 lines per
+2. **Spend files (case 4 on SQLite: 13,300 -> 27,800-29,800 lines/s).** 20,000 lines per
    transaction instead of 1,000: a commit of 1,000 lines rewrote and checkpointed about
    as many index pages as it inserted rows (151 fdatasyncs for 100k lines at 1,000 a
    commit, 31 at 20,000); each chunk still commits on its own, durability settings

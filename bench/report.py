@@ -90,11 +90,11 @@ def markdown(ctx, machine_info: dict, elapsed: float, args) -> str:
                 "nothing and no target applies.**", ""]
     out += ["## Machine", "", "| | |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in machine_info.items()]
-    out.append(f"| code measured | {ctx.code} |")
     runs = merged.get("runs", [])
     if runs:
         out.append("| runs | " + "<br>".join(
-            f"{r['date']}: `python -m bench {' '.join(r['argv'])}`, {r['minutes']} min, "
+            f"{r['date']}: `python -m bench {' '.join(r['argv'])}` on {r.get('code', '?')}, "
+            f"{r['minutes']} min, "
             f"machine load {r['load']}" for r in runs[-6:]) + " |")
     out += ["", "## Results", "", table(rows), ""]
     missed = [r for r in _ordered(rows) if r.met is False]

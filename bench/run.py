@@ -555,7 +555,6 @@ def main(argv: list[str] | None = None) -> None:
         else datasets.DATA / "benchmarks-small.md")
     if args.report_only:
         ctx.previous = ctx.merged = json.loads(ctx.results_path.read_text())
-        ctx.code = ctx.merged.get("code", ctx.code)
         rows = [Row(**r) for r in ctx.merged["rows"]]
         for kind in ("sqlite", "postgresql"):
             judge_linearity(rows, kind, cfg.name == "full")
@@ -604,11 +603,10 @@ def main(argv: list[str] | None = None) -> None:
         ctx.merged["runs"].append({
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "cases": sorted(ctx.cases), "databases": sorted(ctx.kinds),
-            "minutes": round(elapsed / 60, 1), "argv": sys.argv[1:],
+            "minutes": round(elapsed / 60, 1), "argv": sys.argv[1:], "code": ctx.code,
             "load": f"{load_before[1]:.1f} at start, {load_after[1]:.1f} at end (5-min averages)"})
         machine = report.machine(backends)
         ctx.merged["machine"] = machine
-        ctx.merged["code"] = ctx.code
         ctx.results_path.write_text(json.dumps(ctx.merged, indent=1))
         text = report.markdown(ctx, machine, elapsed, args)
         out.parent.mkdir(parents=True, exist_ok=True)
