@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -19,6 +20,9 @@ ONE = Decimal(1)
 HALF = Decimal("0.5")
 # Largest single amount accepted: SQLite keeps values exact to 1e-6 below 2**53 micro-tokens.
 MAX_AMOUNT = Decimal(1_000_000_000)
+# What an amount may look like: ASCII digits, at most one point, an optional exponent.
+# Decimal() alone would also take 1_000 and digits of other scripts.
+AMOUNT_PATTERN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def plain(value: Decimal) -> str:
@@ -115,14 +119,12 @@ def terms(
 def parse_amount(
     text: str, what: str = "amount", allow_zero: bool = False, limit: Decimal = MAX_AMOUNT
 ) -> Decimal:
-    """An amount from user input: finite, positive, at most `limit`, at most 6 decimals."""
+    """An amount from user input: an ASCII number, positive, at most `limit`, at most 6
+    decimals."""
     raw = text.strip() if isinstance(text, str) else str(text)
-    try:
-        value = Decimal(raw)
-    except (InvalidOperation, ValueError):
-        raise UsageError(f"{what} {_show(raw)} is not a number") from None
-    if not value.is_finite():
-        raise UsageError(f"{what} must be a finite number, not {_show(raw)}")
+    value = _ascii_decimal(raw)
+    if value is None:
+        raise UsageError(f"{what} {_show(raw)} is not a number")
     if value < 0 or (value == 0 and not allow_zero):
         raise UsageError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {_show(raw)}")
     if value > limit:
@@ -131,6 +133,16 @@ def parse_amount(
     if rounded != value:
         raise UsageError(f"{what} {_show(raw)} has more than 6 decimal places")
     return rounded
+
+
+def _ascii_decimal(raw: str) -> Decimal | None:
+    """`raw` as a Decimal if it is written as AMOUNT_PATTERN says, else None."""
+    if AMOUNT_PATTERN.fullmatch(raw) is None:
+        return None
+    try:
+        return Decimal(raw)
+    except InvalidOperation:  # an exponent beyond what Decimal can represent
+        return None
 
 
 def _show(raw: str) -> str:
