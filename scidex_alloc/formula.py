@@ -36,6 +36,12 @@ def exact(value: Decimal) -> Decimal:
     return value.quantize(MICRO, rounding=ROUND_HALF_UP)
 
 
+def to_micro(value) -> int:
+    """An amount as a whole number of millionths, however the driver returned it (Decimal,
+    float or int), so two amounts compare exactly."""
+    return int(exact(Decimal(value)).scaleb(6))
+
+
 @dataclass(frozen=True)
 class Params:
     """Formula parameters; the defaults are the exchange's."""
@@ -133,6 +139,21 @@ def parse_amount(
     if rounded != value:
         raise UsageError(f"{what} {_show(raw)} has more than 6 decimal places")
     return rounded
+
+
+def to_tokens(amount: Decimal, units_per_token: Decimal, unit: str) -> Decimal:
+    """`amount` of `unit` in tokens, rounded to 1e-6; refused rather than stored beyond
+    MAX_AMOUNT or rounded away to nothing."""
+    if units_per_token <= 0:
+        raise UsageError(f"unit {unit!r} has no valid rate ({plain(units_per_token)}); "
+                         "set one with `alloc rates set`")
+    tokens = exact(amount / units_per_token)
+    if tokens > MAX_AMOUNT:
+        raise UsageError(f"{plain(amount)} {unit} is {plain(tokens)} tokens, more than the "
+                         f"maximum {plain(MAX_AMOUNT)} tokens")
+    if tokens == 0 and amount != 0:
+        raise UsageError(f"{plain(amount)} {unit} is less than 0.000001 token")
+    return tokens
 
 
 def _ascii_decimal(raw: str) -> Decimal | None:

@@ -17,7 +17,15 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import errors, queries
-from scidex_alloc.formula import MAX_AMOUNT, Params, clamp_price, exact, parse_amount, plain
+from scidex_alloc.formula import (
+    Params,
+    clamp_price,
+    exact,
+    parse_amount,
+    plain,
+    to_micro,
+    to_tokens,
+)
 from scidex_alloc.formula import budget as formula_budget
 from scidex_alloc.results.spending import SpendOutcome, SpendRecord
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, resource_allocations, utcnow
@@ -73,7 +81,6 @@ def request(line: int, fields: dict) -> SpendRequest:
     amount = fields.get("amount")
     if amount is None or isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
         raise errors.UsageError("amount is required" if amount is None else "amount must be a number")
-    limit = MAX_AMOUNT if unit == BASE_UNIT else MAX_AMOUNT * 1_000_000
     flag = fields.get("allow_overdraft", False)
     if not isinstance(flag, bool):
         if str(flag).strip().lower() not in TRUE + FALSE:
@@ -82,7 +89,7 @@ def request(line: int, fields: dict) -> SpendRequest:
     return SpendRequest(
         line=line,
         artifact_id=text_field(fields, "artifact_id", required=True),
-        amount=parse_amount(str(amount), "amount", limit=limit),
+        amount=parse_amount(str(amount)),
         unit=unit,
         kind=text_field(fields, "kind"),
         agent=text_field(fields, "agent"),
@@ -92,11 +99,17 @@ def request(line: int, fields: dict) -> SpendRequest:
     )
 
 
+def _units_of(row) -> tuple[Decimal, str]:
+    """A log entry's amount and unit; entries other services wrote may leave both out."""
+    return (row.tokens if row.units is None else row.units), row.unit or BASE_UNIT
+
+
 def _record(row, replayed: bool, spent: Decimal, remaining: Decimal) -> SpendRecord:
+    units, unit = _units_of(row)
     return SpendRecord(
         id=row.id, artifact_id=row.artifact_id, tokens=exact(row.tokens),
-        unit=row.unit or BASE_UNIT, units=exact(row.units if row.units is not None else row.tokens),
-        rate=exact(row.rate if row.rate is not None else 1), kind=row.kind, agent=row.agent_id,
+        unit=unit, units=exact(units),
+        rate=exact(row.rate if row.rate is not None else Decimal(1)), kind=row.kind, agent=row.agent_id,
         replayed=replayed, spent=spent, remaining=remaining,
         overdraft=bool(row.overdraft), reverses=row.reverses_id, created_at=row.created_at,
     )
@@ -175,17 +188,18 @@ def _decide(r: SpendRequest, balances, known, rates, now):
         return SpendOutcome(r.line, "invalid", errors.USAGE, f"unknown unit {r.unit!r}"), None
     if r.key is not None and r.key in known:
         first = known[r.key]
-        if (first.artifact_id, exact(first.units), first.unit or BASE_UNIT) != (
-                r.artifact_id, r.amount, r.unit):
+        units, unit = _units_of(first)
+        if (first.artifact_id, to_micro(units), unit) != (
+                r.artifact_id, to_micro(r.amount), r.unit):
             return SpendOutcome(
                 r.line, "conflict", errors.CONFLICT,
                 f"idempotency key {r.key!r} was used for a different spend "
-                f"({first.artifact_id}, {plain(first.units)} {first.unit})"), None
+                f"({first.artifact_id}, {plain(exact(units))} {unit})"), None
         return SpendOutcome(r.line, "replayed", errors.OK), first
-    tokens = exact(r.amount / rate)
-    if tokens <= 0:
-        return SpendOutcome(r.line, "invalid", errors.USAGE,
-                            f"{plain(r.amount)} {r.unit} is less than 0.000001 token"), None
+    try:
+        tokens = to_tokens(r.amount, rate, r.unit)
+    except errors.UsageError as error:
+        return SpendOutcome(r.line, "invalid", errors.USAGE, str(error)), None
     overdraft = tokens > balance.remaining
     if overdraft and not r.allow_overdraft:
         return SpendOutcome(
@@ -218,10 +232,10 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
     ).scalar()
     if already is not None:
         raise errors.IdempotencyConflict(f"spend {spend_id} was already reversed by spend {already}")
+    units, unit = _units_of(original)
     values = {
         "artifact_id": original.artifact_id, "tokens": -exact(original.tokens),
-        "unit": original.unit or BASE_UNIT,
-        "units": -exact(original.units if original.units is not None else original.tokens),
+        "unit": unit, "units": -exact(units),
         "rate": original.rate if original.rate is not None else Decimal(1), "kind": "reversal",
         "agent_id": agent, "note": note or f"reverses spend {spend_id}", "idempotency_key": None,
         "overdraft": False, "reverses_id": spend_id, "created_at": utcnow(),

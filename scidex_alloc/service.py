@@ -31,7 +31,7 @@ from scidex_alloc.errors import (
     UnknownArtifact,
     UsageError,
 )
-from scidex_alloc.formula import MAX_AMOUNT, Params, exact, parse_amount
+from scidex_alloc.formula import Params, exact, parse_amount, to_tokens
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 
 if TYPE_CHECKING:
@@ -199,7 +199,8 @@ class Allocator:
         with self._read() as connection:
             source = self.rate_of(connection, from_unit)
             dest = self.rate_of(connection, to_unit)
-        value = parse_amount(amount, "amount", allow_zero=True, limit=MAX_AMOUNT * source)
+        value = parse_amount(amount, "amount", allow_zero=True)
+        to_tokens(value, source, from_unit)  # within what the ledger could hold
         rate = dest / source
         return Conversion(value, from_unit, to_unit, rate.normalize(), exact(value * rate))
 
