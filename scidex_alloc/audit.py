@@ -55,13 +55,34 @@ def _spent_mismatch(connection, params):
 
 
 def _silent_overdraft(connection, params):
+    """Entries not flagged overdraft that took their artifact's spent (its log summed up to
+    and including them, in id order) above the budget recorded with them. An entry without
+    a recorded budget (another service wrote it) is judged as it always was: against
+    today's budget, when its artifact is overspent today and none of its entries is flagged."""
+    running = select(
+        log.c.id, log.c.artifact_id, log.c.tokens, log.c.overdraft, log.c.budget_at_spend,
+        func.sum(queries.micro(log.c.tokens)).over(
+            partition_by=log.c.artifact_id, order_by=log.c.id, rows=(None, 0)).label("spent"),
+    ).subquery()
     budgets = queries.budget_select(params, utcnow()).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
-    stmt = (select(budgets.c.artifact_id, budgets.c.budget, budgets.c.spent)
-            .where(budgets.c.remaining < 0, budgets.c.artifact_id.not_in(flagged))
-            .order_by(budgets.c.artifact_id))
-    return [{"artifact_id": r["artifact_id"], "budget": queries.tokens_from_micro(r["budget"]),
-             "spent": queries.tokens_from_micro(r["spent"])} for r in _rows(connection, stmt)]
+    recorded = running.c.budget_at_spend.is_not(None)
+    at_spend = queries.micro(running.c.budget_at_spend)
+    judged = func.coalesce(at_spend, budgets.c.budget)
+    stmt = (select(running.c.id, running.c.artifact_id, at_spend.label("budget_at_spend"),
+                   judged.label("budget"), running.c.spent)
+            .outerjoin(budgets, budgets.c.artifact_id == running.c.artifact_id)
+            .where(running.c.overdraft.is_(False), running.c.tokens > 0, running.c.spent > judged,
+                   or_(recorded, and_(budgets.c.remaining < 0,
+                                      running.c.artifact_id.not_in(flagged))))
+            .order_by(running.c.id))
+
+    def tokens(micro):
+        return None if micro is None else queries.tokens_from_micro(micro)
+
+    return [{"id": r["id"], "artifact_id": r["artifact_id"],
+             "budget_at_spend": tokens(r["budget_at_spend"]), "budget": tokens(r["budget"]),
+             "spent": tokens(r["spent"])} for r in _rows(connection, stmt)]
 
 
 def _bad_reversals(connection, params):

@@ -31,7 +31,7 @@ from scidex_alloc.results.spending import SpendOutcome, SpendRecord
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, resource_allocations, utcnow
 
 LOG_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",
-               "idempotency_key", "overdraft", "created_at")
+               "idempotency_key", "overdraft", "created_at", "budget_at_spend")
 log_values = attrgetter(*LOG_COLUMNS)
 FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allow_overdraft")
 LIMITS = {"artifact_id": 200, "unit": 64, "kind": 64, "agent": 200, "note": 2000, "key": 200}
@@ -210,7 +210,7 @@ def _decide(r: SpendRequest, balances, known, rates, now):
     row = SimpleNamespace(
         id=None, artifact_id=r.artifact_id, tokens=tokens, unit=r.unit, units=r.amount,
         rate=rate, kind=r.kind, agent_id=r.agent, note=r.note, idempotency_key=r.key,
-        overdraft=overdraft, reverses_id=None, created_at=now)
+        overdraft=overdraft, reverses_id=None, created_at=now, budget_at_spend=balance.budget)
     if r.key is not None:
         known[r.key] = row
     return SpendOutcome(r.line, "recorded", errors.OK), row
@@ -233,16 +233,17 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
     if already is not None:
         raise errors.IdempotencyConflict(f"spend {spend_id} was already reversed by spend {already}")
     units, unit = _units_of(original)
+    balance = balances[original.artifact_id]
     values = {
         "artifact_id": original.artifact_id, "tokens": -exact(original.tokens),
         "unit": unit, "units": -exact(units),
         "rate": original.rate if original.rate is not None else Decimal(1), "kind": "reversal",
         "agent_id": agent, "note": note or f"reverses spend {spend_id}", "idempotency_key": None,
         "overdraft": False, "reverses_id": spend_id, "created_at": utcnow(),
+        "budget_at_spend": balance.budget,
     }
     row = connection.execute(
         resource_allocations.insert().returning(resource_allocations), [values]
     ).one()
-    balance = balances[original.artifact_id]
     balance.spent += values["tokens"]
     return _record(row, False, balance.spent, balance.remaining)

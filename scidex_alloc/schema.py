@@ -149,6 +149,9 @@ resource_allocations = Table(
     Column("reverses_id", BigInteger().with_variant(Integer, "sqlite"),
            ForeignKey("resource_allocations.id"), unique=True),
     Column("created_at", Timestamp, server_default=func.current_timestamp()),
+    # The artifact's budget when alloc recorded the entry: overdraft is judged against it,
+    # since budgets shrink later (bounties expire). NULL from writers that do not know it.
+    Column("budget_at_spend", Tokens()),
     Index("ix_resource_allocations_artifact_tokens", "artifact_id", "tokens"),
 )
 
