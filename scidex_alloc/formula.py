@@ -18,7 +18,8 @@ from scidex_alloc.errors import UsageError
 MICRO = Decimal("0.000001")
 ONE = Decimal(1)
 HALF = Decimal("0.5")
-# Largest single amount accepted: SQLite keeps values exact to 1e-6 below 2**53 micro-tokens.
+# Largest single amount accepted, in any unit and in tokens after conversion: SQLite keeps
+# values exact to 1e-6 below 2**53 millionths.
 MAX_AMOUNT = Decimal(1_000_000_000)
 # What an amount may look like: ASCII digits, at most one point, an optional exponent.
 # Decimal() alone would also take 1_000 and digits of other scripts.
