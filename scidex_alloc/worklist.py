@@ -1,8 +1,9 @@
 """The agent work queue's decisions: rank candidates, claim them, close claims.
 
-Claiming locks each chosen artifact (PostgreSQL: FOR UPDATE SKIP LOCKED, so parallel
-claimers pass each other by; SQLite: the write transaction) and re-reads its claims
-before writing, and a partial unique index allows one active claim per artifact.
+Claiming locks each chosen artifact (PostgreSQL: FOR NO KEY UPDATE SKIP LOCKED, so
+parallel claimers pass each other by, while the KEY SHARE locks that inserts of positions
+or spends take on the artifact do not hide it; SQLite: the write transaction) and re-reads
+its claims before writing, and a partial unique index allows one active claim per artifact.
 Closing a claim is one conditional UPDATE, so of two concurrent closers only one succeeds.
 """
 
@@ -57,7 +58,7 @@ def claim_top(connection: Connection, params: Params, type_: str | None, agent: 
         artifact_id = budget.artifact_id
         if postgres and connection.execute(
             select(artifacts.c.id).where(artifacts.c.id == artifact_id)
-            .with_for_update(skip_locked=True)
+            .with_for_update(key_share=True, skip_locked=True)
         ).first() is None:
             continue  # another claimer holds it right now
         current = connection.execute(
