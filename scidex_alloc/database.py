@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,13 @@ def first_line(error: Exception) -> str:
 def sqlstate(error: Exception) -> str | None:
     """PostgreSQL's SQLSTATE of a failure, wrapped by SQLAlchemy or raw from the driver."""
     return getattr(getattr(error, "orig", None) or error, "sqlstate", None)
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """The loaded drivers' own error classes: COPY and executemany use the drivers
+    directly, so their failures reach the caller unwrapped by SQLAlchemy. A driver that
+    is not loaded cannot have failed, and importing it would cost start-up time."""
+    return tuple(sys.modules[name].Error for name in ("sqlite3", "psycopg") if name in sys.modules)
 
 
 def explain(error: Exception, target: Target | None) -> str:
