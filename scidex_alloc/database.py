@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from scidex_alloc.errors import DatabaseError, UsageError
 ENV_DB = "SCIDEX_DB"
 ENV_BUSY_TIMEOUT = "SCIDEX_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT = 30.0
+LOCK_TIMEOUT = "55P03"  # PostgreSQL's SQLSTATE for a lock wait beyond lock_timeout
 
 
 def default_path() -> Path:
@@ -82,12 +84,20 @@ def engine_for(target: Target) -> Engine:
     # JIT compilation costs ~250 ms on every run of the ranking statement and saves less.
     # Times without a zone mean UTC everywhere, also as text that `alloc load` copies in.
     # No column is hstore: skip looking its type up on connect (three round trips).
+    # Lock waits end after the busy timeout, as on SQLite.
+    options = f"-c jit=off -c timezone=UTC -c lock_timeout={_lock_timeout_ms()}"
     return create_engine(
         target.url,
         use_native_hstore=False,
         connect_args={"connect_timeout": 10, "application_name": "scidex-alloc",
-                      "options": "-c jit=off -c timezone=UTC"},
+                      "options": options},
     )
+
+
+def _lock_timeout_ms() -> int:
+    """The busy timeout as PostgreSQL's lock_timeout, where 0 would mean "wait forever":
+    "no wait" becomes its smallest wait, 1 ms, as on SQLite a zero timeout fails at once."""
+    return max(1, round(busy_timeout() * 1000))
 
 
 def _sqlite_engine(target: Target) -> Engine:
@@ -126,6 +136,18 @@ def first_line(error: Exception) -> str:
     return lines[0] if lines else type(original).__name__
 
 
+def sqlstate(error: Exception) -> str | None:
+    """PostgreSQL's SQLSTATE of a failure, wrapped by SQLAlchemy or raw from the driver."""
+    return getattr(getattr(error, "orig", None) or error, "sqlstate", None)
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """The loaded drivers' own error classes: COPY and executemany use the drivers
+    directly, so their failures reach the caller unwrapped by SQLAlchemy. A driver that
+    is not loaded cannot have failed, and importing it would cost start-up time."""
+    return tuple(sys.modules[name].Error for name in ("sqlite3", "psycopg") if name in sys.modules)
+
+
 def explain(error: Exception, target: Target | None) -> str:
     """A one-line message for a database failure, with any password masked."""
     message = first_line(error)
@@ -134,7 +156,7 @@ def explain(error: Exception, target: Target | None) -> str:
         where = f" --db {target.masked()}" if target is not None and not target.is_default else ""
         message = ("the database has no scidex-alloc schema, or an older one; "
                    f"run: alloc db upgrade{where}")
-    elif "database is locked" in lowered:
+    elif "database is locked" in lowered or sqlstate(error) == LOCK_TIMEOUT:
         message = (
             f"the database is locked by another writer (waited {busy_timeout():g}s; "
             f"raise {ENV_BUSY_TIMEOUT} to wait longer)"

@@ -1,7 +1,8 @@
 """The spend ledger's decisions: check, lock, and record spending exactly once.
 
 Requests are applied in chunks, set-based: one statement locks the chunk's artifacts
-(PostgreSQL row locks taken in id order; SQLite holds its write lock from BEGIN
+(PostgreSQL row locks FOR NO KEY UPDATE taken in id order, which the KEY SHARE locks of
+concurrent inserts of positions do not block; SQLite holds its write lock from BEGIN
 IMMEDIATE), one reads their budgets, one finds known idempotency keys, one inserts.
 Lines are then decided in order in memory, so a chunk never overspends.
 """
@@ -127,11 +128,13 @@ class _Balance:
 
 
 def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, _Balance]:
-    """Lock the artifacts (in id order, so lockers never deadlock) and read their balances."""
+    """Lock the artifacts (in id order, so lockers never deadlock; FOR NO KEY UPDATE, so
+    loads of positions, holding KEY SHARE locks, neither block nor deadlock with us) and
+    read their balances."""
     if connection.dialect.name == "postgresql":
         connection.execute(
             select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     micro = queries.tokens_from_micro
     balances = {}

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import gc
 import math
+import random
+import time
 import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import IO, TYPE_CHECKING, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Callable, Iterator, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
@@ -64,6 +66,14 @@ SPEND_CHUNK = 20_000
 DEFAULT_LEASE = timedelta(minutes=30)
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
+# A write transaction that a concurrent writer made fail runs again, up to this many
+# attempts in all, each after a random pause of up to RETRY_PAUSE seconds times the
+# attempts so far (so that the parties of a deadlock do not meet again at once).
+WRITE_ATTEMPTS = 5
+RETRY_PAUSE = 0.05
+# PostgreSQL cancels one party of a deadlock (40P01) or of a serialization failure (40001).
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})
+T = TypeVar("T")
 
 
 class Allocator:
@@ -92,6 +102,25 @@ class Allocator:
     def _write(self) -> Iterator[Connection]:
         with self._writer.begin() as connection:
             yield connection
+
+    def _write_retried(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a write transaction, and again when a concurrent writer made it
+        fail: a deadlock or serialization failure, or a unique key that a concurrent insert
+        took first (the re-run sees that row, and replays or looks elsewhere). Only for work
+        that reads all it needs again: never a stream that was consumed."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                with self._write() as connection:
+                    return work(connection)
+            except Exception as error:
+                if attempt == WRITE_ATTEMPTS or not self._retriable(error):
+                    raise
+            time.sleep(random.uniform(0, RETRY_PAUSE * attempt))
+        raise AssertionError("unreachable")
+
+    def _retriable(self, error: Exception) -> bool:
+        integrity = (sa_exc.IntegrityError, self.engine.dialect.loaded_dbapi.IntegrityError)
+        return isinstance(error, integrity) or database.sqlstate(error) in RETRIED_SQLSTATES
 
     # -- budgets ---------------------------------------------------------
 
@@ -170,7 +199,8 @@ class Allocator:
             raise UsageError(f"unit must be a name of 1 to 64 characters other than {BASE_UNIT!r}")
         value = parse_amount(units_per_token, "units per token")
         now = utcnow()
-        with self._write() as connection:
+
+        def upsert(connection: Connection) -> None:
             updated = connection.execute(
                 exchange_rates.update()
                 .where(exchange_rates.c.unit == unit)
@@ -180,6 +210,8 @@ class Allocator:
                 connection.execute(
                     exchange_rates.insert().values(unit=unit, units_per_token=value, updated_at=now)
                 )
+
+        self._write_retried(upsert)
         return Rate(unit, value, now)
 
     def rate_of(self, connection: Connection, unit: str) -> Decimal:
@@ -266,25 +298,18 @@ class Allocator:
             progress(len(chunk))
 
     def _apply_committed(self, requests: list) -> list[SpendOutcome]:
-        """Apply requests in their own transaction, retrying when a concurrent writer took
-        the same idempotency key first (the retry then sees it and replays)."""
+        """Apply requests in their own transaction (retried: see _write_retried)."""
         from scidex_alloc import ledger
 
-        for attempt in range(3):
-            try:
-                with self._write() as connection:
-                    return ledger.apply(connection, self.params, requests)
-            except sa_exc.IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return self._write_retried(lambda connection: ledger.apply(connection, self.params,
+                                                                   requests))
 
     def reverse(self, spend_id: int, agent: str | None = None, note: str | None = None
                 ) -> SpendRecord:
         from scidex_alloc import ledger
 
-        with self._write() as connection:
-            return ledger.reverse(connection, self.params, spend_id, agent, note)
+        return self._write_retried(
+            lambda connection: ledger.reverse(connection, self.params, spend_id, agent, note))
 
     def log(self, artifact_id: str | None = None, since: datetime | None = None,
             limit: int | None = None) -> Iterator[LogEntry]:
@@ -331,15 +356,8 @@ class Allocator:
                     for i, (s, budget, row) in enumerate(scored[:limit], start=1)]
         if agent is None:
             raise UsageError("--claim needs --agent")
-        for attempt in range(3):
-            try:
-                with self._write() as connection:
-                    return worklist.claim_top(connection, self.params, type_, agent, lease, limit,
-                                              ucb_weight, exploration)
-            except sa_exc.IntegrityError:  # a concurrent claimer won a race: look again
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return self._write_retried(lambda connection: worklist.claim_top(
+            connection, self.params, type_, agent, lease, limit, ucb_weight, exploration))
 
     def done(self, claim_id: int, reward: float | None = None) -> ClaimInfo:
         """Close a claim as a completed investigation, with its reward in [0, 1] if known."""
@@ -350,15 +368,15 @@ class Allocator:
             if not math.isfinite(reward) or not 0 <= reward <= 1:
                 raise UsageError("--reward must be a number from 0 to 1")
             value = Decimal(repr(reward)).quantize(Decimal("1e-9"))
-        with self._write() as connection:
-            return worklist.finish(connection, claim_id, "done", value)
+        return self._write_retried(
+            lambda connection: worklist.finish(connection, claim_id, "done", value))
 
     def release(self, claim_id: int) -> ClaimInfo:
         """Give a claim back without an outcome."""
         from scidex_alloc import worklist
 
-        with self._write() as connection:
-            return worklist.finish(connection, claim_id, "released", None)
+        return self._write_retried(
+            lambda connection: worklist.finish(connection, claim_id, "released", None))
 
     def claims(self, agent: str | None = None, expired: bool = False) -> list[ClaimInfo]:
         from scidex_alloc import worklist
@@ -377,11 +395,12 @@ class Allocator:
         snapshots.check_period(every)
         now = utcnow()
         bucket = timeparse.bucket_start(now, every)
-        with self._write() as connection:
+        def record(connection: Connection) -> int:
             stmt = queries.snapshot_insert(connection.dialect.name, self.params, now,
                                            type_, every, bucket)
-            recorded = connection.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
-        return SnapshotResult(every, bucket, now, recorded)
+            return connection.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+
+        return SnapshotResult(every, bucket, now, self._write_retried(record))
 
     def history(self, artifact_id: str, since: datetime | None = None,
                 until: datetime | None = None, every: str | None = None) -> list[HistoryPoint]:
@@ -409,8 +428,8 @@ class Allocator:
         if every is not None:
             snapshots.check_period(every)
         cutoff = timeparse.bucket_start(utcnow(), "hour") - keep
-        with self._write() as connection:
-            return connection.execute(queries.prune_snapshots(every, cutoff)).rowcount
+        return self._write_retried(
+            lambda connection: connection.execute(queries.prune_snapshots(every, cutoff)).rowcount)
 
     def plan(self, pool: str, unit: str = BASE_UNIT, type_: str | None = None,
              cap: str | None = None, minimum: str | None = None) -> list[PlanPart]:

@@ -1,8 +1,10 @@
 """The agent work queue's decisions: rank candidates, claim them, close claims.
 
-Claiming locks each chosen artifact (PostgreSQL: FOR UPDATE SKIP LOCKED, so parallel
-claimers pass each other by; SQLite: the write transaction) and re-reads its claims
-before writing, and a partial unique index allows one active claim per artifact.
+Claiming locks each chosen artifact (PostgreSQL: FOR NO KEY UPDATE SKIP LOCKED, so
+parallel claimers pass each other by, while the KEY SHARE locks that inserts of positions
+or spends take on the artifact do not hide it; SQLite: the write transaction) and re-reads
+its claims before writing, and a partial unique index allows one active claim per artifact.
+Closing a claim is one conditional UPDATE, so of two concurrent closers only one succeeds.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def claim_top(connection: Connection, params: Params, type_: str | None, agent: 
         artifact_id = budget.artifact_id
         if postgres and connection.execute(
             select(artifacts.c.id).where(artifacts.c.id == artifact_id)
-            .with_for_update(skip_locked=True)
+            .with_for_update(key_share=True, skip_locked=True)
         ).first() is None:
             continue  # another claimer holds it right now
         current = connection.execute(
@@ -82,16 +84,21 @@ def claim_top(connection: Connection, params: Params, type_: str | None, agent: 
 
 
 def finish(connection: Connection, claim_id: int, status: str, reward: Decimal | None) -> ClaimInfo:
-    """Close an active claim as done (with its reward) or released."""
-    row = connection.execute(select(claims).where(claims.c.id == claim_id)).first()
-    if row is None:
-        raise errors.UnknownArtifact(f"no claim with id {claim_id}")
-    if row.status != "active":
-        raise errors.UsageError(f"claim {claim_id} is {row.status}, not active")
+    """Close an active claim as done (with its reward) or released.
+
+    The UPDATE itself checks that the claim is still active: on PostgreSQL a concurrent
+    closer's UPDATE waits for this one's row lock, then finds the claim closed."""
     now = utcnow()
-    connection.execute(claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
-                    .values(status=status, finished_at=now, reward=reward))
-    return info({**row._mapping, "status": status, "finished_at": now, "reward": reward}, now)
+    row = connection.execute(
+        claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
+        .values(status=status, finished_at=now, reward=reward).returning(claims)
+    ).first()
+    if row is not None:
+        return info({**row._mapping, "reward": reward}, now)
+    current = connection.execute(select(claims.c.status).where(claims.c.id == claim_id)).scalar()
+    if current is None:
+        raise errors.UnknownArtifact(f"no claim with id {claim_id}")
+    raise errors.UsageError(f"claim {claim_id} is {current}, not active")
 
 
 def info(row, now: datetime) -> ClaimInfo:

@@ -87,7 +87,7 @@ def _run(command, argv: list[str] | None) -> int:
 
         from scidex_alloc import database
 
-        if isinstance(error, SQLAlchemyError):
+        if isinstance(error, (SQLAlchemyError, *database.driver_errors())):
             return _fail(database.explain(error, state.target), DATABASE)
         if isinstance(error, OSError):
             return _fail(f"error: {error.strerror or error}", DATABASE)
