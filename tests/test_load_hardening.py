@@ -4,8 +4,16 @@ with exit 2 (or reported as a database error, exit 1) and writes nothing."""
 
 import json
 import random
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
 
+import psycopg
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
 
 from scidex_alloc import limits
 
@@ -218,3 +226,69 @@ def test_an_escaped_lone_surrogate_is_not_utf8(funded, cli, tmp_path):
     spends = jsonl(tmp_path / "s.jsonl", r'{"artifact_id": "a1", "amount": 1, "note": "\ud800"}')
     refused(cli("spend", "--file", spends, "--db", funded), "note is not valid UTF-8")
     assert rank_row(cli, funded, "a1")["spent"] == 0
+
+
+# -- databases that fail mid-load --------------------------------------------------------
+
+
+@pytest.fixture
+def own_pg_database(pg_admin_url, cli):
+    """A PostgreSQL database of this test's own, with the schema, and its name."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = make_url(pg_admin_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    assert cli("db", "upgrade", "--db", url).exit_code == 0
+    yield url, name
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_backend_killed_mid_copy_is_one_database_error(own_pg_database, pg_admin_url, cli,
+                                                         tmp_path):
+    url, name = own_pg_database
+    assert load(cli, url, "artifacts", jsonl(tmp_path / "a.jsonl",
+                {"id": "a1", "type": "hypothesis"})).exit_code == 0
+    path = tmp_path / "p.csv"
+    path.write_text("artifact_id,agent_id,tokens\n"
+                    + "".join(f"a1,agent-{i},1.5\n" for i in range(300_000)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scidex_alloc", "load", "positions", str(path), "--db", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    admin = make_url(pg_admin_url).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+        deadline = time.monotonic() + 60
+        while not c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
+                "= 'scidex-alloc' AND datname = %s AND query LIKE 'COPY positions%%' "
+                "AND state = 'active'", (name,)).fetchall():
+            assert process.poll() is None and time.monotonic() < deadline, "no COPY to stop"
+            time.sleep(0.05)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and stdout == ""
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("alloc: database error: "), stderr
+
+
+def test_a_full_disk_is_a_database_error(tmp_path, cli):
+    db = tmp_path / "full.db"
+    assert cli("db", "upgrade", "--db", db).exit_code == 0
+    assert load(cli, db, "artifacts", jsonl(tmp_path / "a.jsonl",
+                {"id": "a1", "type": "hypothesis"})).exit_code == 0
+    pages = sqlite3.connect(db).execute("PRAGMA page_count").fetchone()[0]
+    path = tmp_path / "p.csv"
+    path.write_text("artifact_id,agent_id,tokens\n"
+                    + "".join(f"a1,agent-{i},1.5\n" for i in range(20_000)))
+
+    def no_room_to_grow(dbapi_connection, _record):  # as if the disk were full
+        dbapi_connection.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+    event.listen(Engine, "connect", no_room_to_grow)
+    try:
+        result = load(cli, db, "positions", path)
+    finally:
+        event.remove(Engine, "connect", no_room_to_grow)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == "alloc: database error: database or disk is full\n"
+    assert rank_row(cli, db, "a1")["demand"] == 0
+

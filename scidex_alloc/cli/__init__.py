@@ -87,11 +87,18 @@ def _run(command, argv: list[str] | None) -> int:
 
         from scidex_alloc import database
 
-        if isinstance(error, SQLAlchemyError):
+        if isinstance(error, (SQLAlchemyError, *_driver_errors())):
             return _fail(database.explain(error, state.target), DATABASE)
         if isinstance(error, OSError):
             return _fail(f"error: {error.strerror or error}", DATABASE)
         return _fail(f"error: {type(error).__name__}: {error}", DATABASE)
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """The base errors of the database drivers in use: raised by the bulk path's raw
+    cursors, outside SQLAlchemy's wrapping. A driver not yet imported raised nothing."""
+    drivers = (sys.modules.get(name) for name in ("sqlite3", "psycopg"))
+    return tuple(driver.Error for driver in drivers if driver is not None)
 
 
 def _fail(text: str, code: int) -> int:
