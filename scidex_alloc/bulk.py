@@ -32,7 +32,8 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
     if connection.dialect.name == "postgresql":
         driver = connection.connection.driver_connection
         with driver.cursor() as cursor:
-            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            writer = _copy_writer()(cursor)
+            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN", writer=writer) as copy:
                 for row in rows:
                     copy.write_row(row)
         return
@@ -45,6 +46,21 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
         )
     finally:
         cursor.close()
+
+
+@lru_cache(maxsize=1)  # psycopg is imported only for PostgreSQL
+def _copy_writer():
+    from psycopg.copy import LibpqWriter
+
+    class Writer(LibpqWriter):
+        """Ends a failed COPY only while the connection lives: ending it on a lost one
+        fails again, and psycopg would print that second failure besides raising the first."""
+
+        def finish(self, exc: BaseException | None = None) -> None:
+            if exc is None or not self.connection.broken:
+                super().finish(exc)
+
+    return Writer
 
 
 def advance_sequence(connection: Connection, table: Table) -> None:

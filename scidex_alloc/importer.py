@@ -9,12 +9,14 @@ is inserted, and the caller rolls the transaction back.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from itertools import chain, islice, tee
 from operator import itemgetter
-from typing import IO, Callable
+from typing import IO, Callable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from scidex_alloc import bulk, loader
 from scidex_alloc.errors import UsageError
@@ -62,7 +64,7 @@ def _insert_chunk(connection, spec, table, rows, items, chunk, seen, report) -> 
         return
     feed, kept = tee(chain((first,), items))
     try:
-        with connection.begin_nested():
+        with _savepoint(connection):
             bulk.insert_rows(connection, table, rows.columns, map(itemgetter(1), feed))
     except connection.dialect.loaded_dbapi.IntegrityError:
         chunk += kept
@@ -72,6 +74,23 @@ def _insert_chunk(connection, spec, table, rows, items, chunk, seen, report) -> 
     else:
         chunk += kept
         report.loaded += len(chunk)
+
+
+@contextmanager
+def _savepoint(connection: Connection) -> Iterator[None]:
+    """A savepoint to return to when the database refuses rows. An error that ended the
+    whole transaction (SQLite's full disk, a lost connection) took the savepoint with it:
+    that error is raised, not the failure to return to the savepoint."""
+    savepoint = connection.begin_nested()
+    try:
+        yield
+    except BaseException as error:
+        try:
+            savepoint.rollback()
+        except SQLAlchemyError:
+            raise error from None
+        raise
+    savepoint.commit()
 
 
 def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from scidex_alloc import errors, queries
+from scidex_alloc import errors, limits, queries
 from scidex_alloc.formula import (
     Params,
     clamp_price,
@@ -35,7 +35,8 @@ LOG_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_
                "idempotency_key", "overdraft", "created_at", "budget_at_spend")
 log_values = attrgetter(*LOG_COLUMNS)
 FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allow_overdraft")
-LIMITS = {"artifact_id": 200, "unit": 64, "kind": 64, "agent": 200, "note": 2000, "key": 200}
+LIMITS = {"artifact_id": limits.ARTIFACT_ID, "unit": limits.UNIT, "kind": limits.KIND,
+          "agent": limits.AGENT_ID, "note": limits.NOTE, "key": limits.KEY}
 TRUE, FALSE = ("1", "true", "yes", "y"), ("", "0", "false", "no", "n")
 
 
@@ -59,18 +60,7 @@ def text_field(fields: dict, name: str, required: bool = False) -> str | None:
         if required:
             raise errors.UsageError(f"{name} is required")
         return None
-    if not isinstance(value, str):
-        raise errors.UsageError(f"{name} must be text")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise errors.UsageError(f"{name} is not valid UTF-8") from None
-    if "\x00" in value:
-        raise errors.UsageError(f"{name} contains a NUL character")
-    if len(value) > LIMITS[name]:
-        raise errors.UsageError(f"{name} is longer than {LIMITS[name]} characters")
-    return value
+    return limits.check_text(value, name, LIMITS[name])
 
 
 def request(line: int, fields: dict) -> SpendRequest:
@@ -80,7 +70,7 @@ def request(line: int, fields: dict) -> SpendRequest:
         raise errors.UsageError(f"unknown field {unknown[0]!r}")
     unit = text_field(fields, "unit") or BASE_UNIT
     amount = fields.get("amount")
-    if amount is None or isinstance(amount, bool) or not isinstance(amount, (str, int, float)):
+    if amount is None or not limits.is_number(amount):
         raise errors.UsageError("amount is required" if amount is None else "amount must be a number")
     flag = fields.get("allow_overdraft", False)
     if not isinstance(flag, bool):

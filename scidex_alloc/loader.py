@@ -12,6 +12,7 @@ import csv
 import io
 import itertools
 import json
+import numbers
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from scidex_alloc import limits
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_AMOUNT, MICRO, exact, parse_amount
 from scidex_alloc.results.loading import RowProblem
@@ -28,6 +30,22 @@ from scidex_alloc.timeparse import iso_utc
 
 class RowError(ValueError):
     """One bad value in one row."""
+
+
+class JsonNumber:
+    """A number from a JSON line as written: exact, usable wherever a number is, and
+    never taken for text (an id of 7 or a date of 20260101 is a mistake, not a string)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+numbers.Number.register(JsonNumber)
 
 
 @dataclass(frozen=True)
@@ -65,19 +83,18 @@ _DAY = ("[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
 _TIME = "(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
 
 
-def _text(required: bool) -> Field:
+def _text(required: bool, limit: int) -> Field:
     def check(value, column):
         if value is None or (isinstance(value, str) and value.strip() == ""):
             if required:
                 raise RowError(f"{column} is required")
             return None
-        if not isinstance(value, str):
-            value = str(value)
-        if "\x00" in value:
-            raise RowError(f"{column} contains a NUL character")
-        return value
+        try:
+            return limits.check_text(value, column, limit)
+        except UsageError as error:
+            raise RowError(str(error)) from None
 
-    return Field(check, _optional(rf"(?!\s){_CHAR}+", required))
+    return Field(check, _optional(rf"(?!\s){_CHAR}{{1,{limit}}}", required))
 
 
 def _amount(default: Decimal | None) -> Field:
@@ -86,7 +103,7 @@ def _amount(default: Decimal | None) -> Field:
             if default is None:
                 raise RowError(f"{column} is required")
             return default
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        if not limits.is_number(value):
             raise RowError(f"{column} must be a number")
         try:
             return parse_amount(str(value), column, allow_zero=True)
@@ -99,7 +116,7 @@ def _amount(default: Decimal | None) -> Field:
 def _check_price(value, column):
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if not limits.is_number(value):
         raise RowError(f"{column} must be a number")
     try:
         price = Decimal(str(value).strip())
@@ -117,6 +134,8 @@ def _choice(options: tuple[str, ...]) -> Field:
     def check(value, column):
         if value is None or value == "":
             return options[0]
+        if not isinstance(value, str):
+            raise RowError(f"{column} must be text")
         if value not in options:
             raise RowError(f"{column} must be one of {', '.join(options)}, not {str(value)[:40]!r}")
         return value
@@ -142,10 +161,10 @@ def _check_integer(value, column):
     if value is None or value == "":
         raise RowError(f"{column} is required once the file has an id column")
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = int(str(value))
+    except ValueError:
         raise RowError(f"{column} must be a whole number") from None
-    if isinstance(value, bool) or not 0 < number < 2**63:
+    if not 0 < number < 2**63:
         raise RowError(f"{column} must be a positive whole number")
     return number
 
@@ -173,26 +192,29 @@ class Spec:
 SPECS = {
     "artifacts": Spec(
         "artifacts",
-        {"id": _text(True), "type": _text(True), "title": _text(False),
-         "created_at": _timestamp(True)},
+        {"id": _text(True, limits.ARTIFACT_ID), "type": _text(True, limits.TYPE),
+         "title": _text(False, limits.TITLE), "created_at": _timestamp(True)},
         references_artifacts=False,
         unique="id",
     ),
     "markets": Spec(
         "markets",
-        {"artifact_id": _text(True), "price": _price, "updated_at": _timestamp(True)},
+        {"artifact_id": _text(True, limits.ARTIFACT_ID), "price": _price,
+         "updated_at": _timestamp(True)},
         unique="artifact_id",
     ),
     "positions": Spec(
         "positions",
-        {"id": _integer, "artifact_id": _text(True), "agent_id": _text(False),
+        {"id": _integer, "artifact_id": _text(True, limits.ARTIFACT_ID),
+         "agent_id": _text(False, limits.AGENT_ID),
          "tokens": _amount(None), "status": _choice(POSITION_STATUSES),
          "created_at": _timestamp(True)},
         serial_id=True,
     ),
     "bounties": Spec(
         "token_bounties",
-        {"id": _integer, "artifact_id": _text(True), "tokens_offered": _amount(None),
+        {"id": _integer, "artifact_id": _text(True, limits.ARTIFACT_ID),
+         "tokens_offered": _amount(None),
          "tokens_paid": _amount(Decimal(0)), "status": _choice(BOUNTY_STATUSES),
          "expires_at": _timestamp(False), "created_at": _timestamp(True)},
         serial_id=True,
@@ -252,6 +274,9 @@ def _csv_records(lines: Iterator[str], plain_for) -> Iterator[tuple[int, dict | 
     if not _is_utf8("".join(header)):
         raise UsageError("line 1: the header is not valid UTF-8")
     header = [name.strip() for name in header]
+    twice = _repeated(header)
+    if twice is not None:
+        raise UsageError(f"line 1: the header names column {twice!r} twice")
     plain = plain_for(header) if plain_for is not None else None
     line = reader.line_num
     for text in lines:
@@ -278,6 +303,29 @@ def _csv_records(lines: Iterator[str], plain_for) -> Iterator[tuple[int, dict | 
             yield start, dict(zip(header, values))
 
 
+def _repeated(names: list[str]) -> str | None:
+    """The first name that appears twice, if any."""
+    seen: set[str] = set()
+    return next((name for name in names if name in seen or seen.add(name)), None)
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object, refused when a key repeats (json would keep the last value)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        raise _RepeatedKey(_repeated([key for key, _ in pairs]))
+    return record
+
+
+# One decoder for every line: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=JsonNumber,
+                            parse_int=JsonNumber)
+
+
 def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -286,9 +334,15 @@ def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
             yield number, "is not valid UTF-8"
             continue
         try:
-            record = json.loads(raw, parse_float=str, parse_int=str)
+            record = _DECODER.decode(raw)
+        except _RepeatedKey as error:
+            yield number, f"has the key {error.args[0]!r} twice"
+            continue
         except ValueError as error:
             yield number, f"is not valid JSON ({error.msg})"
+            continue
+        except RecursionError:
+            yield number, "is not valid JSON (nested too deeply)"
             continue
         if not isinstance(record, dict):
             yield number, "is not a JSON object"
@@ -347,7 +401,7 @@ def columns_for(spec: Spec, names: list[str]) -> tuple[str, ...]:
         raise UsageError(
             f"unknown column {unknown[0]!r} for {spec.table}; expected: {', '.join(spec.fields)}"
         )
-    given = tuple(dict.fromkeys(names))
+    given = tuple(names)
     return given + tuple(name for name in spec.fields if name not in given and name != "id")
 
 

@@ -192,11 +192,13 @@ class Allocator:
         ]
 
     def set_rate(self, unit: str, units_per_token: str) -> Rate:
+        from scidex_alloc import limits
         from scidex_alloc.results.budgets import Rate
 
-        unit = unit.strip()
-        if not unit or len(unit) > 64 or unit == BASE_UNIT:
-            raise UsageError(f"unit must be a name of 1 to 64 characters other than {BASE_UNIT!r}")
+        unit = limits.check_text(unit.strip(), "unit", limits.UNIT)
+        if not unit or unit == BASE_UNIT:
+            raise UsageError(f"unit must be a name of 1 to {limits.UNIT} characters other than "
+                             f"{BASE_UNIT!r}")
         value = parse_amount(units_per_token, "units per token")
         now = utcnow()
 
@@ -308,6 +310,8 @@ class Allocator:
                 ) -> SpendRecord:
         from scidex_alloc import ledger
 
+        fields = {"agent": agent, "note": note}
+        agent, note = (ledger.text_field(fields, name) for name in fields)
         return self._write_retried(
             lambda connection: ledger.reverse(connection, self.params, spend_id, agent, note))
 

@@ -1,0 +1,45 @@
+"""What a field's value may be: the longest text each column takes, in characters, the
+one check of text values, and what counts as a number.
+
+Every way rows enter (load, spend, rates set, next --agent) applies the same limits, so
+a row that loads can always be spent against, and every value fits an index entry on
+both databases (PostgreSQL refuses index rows over about 2,700 bytes).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from scidex_alloc.errors import UsageError
+
+ARTIFACT_ID = 200
+TYPE = 64
+TITLE = 2000
+AGENT_ID = 200
+UNIT = 64
+KIND = 64
+NOTE = 2000
+KEY = 200
+
+
+def check_text(value: object, name: str, limit: int) -> str:
+    """`value` if it is text that can be stored: a string of valid UTF-8 without NUL,
+    at most `limit` characters; raises UsageError naming the field otherwise."""
+    if not isinstance(value, str):
+        raise UsageError(f"{name} must be text")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{name} is not valid UTF-8") from None
+    if "\x00" in value:
+        raise UsageError(f"{name} contains a NUL character")
+    if len(value) > limit:
+        raise UsageError(f"{name} is longer than {limit} characters")
+    return value
+
+
+def is_number(value: object) -> bool:
+    """Numbers (also a JSON line's, see loader.JsonNumber) and text that may spell one;
+    booleans are not numbers."""
+    return isinstance(value, (str, numbers.Number)) and not isinstance(value, bool)
