@@ -53,7 +53,7 @@ def resolve(db: str | None) -> Target:
         return Target(make_url(f"sqlite:///{Path(value).expanduser().absolute()}"), False)
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UsageError("--db is neither a database URL nor a path") from None
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):

@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from scidex_alloc import __version__, dashboard, render
 from scidex_alloc.errors import NOT_FOUND, AllocError
+from scidex_alloc.limits import MAX_COUNT
 from scidex_alloc.service import Allocator
 
 MAX_LIMIT = 1000
@@ -115,7 +116,7 @@ def create_app(allocator: Allocator) -> FastAPI:
     def resource_budgets(
         type: Annotated[str | None, Query(max_length=200, description="Artifact type")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_COUNT)] = 0,
         by: SortKey = SortKey.budget,
     ):
         rows = allocator.rank(type_=type, limit=limit, by=by.value, offset=offset)
