@@ -6,6 +6,9 @@ the Pydantic models below describe them for the OpenAPI document.
 
 from __future__ import annotations
 
+import logging
+import socket
+import sys
 from enum import Enum
 from typing import Annotated
 
@@ -144,8 +147,61 @@ def create_app(allocator: Allocator) -> FastAPI:
     return app
 
 
-def serve(allocator: Allocator, host: str, port: int) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, bound before uvicorn starts: a taken port or a bad host is
+    one clear error (exit 1), and no other process can take the port in between."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sock = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        if sock is not None:
+            sock.close()
+        raise AllocError(f"cannot serve on {where}: {error.strerror or error}") from None
+    return sock
+
+
+def serve(allocator: Allocator, sock: socket.socket) -> None:
+    """Serve on a bound socket until interrupted. uvicorn's own messages become `alloc: `
+    lines; a failure to start is raised as one error, whatever uvicorn logged first."""
     import uvicorn
 
-    uvicorn.run(create_app(allocator), host=host, port=port, log_level="warning",
-                access_log=False)
+    config = uvicorn.Config(create_app(allocator), log_config=None, log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    messages = _OneLineLog(server)
+    logger = logging.getLogger("uvicorn")
+    logger.addHandler(messages)
+    logger.propagate = False
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn exits when the application fails to start
+        pass
+    finally:
+        logger.removeHandler(messages)
+        sock.close()
+    if not server.started:
+        host, port = sock.getsockname()[:2]
+        reason = messages.held[0] if messages.held else "the server did not start"
+        raise AllocError(f"cannot serve on {host}:{port}: {reason}")
+
+
+class _OneLineLog(logging.Handler):
+    """uvicorn's warnings and errors as one `alloc: ` line each, without tracebacks; until
+    the server has started they are held back, to become the reason it could not."""
+
+    def __init__(self, server):
+        super().__init__(logging.WARNING)
+        self.server = server
+        self.held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        if self.server.started:
+            sys.stderr.write(f"alloc: {text}\n")
+        else:
+            self.held.append(text)

@@ -1,6 +1,8 @@
 """Edge inputs through the real entry points, on SQLite and PostgreSQL: out-of-range
 numbers and dates, the server's socket and routes, read-only and vanishing files."""
 
+import socket
+
 import pytest
 
 HUGE = "99999999999999999999"
@@ -51,3 +53,22 @@ def test_a_url_with_a_bad_port_is_a_usage_error_without_the_password(cli):
     result = cli("rank", "--db", "postgresql://u:s3cret@h:abc/x")
     refused(result, 2, "--db is neither a database URL nor a path")
     assert "s3cret" not in result.stderr
+
+
+@pytest.fixture
+def taken_port():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", ["taken", "256.1.1.1"])
+def test_serve_on_a_taken_port_or_a_bad_host_is_one_line_exit_1(db_url, alloc_proc, taken_port,
+                                                                  where):
+    args = ("--port", taken_port) if where == "taken" else ("--host", where)
+    result = alloc_proc("serve", *args, "--db", db_url, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    expected = f"127.0.0.1:{taken_port}" if where == "taken" else f"{where}:8000"
+    assert result.stderr.startswith(f"alloc: cannot serve on {expected}: ")
+    assert result.stderr.count("\n") == 1, result.stderr
