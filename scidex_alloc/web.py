@@ -97,6 +97,7 @@ def create_app(allocator: Allocator) -> FastAPI:
         description="Read-only API of the SciDEX capital-to-research pipeline: research "
                     "budgets ranked from committed capital, bounties and market prices.",
     )
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
@@ -125,7 +126,8 @@ def create_app(allocator: Allocator) -> FastAPI:
         rows = allocator.rank(type_=type, limit=limit, by=by.value, offset=offset)
         return ExactJSON([render.as_dict(r) for r in rows])
 
-    @app.get("/api/market/resource-budgets/{artifact_id}", response_model=BudgetOut,
+    # `:path`: an id may contain `/` (a DOI), sent as %2F.
+    @app.get("/api/market/resource-budgets/{artifact_id:path}", response_model=BudgetOut,
              responses=ERRORS, summary="One artifact's research budget")
     def resource_budget(artifact_id: str):
         return ExactJSON(render.as_dict(allocator.budget(artifact_id).row))
@@ -145,6 +147,25 @@ def create_app(allocator: Allocator) -> FastAPI:
         return HTMLResponse(dashboard.page())
 
     return app
+
+
+class HeadAsGet:
+    """Answer HEAD (load balancers' probes) as the GET it asks about, without the body;
+    HEAD stays out of the OpenAPI document, and no write method is allowed."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def bind(host: str, port: int) -> socket.socket:
