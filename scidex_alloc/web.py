@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scidex_alloc import __version__, dashboard, render
 from scidex_alloc.errors import NOT_FOUND, AllocError
@@ -105,6 +106,12 @@ def create_app(allocator: Allocator) -> FastAPI:
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "query")
         return ExactJSON({"error": f"invalid {where}: {first.get('msg', 'bad value')}"},
                          status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, error: StarletteHTTPException):
+        """Paths no route matches (an id with a line break, too) answer like the API does."""
+        return ExactJSON({"error": str(error.detail).lower()}, status_code=error.status_code,
+                         headers=error.headers)
 
     @app.exception_handler(AllocError)
     async def refused(request: Request, error: AllocError):
