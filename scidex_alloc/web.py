@@ -178,7 +178,6 @@ class HeadAsGet:
 def bind(host: str, port: int) -> socket.socket:
     """The listening address, bound before uvicorn starts: a taken port or a bad host is
     one clear error (exit 1), and no other process can take the port in between."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sock = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -189,8 +188,13 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as error:
         if sock is not None:
             sock.close()
-        raise AllocError(f"cannot serve on {where}: {error.strerror or error}") from None
+        raise AllocError(f"cannot serve on {_address(host, port)}: {error.strerror or error}"
+                         ) from None
     return sock
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def serve(allocator: Allocator, sock: socket.socket) -> None:
@@ -198,6 +202,7 @@ def serve(allocator: Allocator, sock: socket.socket) -> None:
     lines; a failure to start is raised as one error, whatever uvicorn logged first."""
     import uvicorn
 
+    where = _address(*sock.getsockname()[:2])
     config = uvicorn.Config(create_app(allocator), log_config=None, log_level="warning",
                             access_log=False)
     server = uvicorn.Server(config)
@@ -213,9 +218,8 @@ def serve(allocator: Allocator, sock: socket.socket) -> None:
         logger.removeHandler(messages)
         sock.close()
     if not server.started:
-        host, port = sock.getsockname()[:2]
         reason = messages.held[0] if messages.held else "the server did not start"
-        raise AllocError(f"cannot serve on {host}:{port}: {reason}")
+        raise AllocError(f"cannot serve on {where}: {reason}")
 
 
 class _OneLineLog(logging.Handler):
@@ -228,7 +232,9 @@ class _OneLineLog(logging.Handler):
         self.held: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = " ".join(record.getMessage().split())
+        # Of a traceback uvicorn logs as text, the last line: the exception itself.
+        lines = record.getMessage().strip().splitlines() or [""]
+        text = " ".join(lines[-1].split())
         if self.server.started:
             sys.stderr.write(f"alloc: {text}\n")
         else:

@@ -1,6 +1,7 @@
 """Edge inputs through the real entry points, on SQLite and PostgreSQL: out-of-range
 numbers and dates, the server's socket and routes, read-only and vanishing files."""
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -222,3 +223,33 @@ def test_a_reader_of_a_locked_rollback_journal_file_blames_no_writer(tmp_path, c
     assert (result.returncode, result.stdout) == (DATABASE, "")
     assert result.stderr == ("alloc: database error: the database is locked (waited 0.2s; "
                              "raise SCIDEX_BUSY_TIMEOUT to wait longer)\n")
+
+
+def test_a_server_that_fails_to_start_is_one_error_with_its_reason(db_url, monkeypatch):
+    from scidex_alloc import web
+    from scidex_alloc.errors import AllocError
+    from scidex_alloc.service import Allocator
+
+    def failing_at_startup(allocator):
+        app = create_app(allocator)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app):
+            raise RuntimeError("no startup today")
+            yield
+
+        app.router.lifespan_context = lifespan
+        return app
+
+    create_app = web.create_app
+    monkeypatch.setattr(web, "create_app", failing_at_startup)
+    sock = web.bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    allocator = Allocator.open(db_url)
+    try:
+        with pytest.raises(AllocError) as failed:
+            web.serve(allocator, sock)
+    finally:
+        allocator.engine.dispose()
+    assert str(failed.value) == f"cannot serve on 127.0.0.1:{port}: RuntimeError: no startup today"
+    assert failed.value.exit_code == DATABASE
