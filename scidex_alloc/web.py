@@ -199,7 +199,7 @@ def _address(host: str, port: int) -> str:
 
 def serve(allocator: Allocator, sock: socket.socket) -> None:
     """Serve on a bound socket until interrupted. uvicorn's own messages become `alloc: `
-    lines; a failure to start is raised as one error, whatever uvicorn logged first."""
+    lines; a failure to start is raised as one error, with what uvicorn logged first."""
     import uvicorn
 
     where = _address(*sock.getsockname()[:2])
@@ -209,13 +209,14 @@ def serve(allocator: Allocator, sock: socket.socket) -> None:
     messages = _OneLineLog(server)
     logger = logging.getLogger("uvicorn")
     logger.addHandler(messages)
-    logger.propagate = False
+    propagate, logger.propagate = logger.propagate, False
     try:
         server.run(sockets=[sock])
     except SystemExit:  # uvicorn exits when the application fails to start
         pass
     finally:
         logger.removeHandler(messages)
+        logger.propagate = propagate
         sock.close()
     if not server.started:
         reason = messages.held[0] if messages.held else "the server did not start"
