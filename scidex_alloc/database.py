@@ -6,10 +6,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
 
 from scidex_alloc.errors import DatabaseError, UsageError
 
@@ -55,7 +57,7 @@ def resolve(db: str | None) -> Target:
         return Target(make_url(f"sqlite:///{Path(value).expanduser().absolute()}"), False)
     try:
         url = make_url(value)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise UsageError("--db is neither a database URL nor a path") from None
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
@@ -108,7 +110,19 @@ def _sqlite_engine(target: Target) -> Engine:
                 f"no database at {path}; create it with: alloc db upgrade --db {path}"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(target.url, connect_args={"timeout": busy_timeout()})
+        path.touch()
+    timeout = busy_timeout()
+    read_only = False
+    if path is None:  # in memory
+        engine = create_engine(target.url, connect_args={"timeout": timeout})
+    else:
+        import sqlite3
+
+        uri, read_only = _sqlite_uri(path)
+        # No pool: each operation opens the path anew, so a file moved away and back (or
+        # replaced) is seen as it is now, never through a connection to the old one.
+        engine = create_engine(target.url, poolclass=NullPool, creator=lambda: sqlite3.connect(
+            uri, uri=True, timeout=timeout, check_same_thread=False))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -116,7 +130,9 @@ def _sqlite_engine(target: Target) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL writes the file: only when it is needed and allowed.
+        if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
@@ -127,6 +143,27 @@ def _sqlite_engine(target: Target) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
+
+
+def _sqlite_uri(path: Path) -> tuple[str, bool]:
+    """The file's URI, and whether it opens read-only.
+
+    `mode=rw`: a file that has vanished is an error, never a new empty database. A file
+    alloc may not write (a backup, a read-only mount) opens with `mode=ro`; but SQLite
+    reads a WAL file only beside its shared-memory file, so where that cannot be created
+    (a read-only directory) the file opens `immutable`: it must not change meanwhile.
+    """
+    uri = "file:" + quote(str(path))
+    if os.access(path, os.W_OK):
+        return f"{uri}?mode=rw", False
+    shm_possible = os.access(path.parent, os.W_OK) or Path(f"{path}-shm").exists()
+    return f"{uri}?{'mode=ro' if shm_possible or not _is_wal(path) else 'immutable=1'}", True
+
+
+def _is_wal(path: Path) -> bool:
+    """Bytes 18 and 19 of a SQLite header are 2 in WAL mode."""
+    with open(path, "rb") as file:
+        return file.read(20)[18:20] == b"\x02\x02"
 
 
 def first_line(error: Exception) -> str:
@@ -157,10 +194,12 @@ def explain(error: Exception, target: Target | None) -> str:
         message = ("the database has no scidex-alloc schema, or an older one; "
                    f"run: alloc db upgrade{where}")
     elif "database is locked" in lowered or sqlstate(error) == LOCK_TIMEOUT:
-        message = (
-            f"the database is locked by another writer (waited {busy_timeout():g}s; "
-            f"raise {ENV_BUSY_TIMEOUT} to wait longer)"
-        )
+        # Readers wait too, and a writer may wait for a reader: no writer is blamed.
+        message = (f"the database is locked (waited {busy_timeout():g}s; "
+                   f"raise {ENV_BUSY_TIMEOUT} to wait longer)")
+    elif "readonly database" in lowered or "read-only transaction" in lowered:
+        where = target.masked() if target is not None else "it"
+        message = f"the database is read-only: {where} can be read but not written"
     if target is not None and target.url.password:
         message = message.replace(str(target.url.password), "***")
     return f"database error: {message}"

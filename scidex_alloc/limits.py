@@ -1,5 +1,5 @@
-"""What a field's value may be: the longest text each column takes, in characters, the
-one check of text values, and what counts as a number.
+"""What a value may be: the longest text each column takes, in characters, the one
+check of text values, what counts as a number, and the bounds of whole numbers.
 
 Every way rows enter (load, spend, rates set, next --agent) applies the same limits, so
 a row that loads can always be spent against, and every value fits an index entry on
@@ -20,6 +20,11 @@ UNIT = 64
 KIND = 64
 NOTE = 2000
 KEY = 200
+
+# --limit, --top and the API's offset: far beyond any real table, yet a plain SQL integer.
+MAX_COUNT = 1_000_000_000
+# Row ids (spends, claims) and seeds are 64-bit integers: an id beyond them cannot exist.
+MAX_ID = 2**63 - 1
 
 
 def check_text(value: object, name: str, limit: int) -> str:

@@ -28,6 +28,8 @@ def split(pool: int, weights: dict[str, Decimal], cap: int | None = None,
     """Whole-unit shares of `pool`, summing to it exactly; largest share first."""
     if pool < 0:
         raise UsageError("--pool must not be negative")
+    if cap is not None and minimum is not None and minimum > cap:
+        raise UsageError(f"--min {minimum} is larger than --cap {cap}: no share can be both")
     active = {k: w for k, w in weights.items() if w > 0}
     if not active:
         if pool == 0:

@@ -123,11 +123,19 @@ def batches(count: int, seed: int, params: Params | None = None, days: int = 0):
                 yield name, columns, chunk[name]
 
 
-def generate(allocator, count: int, seed: int, days: int = 0) -> dict[str, int]:
+def check(count: int, seed: int, days: int) -> None:
+    """Refuse out-of-range options before any database is created or written."""
     from scidex_alloc.errors import UsageError
+    from scidex_alloc.limits import MAX_ID
 
     if not 1 <= count <= 100_000_000:
         raise UsageError("--artifacts must be from 1 to 100000000")
+    if not 0 <= seed <= MAX_ID:
+        raise UsageError(f"--seed must be from 0 to {MAX_ID}")
     if not 0 <= days <= 366:
         raise UsageError("--snapshot-days must be from 0 to 366")
+
+
+def generate(allocator, count: int, seed: int, days: int = 0) -> dict[str, int]:
+    check(count, seed, days)
     return allocator.populate(batches(count, seed, allocator.params, days))

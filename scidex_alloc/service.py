@@ -34,6 +34,7 @@ from scidex_alloc.errors import (
     UsageError,
 )
 from scidex_alloc.formula import Params, exact, parse_amount, to_tokens
+from scidex_alloc.limits import MAX_COUNT, MAX_ID
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 
 if TYPE_CHECKING:
@@ -130,8 +131,9 @@ class Allocator:
         if by not in queries.SORT_KEYS:
             raise UsageError(f"--by must be one of {', '.join(queries.SORT_KEYS)}")
         _check_limit(limit)
-        if offset < 0:
-            raise UsageError("offset must not be negative")
+        _check_type(type_)
+        if not 0 <= offset <= MAX_COUNT:
+            raise UsageError(f"invalid offset: must be from 0 to {MAX_COUNT}")
         stmt = queries.ranked(self.params, utcnow(), type_, by, limit, offset)
         return self._stream(stmt, lambda i, row: queries.budget_row(offset + i, row, self.params))
 
@@ -160,6 +162,7 @@ class Allocator:
     def budget(self, artifact_id: str) -> BudgetDetail:
         from scidex_alloc.results.budgets import BudgetDetail, UnitValues
 
+        _check_artifact_id(artifact_id)
         with self._read() as connection:
             row = connection.execute(queries.one(self.params, utcnow(), artifact_id)).first()
             if row is None:
@@ -312,6 +315,7 @@ class Allocator:
 
         fields = {"agent": agent, "note": note}
         agent, note = (ledger.text_field(fields, name) for name in fields)
+        _check_id(spend_id, "spend")
         return self._write_retried(
             lambda connection: ledger.reverse(connection, self.params, spend_id, agent, note))
 
@@ -322,6 +326,7 @@ class Allocator:
 
         _check_limit(limit)
         if artifact_id is not None:
+            _check_artifact_id(artifact_id)
             with self._read() as connection:
                 if not connection.execute(queries.artifact_exists(artifact_id)).first():
                     raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
@@ -346,6 +351,7 @@ class Allocator:
         ucb_weight = scoring.DEFAULT_UCB_WEIGHT if ucb_weight is None else ucb_weight
         exploration = scoring.DEFAULT_EXPLORATION if exploration is None else exploration
         _check_limit(limit)
+        _check_type(type_)
         if not 0 <= ucb_weight <= 1:
             raise UsageError("--ucb-weight must be from 0 to 1")
         if not 0 <= exploration <= 1000:
@@ -372,6 +378,7 @@ class Allocator:
             if not math.isfinite(reward) or not 0 <= reward <= 1:
                 raise UsageError("--reward must be a number from 0 to 1")
             value = Decimal(repr(reward)).quantize(Decimal("1e-9"))
+        _check_id(claim_id, "claim")
         return self._write_retried(
             lambda connection: worklist.finish(connection, claim_id, "done", value))
 
@@ -379,6 +386,7 @@ class Allocator:
         """Give a claim back without an outcome."""
         from scidex_alloc import worklist
 
+        _check_id(claim_id, "claim")
         return self._write_retried(
             lambda connection: worklist.finish(connection, claim_id, "released", None))
 
@@ -397,6 +405,7 @@ class Allocator:
         from scidex_alloc.results.history import SnapshotResult
 
         snapshots.check_period(every)
+        _check_type(type_)
         now = utcnow()
         bucket = timeparse.bucket_start(now, every)
         def record(connection: Connection) -> int:
@@ -411,6 +420,7 @@ class Allocator:
         """One artifact's snapshots, oldest first, of `every` (default: its finest period)."""
         from scidex_alloc import snapshots
 
+        _check_artifact_id(artifact_id)
         snapshots.check_window(since, until)
         with self._read() as connection:
             return snapshots.history(connection, artifact_id, since, until, every)
@@ -420,7 +430,8 @@ class Allocator:
         """The artifacts whose budget rose or fell most over the window."""
         from scidex_alloc import snapshots
 
-        _check_limit(top)
+        _check_limit(top, "--top")
+        _check_type(type_)
         snapshots.check_window(since, until)
         with self._read() as connection:
             return snapshots.movers(connection, type_, top, since, until, every)
@@ -443,6 +454,7 @@ class Allocator:
 
         whole = {name: planning.whole_units(value, option) for name, value, option in (
             ("pool", pool, "--pool"), ("cap", cap, "--cap"), ("min", minimum, "--min"))}
+        _check_type(type_)
         with self._read() as connection:
             self.rate_of(connection, unit)  # an unknown unit is an error
             rows = {r.artifact_id: queries.budget_row(0, r, self.params) for r in
@@ -522,6 +534,25 @@ def _chunks(items, size: int):
         yield chunk
 
 
-def _check_limit(limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise UsageError("--limit must be at least 1")
+def _check_limit(limit: int | None, option: str = "--limit") -> None:
+    """Checked before any query runs or any row is printed."""
+    if limit is not None and not 1 <= limit <= MAX_COUNT:
+        raise UsageError(f"{option} must be from 1 to {MAX_COUNT}")
+
+
+def _check_type(type_: str | None) -> None:
+    """PostgreSQL text cannot hold NUL: such a filter is invalid, not a database failure."""
+    if type_ is not None and "\x00" in type_:
+        raise UsageError("invalid type: must not contain a NUL character")
+
+
+def _check_artifact_id(artifact_id: str) -> None:
+    """An id with NUL cannot be stored, so it is unknown (PostgreSQL would refuse the query)."""
+    if "\x00" in artifact_id:
+        raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
+
+
+def _check_id(row_id: int, what: str) -> None:
+    """Ids are 64-bit integers: one beyond them cannot exist (and no driver would take it)."""
+    if not -MAX_ID - 1 <= row_id <= MAX_ID:
+        raise UnknownArtifact(f"no {what} with id {row_id}")

@@ -18,7 +18,7 @@ from scidex_alloc.service import WRITE_ATTEMPTS
 ARTIFACT = "hyp-0000033"
 OTHER = "hyp-0000035"  # after ARTIFACT in id order
 SPEND_FILE = f"artifact_id,amount,agent\n{ARTIFACT},0.5,x\n{OTHER},0.25,x\n"
-LOCKED = ("alloc: database error: the database is locked by another writer "
+LOCKED = ("alloc: database error: the database is locked "
           "(waited {}s; raise SCIDEX_BUSY_TIMEOUT to wait longer)\n")
 only_postgresql = pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
 

@@ -130,6 +130,7 @@ def generate(
     """Fill a database with realistic synthetic data (how sample.db is made)."""
     from scidex_alloc import render, sample
 
+    sample.check(artifacts, seed, snapshot_days)
     allocator = creating_allocator(db)
     allocator.upgrade()
     counts = sample.generate(allocator, artifacts, seed, snapshot_days)

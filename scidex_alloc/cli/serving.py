@@ -24,9 +24,10 @@ def serve(
     from scidex_alloc import render, web
 
     allocator = open_allocator(db)
+    sock = web.bind(host, port)
     render.message(f"serving {allocator.target.masked()} on http://{host}:{port}/ "
                    "(API under /api/market, docs at /docs; Ctrl-C stops)")
-    web.serve(allocator, host, port)
+    web.serve(allocator, sock)
 
 
 @app.command()
