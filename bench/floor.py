@@ -113,11 +113,11 @@ def budget_one(url, spec_path):
 
 
 INSERT = ("INSERT INTO resource_allocations (artifact_id, tokens, unit, units, rate, kind, "
-          "agent_id, note, idempotency_key, overdraft, created_at) "
+          "agent_id, note, idempotency_key, overdraft, created_at, budget_at_spend) "
           "VALUES ({}) RETURNING id")
 
 
-def _marks(url, n=11):
+def _marks(url, n=12):
     return ", ".join(["%s" if _is_pg(url) else "?"] * n)
 
 
@@ -136,7 +136,7 @@ def spend_one(url, artifact_id, amount):
     if not _is_pg(url):
         cursor.execute("BEGIN IMMEDIATE")
     cursor.execute(INSERT.format(_marks(url)), (artifact_id, amount, "tokens", amount, 1,
-                                                "bench", None, None, None, False, _now(url)))
+                                                "bench", None, None, None, False, _now(url), amount))
     new_id = cursor.fetchone()[0]
     cursor.execute("COMMIT") if not _is_pg(url) else conn.commit()
     conn.close()
@@ -169,7 +169,7 @@ def spend_many(url, path):
             amount = r["amount"]
             batch.append((r["artifact_id"], amount, "tokens", amount, 1, r.get("kind") or None,
                           r.get("agent") or None, r.get("note") or None, r.get("key") or None,
-                          False, now))
+                          False, now, amount))
             if len(batch) == SPEND_CHUNK:
                 flush()
                 count += len(batch)
