@@ -248,10 +248,11 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
 
 def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
            offset: int = 0) -> Select:
-    """Valid artifacts by `by`, descending, then invalid ones; ties by id."""
+    """Valid artifacts by `by`, descending, then invalid ones (those whose key is unknown
+    last, on both databases); ties by id."""
     stmt = budget_select(params, now, type_)
     columns = stmt.selected_columns
-    stmt = stmt.order_by(columns.problem.is_not(None), columns[by].desc(),
+    stmt = stmt.order_by(columns.problem.is_not(None), columns[by].desc().nulls_last(),
                          columns.artifact_id.asc())
     if limit is not None:
         stmt = stmt.limit(limit)

@@ -57,6 +57,10 @@ CASES = {
 }
 
 
+# An amount that is not a finite number, as each database can hold one.
+BAD_AMOUNT = {"sqlite": "'x'", "postgresql": "'NaN'"}
+
+
 def execute(db_url: str, db_kind: str, *statements: str) -> None:
     """Write directly, as another exchange service would."""
     if db_kind == "sqlite":
@@ -284,11 +288,25 @@ def test_load_refuses_a_file_that_takes_a_total_beyond_the_limit(cli, db_url, da
 
 
 def test_a_spend_whose_amount_is_not_finite_cannot_be_reversed(cli, db_url, db_kind, data):
-    bad = "'NaN'" if db_kind == "postgresql" else "'lots'"
-    execute(db_url, db_kind, "INSERT INTO resource_allocations (id, artifact_id, tokens, overdraft)"
-                             f" VALUES (900001, 'hyp-bad', {bad}, {'false' if db_kind == 'postgresql' else 0})")
+    execute(db_url, db_kind, "INSERT INTO resource_allocations (id, artifact_id, tokens) "
+                             f"VALUES (900001, 'hyp-bad', {BAD_AMOUNT[db_kind]})")
     result = cli("spend", "--reverse", "900001", "--db", db_url)
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == ("alloc: spend 900001 has an amount that is not a finite number; "
                              "see alloc audit\n")
     assert len(cli("log", TARGET, "--format", "json", "--db", db_url).json()) == 1
+
+
+@pytest.mark.parametrize("by", ["budget", "demand"])
+def test_invalid_artifacts_sort_alike_on_both_databases(cli, db_url, db_kind, data, by):
+    execute(db_url, db_kind,
+            "INSERT INTO artifacts (id, type, title) VALUES ('hyp-bad2', 'hypothesis', 'y')",
+            "INSERT INTO markets (artifact_id, price) VALUES ('hyp-bad2', 'NaN')",
+            "INSERT INTO positions (artifact_id, agent_id, tokens, status) "
+            "VALUES ('hyp-bad2', 'a1', 99, 'open')",
+            "INSERT INTO positions (artifact_id, agent_id, tokens, status) "
+            f"VALUES ('hyp-bad', 'a1', {BAD_AMOUNT[db_kind]}, 'open')")
+    rows = rank(cli, db_url, "--by", by)
+    # hyp-bad2 has a demand (99) but no price; hyp-bad has neither a demand nor a budget.
+    expected = ["hyp-bad2", "hyp-bad"] if by == "demand" else ["hyp-bad", "hyp-bad2"]
+    assert [r["artifact_id"] for r in rows[-2:]] == expected
