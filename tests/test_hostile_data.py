@@ -310,3 +310,15 @@ def test_invalid_artifacts_sort_alike_on_both_databases(cli, db_url, db_kind, da
     # hyp-bad2 has a demand (99) but no price; hyp-bad has neither a demand nor a budget.
     expected = ["hyp-bad2", "hyp-bad"] if by == "demand" else ["hyp-bad", "hyp-bad2"]
     assert [r["artifact_id"] for r in rows[-2:]] == expected
+
+
+def test_totals_at_the_limit_stay_exact(cli, db_url, data, tmp_path):
+    path = tmp_path / "positions.csv"
+    path.write_text("artifact_id,agent_id,tokens\n" + "hyp-bad,whale,999999997.999999\n" * 9
+                    + "hyp-bad,whale,0.000009\n")
+    assert cli("load", "positions", path, "--db", db_url).exit_code == 0
+    row = json.loads(cli("budget", TARGET, "--format", "json", "--db", db_url).stdout,
+                     parse_float=str, parse_int=str)
+    assert row["problem"] is None
+    assert row["demand"] == "8999999992"  # with the fixture's 10 tokens: exact
+
