@@ -489,11 +489,13 @@ def pipeline_by_type(params: Params, now: datetime) -> Select:
 
 
 def snapshot_totals(period: str, buckets: int) -> Select:
-    """Budget, spent and remaining summed over all artifacts, per bucket: the newest ones."""
+    """Budget, spent and remaining summed over all artifacts, per bucket: the newest ones.
+    A snapshot another service wrote with an amount that is not a finite number is left out."""
     from scidex_alloc.schema import budget_snapshots as s
 
     newest = (select(s.c.bucket, *(column for name in SNAPSHOT_TOTALS
                                    for column in _split_sum(micro(s.c[name]), name)))
-              .where(s.c.period == period).group_by(s.c.bucket)
+              .where(s.c.period == period, *(finite(s.c[name]) for name in SNAPSHOT_TOTALS))
+              .group_by(s.c.bucket)
               .order_by(s.c.bucket.desc()).limit(buckets).subquery())
     return select(newest).order_by(newest.c.bucket)

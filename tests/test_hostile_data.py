@@ -322,3 +322,18 @@ def test_totals_at_the_limit_stay_exact(cli, db_url, data, tmp_path):
     assert row["problem"] is None
     assert row["demand"] == "8999999992"  # with the fixture's 10 tokens: exact
 
+
+def test_pipeline_history_leaves_out_snapshots_that_are_not_finite(cli, db_url, db_kind, data):
+    assert cli("snapshot", "--db", db_url).exit_code == 0
+    allocator = Allocator.open(db_url)
+    with TestClient(create_app(allocator)) as client:
+        before = client.get("/api/market/pipeline").json()["history"]
+        execute(db_url, db_kind, f"UPDATE budget_snapshots SET budget = {BAD_AMOUNT[db_kind]}, "
+                                 f"remaining = {BAD_AMOUNT[db_kind]} WHERE artifact_id = 'hyp-bad'")
+        response = client.get("/api/market/pipeline")
+        assert response.status_code == 200
+        (point,) = response.json()["history"]
+        target = cli("budget", TARGET, "--format", "json", "--db", db_url).json()
+        assert point["spent"] == pytest.approx(before[0]["spent"] - target["spent"], abs=1e-6)
+        assert point["budget"] == pytest.approx(before[0]["budget"] - target["budget"], abs=1e-6)
+    allocator.engine.dispose()
