@@ -5,11 +5,12 @@ Each check is one set-based query returning the offending rows.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import queries
 from scidex_alloc.formula import Params
+from scidex_alloc.queries import finite
 from scidex_alloc.results.spending import AuditCheck
 from scidex_alloc.schema import (
     artifacts,
@@ -35,6 +36,8 @@ def run(connection: Connection, params: Params) -> list[AuditCheck]:
         ("prices-in-range", "market prices lie in [0, 1]", _bad_prices),
         ("artifacts-exist", "every row points at an existing artifact", _orphans),
         ("bounties-within-offer", "no bounty is paid beyond its offer", _overpaid_bounties),
+        ("amounts-valid", "every amount and price is a finite number, and every artifact's "
+         "totals lie within the limit", _invalid_amounts),
     ]
     return [AuditCheck(name, text, check(connection, params)) for name, text, check in checks]
 
@@ -45,7 +48,9 @@ def _rows(connection: Connection, stmt) -> list[dict]:
 
 def _spent_mismatch(connection, params):
     by_log = (
-        select(log.c.artifact_id, func.sum(queries.micro(log.c.tokens)).label("total"))
+        select(log.c.artifact_id,
+               queries.amount_sum(queries.summand(queries.micro(log.c.tokens), log.c.tokens))
+               .label("total"))
         .group_by(log.c.artifact_id).subquery()
     )
     budgets = queries.budget_select(params, utcnow()).subquery()
@@ -111,7 +116,7 @@ def _negative_tokens(connection, params):
         (token_bounties, token_bounties.c.tokens_paid, None),
         (log, log.c.tokens, log.c.reverses_id.is_(None)),
     ):
-        where = [column < 0] + ([extra] if extra is not None else [])
+        where = [column < 0, finite(column)] + ([extra] if extra is not None else [])
         stmt = select(table.c.id, table.c.artifact_id, column.label("tokens")).where(*where)
         found += [{"table": table.name, "column": column.name, **row}
                   for row in _rows(connection, stmt)]
@@ -119,8 +124,9 @@ def _negative_tokens(connection, params):
 
 
 def _bad_prices(connection, params):
-    return _rows(connection, select(markets.c.artifact_id, markets.c.price)
-                 .where(or_(markets.c.price < 0, markets.c.price > 1)))
+    price = markets.c.price
+    return _rows(connection, select(markets.c.artifact_id, price)
+                 .where(or_(price < 0, price > 1), finite(price)))
 
 
 def _orphans(connection, params):
@@ -137,4 +143,26 @@ def _orphans(connection, params):
 def _overpaid_bounties(connection, params):
     b = token_bounties
     return _rows(connection, select(b.c.id, b.c.artifact_id, b.c.tokens_offered, b.c.tokens_paid)
-                 .where(and_(b.c.tokens_paid > b.c.tokens_offered)))
+                 .where(b.c.tokens_paid > b.c.tokens_offered, finite(b.c.tokens_paid),
+                        finite(b.c.tokens_offered)))
+
+
+def _invalid_amounts(connection, params):
+    """Rows whose amount or price is not a finite number (NaN, infinite, or text on SQLite),
+    shown as text, then every artifact without a valid budget and why."""
+    found = []
+    for table, column, key in (
+        (positions, positions.c.tokens, positions.c.id),
+        (token_bounties, token_bounties.c.tokens_offered, token_bounties.c.id),
+        (token_bounties, token_bounties.c.tokens_paid, token_bounties.c.id),
+        (log, log.c.tokens, log.c.id),
+        (markets, markets.c.price, markets.c.artifact_id),
+    ):
+        stmt = (select(key.label("id"), table.c.artifact_id, cast(column, String).label("value"))
+                .where(column.is_not(None), ~finite(column)).order_by(key))
+        found += [{"table": table.name, "column": column.name, **row}
+                  for row in _rows(connection, stmt)]
+    budgets = queries.budget_select(params, utcnow()).subquery()
+    return found + _rows(connection, select(budgets.c.artifact_id, budgets.c.problem)
+                         .where(budgets.c.problem.is_not(None))
+                         .order_by(budgets.c.artifact_id))

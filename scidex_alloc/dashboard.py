@@ -21,6 +21,7 @@ def pipeline_data(allocator) -> dict:
     totals = {"type": "all", "artifacts": sum(t["artifacts"] for t in types)}
     for name in ("demand", "bounty", "budget", "spent", "remaining"):
         totals[name] = sum((t[name] for t in types), start=0)
+    totals["invalid"] = sum(t["invalid"] for t in types)
     return {"types": types, "totals": totals, "period": pipeline.period,
             "history": [render.as_dict(p) for p in pipeline.history]}
 

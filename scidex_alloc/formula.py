@@ -21,6 +21,9 @@ HALF = Decimal("0.5")
 # Largest single amount accepted, in any unit and in tokens after conversion: SQLite keeps
 # values exact to 1e-6 below 2**53 millionths.
 MAX_AMOUNT = Decimal(1_000_000_000)
+# Largest absolute total (demand, bounty, spent) of one artifact with a valid budget: below
+# 2**53 micro-tokens SQLite's floating-point sum of whole micro-tokens is exact.
+MAX_TOTAL = Decimal(9_000_000_000)
 # What an amount may look like: ASCII digits, at most one point, an optional exponent.
 # Decimal() alone would also take 1_000 and digits of other scripts.
 AMOUNT_PATTERN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -94,32 +97,35 @@ def budget(demand: Decimal, bounty: Decimal, price: Decimal, params: Params) -> 
 
 @dataclass(frozen=True, slots=True)
 class Terms:
-    """Every term of one artifact's budget."""
+    """Every term of one artifact's budget; None where it cannot be computed."""
 
-    demand: Decimal
-    bounty: Decimal
-    price: Decimal
-    uncertainty: Decimal
-    multiplier: Decimal
-    budget: Decimal
-    spent: Decimal
-    remaining: Decimal
+    demand: Decimal | None
+    bounty: Decimal | None
+    price: Decimal | None
+    uncertainty: Decimal | None
+    multiplier: Decimal | None
+    budget: Decimal | None
+    spent: Decimal | None
+    remaining: Decimal | None
 
 
 def terms(
-    demand: Decimal, bounty: Decimal, price: Decimal | None, spent: Decimal, params: Params
+    demand: Decimal | None, bounty: Decimal | None, price: Decimal | None,
+    spent: Decimal | None, params: Params, price_known: bool = True,
 ) -> Terms:
-    p = clamp_price(price, params)
-    b = budget(demand, bounty, p, params)
+    """The terms from the totals and the market price (None: no market). A total given as
+    None, or a price not known, is invalid data: every term depending on it is None."""
+    p = clamp_price(price, params) if price_known else None
+    b = None if demand is None or bounty is None or p is None else budget(demand, bounty, p, params)
     return Terms(
         demand=demand,
         bounty=bounty,
         price=p,
-        uncertainty=uncertainty(p),
-        multiplier=multiplier(p, params),
+        uncertainty=None if p is None else uncertainty(p),
+        multiplier=None if p is None else multiplier(p, params),
         budget=b,
         spent=spent,
-        remaining=b - spent,
+        remaining=None if b is None or spent is None else b - spent,
     )
 
 

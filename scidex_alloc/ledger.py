@@ -14,11 +14,12 @@ from decimal import Decimal
 from operator import attrgetter
 from types import SimpleNamespace
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import errors, limits, queries
 from scidex_alloc.formula import (
+    MAX_TOTAL,
     Params,
     clamp_price,
     exact,
@@ -107,14 +108,15 @@ def _record(row, replayed: bool, spent: Decimal, remaining: Decimal) -> SpendRec
 
 
 class _Balance:
-    """One artifact's budget and spent while a chunk is decided."""
+    """One artifact's budget and spent while a chunk is decided; an artifact with invalid
+    data has a `problem` instead, and None for what cannot be computed."""
 
-    def __init__(self, budget: Decimal, spent: Decimal):
-        self.budget, self.spent = budget, spent
+    def __init__(self, budget: Decimal | None, spent: Decimal | None, problem: str | None = None):
+        self.budget, self.spent, self.problem = budget, spent, problem
 
     @property
-    def remaining(self) -> Decimal:
-        return self.budget - self.spent
+    def remaining(self) -> Decimal | None:
+        return None if self.budget is None or self.spent is None else self.budget - self.spent
 
 
 def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, _Balance]:
@@ -128,8 +130,11 @@ def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dic
         )
     micro = queries.tokens_from_micro
     balances = {}
-    for artifact_id, price, demand, bounty, spent in connection.execute(
+    for artifact_id, price, demand, bounty, spent, problem in connection.execute(
             queries.budget_terms(params, utcnow(), ids)):
+        if problem is not None:
+            balances[artifact_id] = _Balance(None, micro(spent), problem)
+            continue
         price = clamp_price(None if price is None else Decimal(price), params)
         budget = formula_budget(micro(demand), micro(bounty), price, params)
         balances[artifact_id] = _Balance(budget, micro(spent))
@@ -193,13 +198,25 @@ def _decide(r: SpendRequest, balances, known, rates, now):
         tokens = to_tokens(r.amount, rate, r.unit)
     except errors.UsageError as error:
         return SpendOutcome(r.line, "invalid", errors.USAGE, str(error)), None
-    overdraft = tokens > balance.remaining
-    if overdraft and not r.allow_overdraft:
+    if balance.spent is not None and balance.spent + tokens > MAX_TOTAL:
         return SpendOutcome(
-            r.line, "refused", errors.INSUFFICIENT,
-            f"insufficient budget: {r.artifact_id} has {plain(balance.remaining)} tokens remaining, "
-            f"{plain(tokens)} asked"), None
-    balance.spent += tokens
+            r.line, "invalid", errors.USAGE,
+            f"{r.artifact_id}'s spent would exceed the maximum {plain(MAX_TOTAL)} tokens"), None
+    if balance.problem is not None:
+        overdraft = True  # no valid budget: nothing remains
+        if not r.allow_overdraft:
+            return SpendOutcome(
+                r.line, "refused", errors.INSUFFICIENT,
+                f"{r.artifact_id} has no valid budget: {balance.problem}; see alloc audit"), None
+    else:
+        overdraft = tokens > balance.remaining
+        if overdraft and not r.allow_overdraft:
+            return SpendOutcome(
+                r.line, "refused", errors.INSUFFICIENT,
+                f"insufficient budget: {r.artifact_id} has {plain(balance.remaining)} tokens "
+                f"remaining, {plain(tokens)} asked"), None
+    if balance.spent is not None:
+        balance.spent += tokens
     row = SimpleNamespace(
         id=None, artifact_id=r.artifact_id, tokens=tokens, unit=r.unit, units=r.amount,
         rate=rate, kind=r.kind, agent_id=r.agent, note=r.note, idempotency_key=r.key,
@@ -212,11 +229,18 @@ def _decide(r: SpendRequest, balances, known, rates, now):
 def reverse(connection: Connection, params: Params, spend_id: int, agent: str | None, note: str | None
             ) -> SpendRecord:
     """Append the entry that cancels spend `spend_id`; each spend is reversed at most once."""
-    original = connection.execute(
-        select(resource_allocations).where(resource_allocations.c.id == spend_id)
-    ).first()
-    if original is None:
+    log = resource_allocations
+    finite = connection.execute(
+        select(and_(*(queries.finite(func.coalesce(column, 0))
+                      for column in (log.c.tokens, log.c.units, log.c.rate))))
+        .where(log.c.id == spend_id)
+    ).scalar()
+    if finite is None:
         raise errors.UnknownArtifact(f"no spend with id {spend_id}")
+    if not finite:  # written by another service: its negation would be invalid too
+        raise errors.UsageError(f"spend {spend_id} has an amount that is not a finite number; "
+                                "see alloc audit")
+    original = connection.execute(select(log).where(log.c.id == spend_id)).first()
     balances = lock_and_read(connection, params, [original.artifact_id])
     if original.reverses_id is not None:
         raise errors.UsageError(f"spend {spend_id} is itself a reversal and cannot be reversed")
@@ -238,5 +262,6 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
     row = connection.execute(
         resource_allocations.insert().returning(resource_allocations), [values]
     ).one()
-    balance.spent += values["tokens"]
+    if balance.spent is not None:
+        balance.spent += values["tokens"]
     return _record(row, False, balance.spent, balance.remaining)

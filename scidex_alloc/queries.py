@@ -16,7 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.types import Boolean, Numeric
 
-from scidex_alloc.formula import HALF, MICRO, Params, terms
+from scidex_alloc.formula import HALF, MAX_TOTAL, MICRO, ONE, Params, plain, terms
 from scidex_alloc.results.budgets import BudgetRow
 from scidex_alloc.schema import (
     Timestamp,
@@ -28,6 +28,8 @@ from scidex_alloc.schema import (
 )
 
 MICRO_PER_TOKEN = 1_000_000
+MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
+FLOAT_MAX = "1.7976931348623157e308"
 SORT_KEYS = ("budget", "remaining", "demand")
 
 
@@ -69,83 +71,215 @@ def _later_sqlite(element, compiler, **kw):
     return f"(julianday({compiler.process(a, **kw)}) > julianday({compiler.process(b, **kw)}))"
 
 
-def _total(column, table, *where) -> ColumnElement:
-    """Correlated SUM of an amount for the current artifact, 0 when it has no rows."""
-    return func.coalesce(
-        select(func.sum(column))
-        .where(table.c.artifact_id == artifacts.c.id, *where)
-        .scalar_subquery(),
-        0,
-    )
+class finite(FunctionElement):
+    """Whether a stored amount or price is a finite number. Other services can write NaN
+    and +-Infinity on PostgreSQL, and infinity or any text on SQLite (NUMERIC affinity)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "finite"
 
 
-def budget_select(params: Params, now: datetime, type_: str | None = None) -> Select:
-    """Every artifact (of one type, if given) with its terms in micro-tokens, and
-    budget/remaining sort keys."""
-    demand = _total(micro(positions.c.tokens), positions, positions.c.status == "open")
-    bounty = _total(
-        micro(token_bounties.c.tokens_offered) - micro(token_bounties.c.tokens_paid),
-        token_bounties,
+@compiles(finite)
+def _finite_default(element, compiler, **kw):
+    # NaN sorts above Infinity on PostgreSQL.
+    value = compiler.process(element.clauses, **kw)
+    return f"({value} > '-Infinity' AND {value} < 'Infinity')"
+
+
+@compiles(finite, "sqlite")
+def _finite_sqlite(element, compiler, **kw):
+    # Text and blobs sort above every number; infinity lies beyond the largest double.
+    return f"({compiler.process(element.clauses, **kw)} BETWEEN -{FLOAT_MAX} AND {FLOAT_MAX})"
+
+
+class clamp01(FunctionElement):
+    """A value clamped into [0, 1], evaluated once."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "clamp01"
+
+
+@compiles(clamp01)
+def _clamp_default(element, compiler, **kw):
+    return f"greatest(0, least(1, {compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(clamp01, "sqlite")
+def _clamp_sqlite(element, compiler, **kw):
+    return f"max(0, min(1, {compiler.process(element.clauses, **kw)}))"
+
+
+class summand(FunctionElement):
+    """One row's part of a total: `amount` (micro-tokens), made infinite on SQLite when one
+    of the row's `columns` is not a finite number, so that the total shows it. PostgreSQL
+    needs nothing: NaN, the only non-finite value its token columns hold, propagates."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "summand"
+
+
+@compiles(summand)
+def _summand_default(element, compiler, **kw):
+    return compiler.process(element.clauses.clauses[0], **kw)
+
+
+@compiles(summand, "sqlite")
+def _summand_sqlite(element, compiler, **kw):
+    amount, *columns = element.clauses.clauses
+    ok = " AND ".join(compiler.process(finite(column), **kw) for column in columns)
+    return f"(CASE WHEN {ok} THEN {compiler.process(amount, **kw)} ELSE 9e999 END)"
+
+
+class amount_sum(FunctionElement):
+    """The sum of summands, 0 for no rows. SQLite's TOTAL never fails: its integer SUM
+    raises on overflow, and TOTAL of whole micro-tokens is exact below 2**53."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "amount_sum"
+
+
+@compiles(amount_sum)
+def _amount_sum_default(element, compiler, **kw):
+    return f"coalesce(sum({compiler.process(element.clauses, **kw)}), 0)"
+
+
+@compiles(amount_sum, "sqlite")
+def _amount_sum_sqlite(element, compiler, **kw):
+    return f"total({compiler.process(element.clauses, **kw)})"
+
+
+def _checked_total(amount, columns, table, where, artifact_id) -> ColumnElement:
+    """Correlated total of an amount (micro-tokens) for `artifact_id`, or NULL when it is not
+    finite or beyond MAX_TOTAL (both databases compute the repeated aggregate once)."""
+    total = amount_sum(summand(amount, *columns))
+    return (select(case((total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO), total)))
+            .where(table.c.artifact_id == artifact_id, *where).scalar_subquery())
+
+
+def _why_invalid(name: str, amount, columns, table, where, artifact_id) -> ColumnElement:
+    """Why a checked total is NULL; evaluated only for such artifacts."""
+    total = amount_sum(summand(amount, *columns))
+    return (select(case((finite(total), f"{name} exceeds {plain(MAX_TOTAL)} tokens"),
+                        else_=f"{name} is not a finite number"))
+            .where(table.c.artifact_id == artifact_id, *where).scalar_subquery())
+
+
+def _totals(now: datetime) -> dict:
+    """Each total's name: its amount in micro-tokens, the columns that must be finite,
+    its table and its row filter."""
+    offered, paid = token_bounties.c.tokens_offered, token_bounties.c.tokens_paid
+    open_bounty = (
         token_bounties.c.status == "open",
         or_(
             token_bounties.c.expires_at.is_(None),
             later_than(token_bounties.c.expires_at, literal(now, Timestamp())),
         ),
     )
-    spent = _total(micro(resource_allocations.c.tokens), resource_allocations)
-    raw_price = func.round(func.coalesce(markets.c.price, literal(params.default_price)), 6)
-    price = case((raw_price < 0, 0), (raw_price > 1, 1), else_=raw_price)
+    return {
+        "demand": (micro(positions.c.tokens), [positions.c.tokens], positions,
+                   [positions.c.status == "open"]),
+        "bounty": (micro(offered) - micro(paid), [offered, paid], token_bounties, open_bounty),
+        "spent": (micro(resource_allocations.c.tokens), [resource_allocations.c.tokens],
+                  resource_allocations, []),
+    }
+
+
+def beyond_limit(now: datetime, name: str) -> Select:
+    """The first artifact whose finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
+    amount, columns, table, where = _totals(now)[name]
+    total = amount_sum(summand(amount, *columns))
+    return (select(table.c.artifact_id).where(*where).group_by(table.c.artifact_id)
+            .having(and_(finite(total), ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
+            .order_by(table.c.artifact_id).limit(1))
+
+
+def budget_select(params: Params, now: datetime, type_: str | None = None, where=(),
+                  extra=()) -> Select:
+    """Every artifact (of one type, and meeting `where`, if given) with its terms in
+    micro-tokens, budget/remaining sort keys, any `extra` columns, and `problem`.
+
+    The totals are computed once per artifact in a derived table (OFFSET 0 keeps both
+    databases from inlining, and so repeating, its correlated aggregates). An artifact
+    whose price is not finite, or whose total is not finite or beyond MAX_TOTAL, is
+    invalid: `problem` says why, and the terms that depend on it, always including
+    `remaining`, are NULL.
+    """
+    totals = _totals(now)
+    inner = (
+        select(
+            artifacts.c.id.label("artifact_id"), artifacts.c.type, artifacts.c.title,
+            markets.c.price,
+            *(_checked_total(*spec, artifacts.c.id).label(name) for name, spec in totals.items()),
+            *extra,
+        )
+        .select_from(artifacts.outerjoin(markets, markets.c.artifact_id == artifacts.c.id))
+        .where(*where, *([] if type_ is None else [artifacts.c.type == type_]))
+        .offset(0)
+        .subquery("totals")
+    )
+    t = inner.c
+    price_ok = or_(t.price.is_(None), finite(t.price))
+    price = case((price_ok, clamp01(func.round(func.coalesce(t.price,
+                                                             literal(params.default_price)), 6))))
     uncertainty = 1 - func.abs(price - literal(HALF)) * 2
     floor = literal(params.multiplier_floor)
     multiplier = floor + (1 - floor) * uncertainty
-    budget = func.round((literal(params.research_share) * demand + bounty) * multiplier)
-    stmt = (
-        select(
-            artifacts.c.id.label("artifact_id"),
-            artifacts.c.type,
-            artifacts.c.title,
-            demand.label("demand"),
-            bounty.label("bounty"),
-            markets.c.price.label("price"),
-            price.label("effective_price"),
-            spent.label("spent"),
-            budget.label("budget"),
-            (budget - spent).label("remaining"),
-        )
-        .select_from(artifacts.outerjoin(markets, markets.c.artifact_id == artifacts.c.id))
+    budget = func.round((literal(params.research_share) * t.demand + t.bounty) * multiplier)
+    problem = case(
+        (~price_ok, "price is not a finite number"),
+        *((t[name].is_(None), _why_invalid(name, *spec, t.artifact_id))
+          for name, spec in totals.items()),
     )
-    return stmt if type_ is None else stmt.where(artifacts.c.type == type_)
+    return select(
+        t.artifact_id, t.type, t.title, t.demand, t.bounty,
+        case((price_ok, t.price)).label("price"),
+        price.label("effective_price"),
+        t.spent,
+        budget.label("budget"),
+        (budget - t.spent).label("remaining"),
+        problem.label("problem"),
+        *(t[column.name] for column in extra),
+    )
 
 
 def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
            offset: int = 0) -> Select:
+    """Valid artifacts by `by`, descending, then invalid ones (those whose key is unknown
+    last, on both databases); ties by id."""
     stmt = budget_select(params, now, type_)
-    key = stmt.selected_columns[by]
-    stmt = stmt.order_by(key.desc(), artifacts.c.id.asc())
+    columns = stmt.selected_columns
+    stmt = stmt.order_by(columns.problem.is_not(None), columns[by].desc().nulls_last(),
+                         columns.artifact_id.asc())
     if limit is not None:
         stmt = stmt.limit(limit)
     return stmt.offset(offset) if offset else stmt
 
 
 def one(params: Params, now: datetime, artifact_id: str) -> Select:
-    return budget_select(params, now).where(artifacts.c.id == artifact_id)
+    return budget_select(params, now, where=[artifacts.c.id == artifact_id])
 
 
 def budget_terms(params: Params, now: datetime, ids: list[str]) -> Select:
-    """What a spend decision needs of these artifacts, each aggregate evaluated once (the
-    caller computes the budget): price, and demand, bounty and spent as the driver returns
-    micro-tokens, whole numbers that need no conversion per row."""
-    full = budget_select(params, now)
+    """What a spend decision needs of these artifacts (the caller computes the budget):
+    price, `problem`, and demand, bounty and spent as the driver returns micro-tokens,
+    whole numbers that need no conversion per row."""
+    full = budget_select(params, now, where=[artifacts.c.id.in_(ids)])
     columns = full.selected_columns
     return full.with_only_columns(
         columns.artifact_id, columns.price,
         *(type_coerce(columns[name], Integer).label(name) for name in ("demand", "bounty", "spent")),
-    ).where(artifacts.c.id.in_(ids))
+        columns.problem,
+    )
 
 
-def tokens_from_micro(value) -> Decimal:
-    """Micro-tokens from either database back to an exact token Decimal."""
-    return Decimal(value).scaleb(-6).quantize(MICRO)
+def tokens_from_micro(value) -> Decimal | None:
+    """Micro-tokens from either database back to an exact token Decimal (None stays None:
+    an invalid total)."""
+    return None if value is None else Decimal(value).scaleb(-6).quantize(MICRO)
 
 
 def budget_row(position: int, row, params: Params) -> BudgetRow:
@@ -156,9 +290,11 @@ def budget_row(position: int, row, params: Params) -> BudgetRow:
         None if row.price is None else Decimal(row.price),
         tokens_from_micro(row.spent),
         params,
+        price_known=row.effective_price is not None,
     )
     return BudgetRow(position, row.artifact_id, row.type, row.title, t.demand, t.bounty,
-                     t.price, t.uncertainty, t.multiplier, t.budget, t.spent, t.remaining)
+                     t.price, t.uncertainty, t.multiplier, t.budget, t.spent, t.remaining,
+                     row.problem)
 
 
 def artifact_exists(artifact_id: str) -> Select:
@@ -167,9 +303,13 @@ def artifact_exists(artifact_id: str) -> Select:
 
 def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None) -> Select:
     log = resource_allocations
+
+    def shown(column):  # a value that is not a finite number (invalid data) shows as NULL
+        return case((finite(column), column)).label(column.name)
+
     stmt = select(
-        log.c.id, log.c.created_at, log.c.artifact_id, log.c.tokens, log.c.unit, log.c.units,
-        log.c.rate, log.c.kind, log.c.agent_id.label("agent"), log.c.note,
+        log.c.id, log.c.created_at, log.c.artifact_id, shown(log.c.tokens), log.c.unit,
+        shown(log.c.units), shown(log.c.rate), log.c.kind, log.c.agent_id.label("agent"), log.c.note,
         log.c.idempotency_key.label("key"), log.c.overdraft, log.c.reverses_id.label("reverses"),
     ).order_by(log.c.id)
     if artifact_id is not None:
@@ -192,8 +332,8 @@ def queue_candidates(params: Params, now: datetime, type_: str | None, agent: st
     done = and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "done")
     others = live() if agent is None else live(claims.c.agent_id != agent)
     own = live(claims.c.agent_id == agent) if agent is not None else None
-    base = budget_select(params, now, type_)
-    base = base.add_columns(
+    base = budget_select(params, now, type_, where=[~select(claims.c.id).where(others).exists()],
+                         extra=[
         select(func.count()).where(done).scalar_subquery().label("investigations"),
         func.coalesce(select(func.sum(claims.c.reward)).where(done).scalar_subquery(), 0)
         .label("reward_total"),
@@ -201,7 +341,7 @@ def queue_candidates(params: Params, now: datetime, type_: str | None, agent: st
          else literal(None)).label("claim_id"),
         (select(claims.c.lease_expires_at).where(own).scalar_subquery() if own is not None
          else literal(None, Timestamp())).label("lease_expires_at"),
-    ).where(~select(claims.c.id).where(others).exists())
+    ])
     inner = base.subquery()
     return select(inner).where(inner.c.remaining > 0)
 
@@ -215,8 +355,6 @@ def snapshot_insert(dialect: str, params: Params, now: datetime, type_: str | No
                     period: str, bucket: datetime):
     """INSERT ... SELECT of every artifact's budget into its bucket; an existing row for the
     same artifact, period and bucket is left alone (ON CONFLICT DO NOTHING)."""
-    from sqlalchemy import true
-
     from scidex_alloc.schema import budget_snapshots
 
     if dialect == "postgresql":
@@ -229,7 +367,7 @@ def snapshot_insert(dialect: str, params: Params, now: datetime, type_: str | No
         b.c.artifact_id, literal(period), literal(bucket, Timestamp()), literal(now, Timestamp()),
         tokens(b.c.demand), tokens(b.c.bounty), b.c.effective_price, tokens(b.c.budget),
         tokens(b.c.spent), tokens(b.c.remaining),
-    ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
+    ).where(b.c.problem.is_(None))  # invalid artifacts have no budget to record
     columns = ["artifact_id", "period", "bucket", "taken_at", "demand", "bounty", "price",
                "budget", "spent", "remaining"]
     return insert(budget_snapshots).from_select(columns, rows).on_conflict_do_nothing()
@@ -294,26 +432,70 @@ def prune_snapshots(period: str | None, before: datetime):
 
 
 def plan_candidates(params: Params, now: datetime, type_: str | None) -> Select:
+    """Artifacts with budget left (an invalid one has no `remaining`)."""
     inner = budget_select(params, now, type_)
     b = inner.subquery()
     return select(b).where(b.c.remaining > 0)
 
 
+PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
+SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
+
+
+class whole_tokens(FunctionElement):
+    """The whole tokens of a micro-token amount, truncated toward zero."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "whole_tokens"
+
+
+@compiles(whole_tokens)
+def _whole_default(element, compiler, **kw):
+    return f"trunc({compiler.process(element.clauses, **kw)} / {MICRO_PER_TOKEN})"
+
+
+@compiles(whole_tokens, "sqlite")
+def _whole_sqlite(element, compiler, **kw):
+    return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
+
+
+def _split_sum(amount, name: str) -> list:
+    """SUM of micro-token amounts over many artifacts as two exact sums, whole tokens and
+    the micro-tokens left: SQLite's integer SUM would overflow past about 9.2e12 tokens."""
+    whole = whole_tokens(amount)
+    return [func.sum(whole).label(name),
+            func.sum(amount - whole * MICRO_PER_TOKEN).label(f"{name}_micro")]
+
+
+def split_total(row, name: str) -> Decimal:
+    """A _split_sum back to exact tokens (0 for no rows)."""
+    whole, rest = row._mapping[name], row._mapping[f"{name}_micro"]
+    if whole is None:
+        return Decimal(0).quantize(MICRO)
+    return Decimal(whole).quantize(ONE) + tokens_from_micro(Decimal(rest).quantize(ONE))
+
+
 def pipeline_by_type(params: Params, now: datetime) -> Select:
-    """Capital to research per artifact type: committed demand, bounty, budget, spent."""
+    """Capital to research per artifact type: committed demand, bounty, budget, spent over
+    its valid artifacts, and how many are invalid."""
     b = budget_select(params, now).subquery()
+    valid = b.c.problem.is_(None)
     return (select(b.c.type, func.count().label("artifacts"),
-                   *(func.sum(b.c[name]).label(name)
-                     for name in ("demand", "bounty", "budget", "spent", "remaining")))
+                   func.count(b.c.problem).label("invalid"),
+                   *(column for name in PIPELINE_TOTALS
+                     for column in _split_sum(case((valid, b.c[name])), name)))
             .group_by(b.c.type).order_by(b.c.type))
 
 
 def snapshot_totals(period: str, buckets: int) -> Select:
-    """Budget, spent and remaining summed over all artifacts, per bucket: the newest ones."""
+    """Budget, spent and remaining summed over all artifacts, per bucket: the newest ones.
+    A snapshot another service wrote with an amount that is not a finite number is left out."""
     from scidex_alloc.schema import budget_snapshots as s
 
-    newest = (select(s.c.bucket, *(func.sum(micro(s.c[name])).label(name)
-                                   for name in ("budget", "spent", "remaining")))
-              .where(s.c.period == period).group_by(s.c.bucket)
+    newest = (select(s.c.bucket, *(column for name in SNAPSHOT_TOTALS
+                                   for column in _split_sum(micro(s.c[name]), name)))
+              .where(s.c.period == period, *(finite(s.c[name]) for name in SNAPSHOT_TOTALS))
+              .group_by(s.c.bucket)
               .order_by(s.c.bucket.desc()).limit(buckets).subquery())
     return select(newest).order_by(newest.c.bucket)

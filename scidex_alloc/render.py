@@ -20,6 +20,10 @@ from scidex_alloc.formula import plain as number
 PIPED_WIDTH = 400
 RATIO_FIELDS = {"price", "uncertainty", "multiplier", "units_per_token", "rate", "fraction",
                 "score", "ucb", "ucb_norm", "budget_norm", "mean_reward", "reward"}
+# Budget terms: unknown (invalid data) ones show as a dash in tables.
+TERM_FIELDS_ORDER = ("demand", "bounty", "price", "uncertainty", "multiplier", "budget", "spent",
+                     "remaining")
+TERM_FIELDS = set(TERM_FIELDS_ORDER)
 
 
 
@@ -56,7 +60,7 @@ def csv_value(value: Any) -> str:
 def cell(name: str, value: Any) -> str:
     """A value as a table shows it: amounts with thousands separators, exact to 1e-6."""
     if value is None:
-        return ""
+        return "-" if name in TERM_FIELDS else ""
     if isinstance(value, Decimal):
         if name in RATIO_FIELDS:
             return number(value)
@@ -236,6 +240,9 @@ def budget_detail(detail, fmt: str, params) -> None:
         emit_rows([detail.row], "csv", list(row))
         return
     r = detail.row
+    if r.problem is not None:
+        _invalid_detail(detail, row)
+        return
     share, floor = params.research_share, params.multiplier_floor
     how = {
         "demand": "sum of tokens over open positions",
@@ -251,6 +258,20 @@ def budget_detail(detail, fmt: str, params) -> None:
     draw([Col("term", style="bold"), Col("value", "right"), Col("how", style="dim")],
          [[name, cell(name, row[name]), explanation] for name, explanation in how.items()],
          f"{r.artifact_id} ({r.type}): {r.title or ''}")
+    _in_units(detail)
+
+
+def _invalid_detail(detail, row: dict) -> None:
+    """An artifact without a valid budget: what is known, and why."""
+    r = detail.row
+    draw([Col("term", style="bold"), Col("value", "right")],
+         [[name, cell(name, row[name])] for name in TERM_FIELDS_ORDER],
+         f"{r.artifact_id} ({r.type}): {r.title or ''}")
+    sys.stdout.write(f"{r.artifact_id} has no valid budget: {r.problem}; see alloc audit\n")
+    _in_units(detail)
+
+
+def _in_units(detail) -> None:
     if detail.in_units:
         draw([Col(name, "left" if name == "unit" else "right")
               for name in ("unit", "per token", "budget", "spent", "remaining")],

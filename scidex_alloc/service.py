@@ -33,7 +33,7 @@ from scidex_alloc.errors import (
     UnknownArtifact,
     UsageError,
 )
-from scidex_alloc.formula import Params, exact, parse_amount, to_tokens
+from scidex_alloc.formula import MAX_TOTAL, Params, exact, parse_amount, to_tokens
 from scidex_alloc.limits import MAX_COUNT, MAX_ID
 from scidex_alloc.schema import BASE_UNIT, artifacts, exchange_rates, utcnow
 
@@ -65,6 +65,7 @@ warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal obje
 # 32,766 bound parameters, and the write lock is held for about a second.
 SPEND_CHUNK = 20_000
 DEFAULT_LEASE = timedelta(minutes=30)
+LOADED_TOTALS = {"positions": "demand", "bounties": "bounty"}  # what a load can push too far
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
 # A write transaction that a concurrent writer made fail runs again, up to this many
@@ -142,13 +143,14 @@ class Allocator:
         from scidex_alloc import snapshots
         from scidex_alloc.results.history import Pipeline, PipelinePoint, TypeTotals
 
-        micro = queries.tokens_from_micro
+        total = queries.split_total
         with self._read() as connection:
-            types = [TypeTotals(r.type, r.artifacts, *(micro(r[i]) for i in range(2, 7)))
+            types = [TypeTotals(r.type, r.artifacts,
+                                *(total(r, name) for name in queries.PIPELINE_TOTALS), r.invalid)
                      for r in connection.execute(queries.pipeline_by_type(self.params, utcnow()))]
             period = snapshots.finest(connection, None)
             points = [] if period is None else [
-                PipelinePoint(r.bucket, micro(r.budget), micro(r.spent), micro(r.remaining))
+                PipelinePoint(r.bucket, *(total(r, name) for name in queries.SNAPSHOT_TOTALS))
                 for r in connection.execute(queries.snapshot_totals(period, buckets))]
         return Pipeline(types, period, points)
 
@@ -175,9 +177,8 @@ class Allocator:
                 UnitValues(
                     r.unit,
                     exact(r.units_per_token),
-                    exact(budget_row.budget * r.units_per_token),
-                    exact(budget_row.spent * r.units_per_token),
-                    exact(budget_row.remaining * r.units_per_token),
+                    *(None if value is None else exact(value * r.units_per_token)
+                      for value in (budget_row.budget, budget_row.spent, budget_row.remaining)),
                 )
                 for r in rates
             ],
@@ -478,6 +479,8 @@ class Allocator:
                 report = importer.load(connection, what, stream, fmt, progress)
                 if not report.ok:
                     connection.rollback()
+                elif what in LOADED_TOTALS:
+                    _check_totals(connection, what)
         except (sa_exc.IntegrityError, self.engine.dialect.loaded_dbapi.IntegrityError) as error:
             raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
                 from None
@@ -507,6 +510,15 @@ class Allocator:
 
         with self.engine.connect() as connection:
             return migrate.current(connection), migrate.head()
+
+
+def _check_totals(connection: Connection, what: str) -> None:
+    """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back)."""
+    name = LOADED_TOTALS[what]
+    found = connection.execute(queries.beyond_limit(utcnow(), name)).scalar()
+    if found is not None:
+        raise UsageError(f"{what} rejected, nothing loaded: {found}'s {name} would exceed "
+                         f"the maximum {MAX_TOTAL.normalize():f} tokens")
 
 
 @contextmanager

@@ -45,14 +45,15 @@ class BudgetOut(BaseModel):
     artifact_id: str
     type: str
     title: str | None
-    demand: float
-    bounty: float
-    price: float
-    uncertainty: float
-    multiplier: float
-    budget: float
-    spent: float
-    remaining: float
+    demand: float | None
+    bounty: float | None
+    price: float | None
+    uncertainty: float | None
+    multiplier: float | None
+    budget: float | None
+    spent: float | None
+    remaining: float | None
+    problem: str | None
 
 
 class TypeTotalsOut(BaseModel):
@@ -63,6 +64,7 @@ class TypeTotalsOut(BaseModel):
     budget: float
     spent: float
     remaining: float
+    invalid: int
 
 
 class PointOut(BaseModel):

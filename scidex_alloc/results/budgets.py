@@ -9,20 +9,22 @@ from decimal import Decimal
 
 @dataclass(frozen=True, slots=True)
 class BudgetRow:
-    """One artifact's budget, as `alloc rank --format json` prints it."""
+    """One artifact's budget, as `alloc rank --format json` prints it. An artifact with
+    invalid data has a `problem`, and None for the terms that depend on it."""
 
     rank: int
     artifact_id: str
     type: str
     title: str | None
-    demand: Decimal
-    bounty: Decimal
-    price: Decimal
-    uncertainty: Decimal
-    multiplier: Decimal
-    budget: Decimal
-    spent: Decimal
-    remaining: Decimal
+    demand: Decimal | None
+    bounty: Decimal | None
+    price: Decimal | None
+    uncertainty: Decimal | None
+    multiplier: Decimal | None
+    budget: Decimal | None
+    spent: Decimal | None
+    remaining: Decimal | None
+    problem: str | None = None
 
 
 BUDGET_COLUMNS = tuple(f.name for f in fields(BudgetRow))
@@ -32,9 +34,9 @@ BUDGET_COLUMNS = tuple(f.name for f in fields(BudgetRow))
 class UnitValues:
     unit: str
     units_per_token: Decimal
-    budget: Decimal
-    spent: Decimal
-    remaining: Decimal
+    budget: Decimal | None
+    spent: Decimal | None
+    remaining: Decimal | None
 
 
 @dataclass(frozen=True)

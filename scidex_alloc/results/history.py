@@ -66,7 +66,8 @@ PLAN_COLUMNS = tuple(f.name for f in fields(PlanPart))
 
 @dataclass(frozen=True, slots=True)
 class TypeTotals:
-    """One artifact type's capital-to-research pipeline."""
+    """One artifact type's capital-to-research pipeline: amounts over its valid artifacts;
+    `invalid` counts those without a valid budget."""
 
     type: str
     artifacts: int
@@ -75,6 +76,7 @@ class TypeTotals:
     budget: Decimal
     spent: Decimal
     remaining: Decimal
+    invalid: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ class SpendRecord:
     kind: str | None
     agent: str | None
     replayed: bool
-    spent: Decimal
-    remaining: Decimal
+    spent: Decimal | None
+    remaining: Decimal | None
     overdraft: bool = False
     reverses: int | None = None
     created_at: datetime | None = None
