@@ -5,7 +5,7 @@ Each check is one set-based query returning the offending rows.
 
 from __future__ import annotations
 
-from sqlalchemy import String, cast, func, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import queries
@@ -64,9 +64,11 @@ def _silent_overdraft(connection, params):
     and including them, in id order) above the budget recorded with them. An entry without
     a recorded budget (another service wrote it) is judged as it always was: against
     today's budget, when its artifact is overspent today and none of its entries is flagged."""
+    # SQLite's TOTAL, unlike its SUM, never fails on overflow (see queries.amount_sum).
+    running_sum = func.total if connection.dialect.name == "sqlite" else func.sum
     running = select(
         log.c.id, log.c.artifact_id, log.c.tokens, log.c.overdraft, log.c.budget_at_spend,
-        func.sum(queries.micro(log.c.tokens)).over(
+        running_sum(queries.micro(log.c.tokens)).over(
             partition_by=log.c.artifact_id, order_by=log.c.id, rows=(None, 0)).label("spent"),
     ).subquery()
     budgets = queries.budget_select(params, utcnow()).subquery()
@@ -77,7 +79,8 @@ def _silent_overdraft(connection, params):
     stmt = (select(running.c.id, running.c.artifact_id, at_spend.label("budget_at_spend"),
                    judged.label("budget"), running.c.spent)
             .outerjoin(budgets, budgets.c.artifact_id == running.c.artifact_id)
-            .where(running.c.overdraft.is_(False), running.c.tokens > 0, running.c.spent > judged,
+            .where(running.c.overdraft.is_(False), running.c.tokens > 0, finite(running.c.spent),
+                   running.c.spent > judged,
                    or_(recorded, and_(budgets.c.remaining < 0,
                                       running.c.artifact_id.not_in(flagged))))
             .order_by(running.c.id))
