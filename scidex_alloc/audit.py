@@ -28,7 +28,7 @@ log = resource_allocations
 def run(connection: Connection, params: Params) -> list[AuditCheck]:
     checks = [
         ("spent-matches-log", "every artifact's spent equals the sum of its log", _spent_mismatch),
-        ("no-silent-overdraft", "no artifact is overspent without an --allow-overdraft entry",
+        ("no-silent-overdraft", "no entry overspent its budget at the time without --allow-overdraft",
          _silent_overdraft),
         ("reversed-once", "no spend is reversed twice, and reversals cancel exactly", _bad_reversals),
         ("unique-keys", "idempotency keys are unique", _duplicate_keys),
