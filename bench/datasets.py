@@ -33,7 +33,8 @@ def generator_tag() -> str:
 
     package = Path(scidex_alloc.__file__).parent
     digest = hashlib.sha1()
-    for path in [package / "sample.py", *sorted((package / "migrations" / "versions").glob("*.py"))]:
+    versions = package / "storage" / "migrations" / "versions"
+    for path in [package / "loading" / "sample.py", *sorted(versions.glob("*.py"))]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:8]

@@ -97,7 +97,7 @@ def _time(conn, sql, params, repeat):
 def rank_variants(url: str, type_: str = "hypothesis", repeat: str = "3") -> None:
     from datetime import datetime, timezone
 
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     pg = url.startswith("postgresql://")
     allocator = Allocator.open(url)
@@ -134,7 +134,7 @@ def spend_file_variants(url: str, path: str, repeat: str = "1") -> None:
 
     from sqlalchemy import text
 
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     allocator = Allocator.open(url)
 
@@ -206,7 +206,7 @@ def startup(db: str, artifact: str, n: str = "15") -> None:
     alloc = procs.alloc_argv()
     spec_dir = procs.BENCH / ".data" / "tmp"
     spec_dir.mkdir(parents=True, exist_ok=True)
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     allocator = Allocator.open(db)
     from bench.capture import write_spec
@@ -220,13 +220,13 @@ def startup(db: str, artifact: str, n: str = "15") -> None:
         ("import sqlalchemy.orm, typer (the floor's imports)", [py, "-c", "import sqlalchemy.orm, typer"]),
         ("import scidex_alloc.cli", [py, "-c", "import scidex_alloc.cli"]),
         ("import scidex_alloc.cli, .service, .render",
-         [py, "-c", "import scidex_alloc.cli, scidex_alloc.service, scidex_alloc.render"]),
+         [py, "-c", "import scidex_alloc.cli, scidex_alloc.allocator, scidex_alloc.rendering"]),
         ("import ... + create_engine + connect",
-         [py, "-c", "import scidex_alloc.cli, scidex_alloc.service, scidex_alloc.render\n"
-                    "from scidex_alloc.service import Allocator\n"
+         [py, "-c", "import scidex_alloc.cli, scidex_alloc.allocator, scidex_alloc.rendering\n"
+                    "from scidex_alloc.allocator import Allocator\n"
                     f"a = Allocator.open({db!r})\nc = a.engine.connect()\nc.close()"]),
         ("Allocator.open(...).budget(ID) in Python",
-         [py, "-c", "from scidex_alloc.service import Allocator\n"
+         [py, "-c", "from scidex_alloc.allocator import Allocator\n"
                     f"Allocator.open({db!r}).budget({artifact!r})"]),
         ("alloc --help", alloc + ["--help"]),
         ("alloc budget ID --format json", alloc + ["budget", artifact, "--format", "json", "--db", db]),

@@ -177,7 +177,7 @@ def case_generation(ctx: Context, backend, dbs: dict) -> None:
 
 
 def _rank_specs(ctx: Context, backend, db, tag: str):
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     allocator = Allocator.open(db.url)
     try:
@@ -308,7 +308,7 @@ def case_naive(ctx: Context, backend, dbs: dict) -> None:
 
 
 def _top_remaining(db, limit: int) -> list[str]:
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     allocator = Allocator.open(db.url)
     try:
@@ -322,7 +322,7 @@ def _delete_bench_spends(backend, db):
 
 
 def case_single_calls(ctx: Context, backend, dbs: dict) -> None:
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     db = dbs[ctx.cfg.main_size]
     artifact = _top_remaining(db, 1)[0]
@@ -406,7 +406,7 @@ def case_load(ctx: Context, backend, dbs: dict, sqlite_main) -> None:
 
 
 def case_snapshot(ctx: Context, backend, dbs: dict) -> None:
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     db = dbs[ctx.cfg.main_size]
     allocator = Allocator.open(db.url)

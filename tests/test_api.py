@@ -7,8 +7,8 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
-from scidex_alloc.service import Allocator
-from scidex_alloc.web import create_app
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.serving.api import create_app
 
 
 @pytest.fixture

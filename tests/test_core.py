@@ -159,7 +159,7 @@ def test_every_command_is_in_its_area():
     listed = set(typer.main.get_command(app).commands)
     assert listed == {name for names in AREAS.values() for name in names}
     for area, names in AREAS.items():
-        module = __import__(f"scidex_alloc.cli.{area}", fromlist=["app"])
+        module = __import__(f"scidex_alloc.{area}.cli", fromlist=["app"])
         source = open(module.__file__).read()
         for name in names:
             if name not in ("rates", "db", "snapshots"):  # groups live in cli/app.py

@@ -226,9 +226,9 @@ def test_a_reader_of_a_locked_rollback_journal_file_blames_no_writer(tmp_path, c
 
 
 def test_a_server_that_fails_to_start_is_one_error_with_its_reason(db_url, monkeypatch):
-    from scidex_alloc import web
+    from scidex_alloc.allocator import Allocator
     from scidex_alloc.errors import AllocError
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.serving import api
 
     def failing_at_startup(allocator):
         app = create_app(allocator)
@@ -241,14 +241,14 @@ def test_a_server_that_fails_to_start_is_one_error_with_its_reason(db_url, monke
         app.router.lifespan_context = lifespan
         return app
 
-    create_app = web.create_app
-    monkeypatch.setattr(web, "create_app", failing_at_startup)
-    sock = web.bind("127.0.0.1", 0)
+    create_app = api.create_app
+    monkeypatch.setattr(api, "create_app", failing_at_startup)
+    sock = api.bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     allocator = Allocator.open(db_url)
     try:
         with pytest.raises(AllocError) as failed:
-            web.serve(allocator, sock)
+            api.serve(allocator, sock)
     finally:
         allocator.engine.dispose()
     assert str(failed.value) == f"cannot serve on 127.0.0.1:{port}: RuntimeError: no startup today"

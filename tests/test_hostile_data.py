@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from scidex_alloc.service import Allocator
-from scidex_alloc.web import create_app
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.serving.api import create_app
 
 TARGET = "hyp-bad"
 

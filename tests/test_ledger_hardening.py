@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from scidex_alloc.schema import exchange_rates, resource_allocations, token_bounties, utcnow
-from scidex_alloc.service import Allocator
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.storage.schema import exchange_rates, resource_allocations, token_bounties, utcnow
 
 D = Decimal
 
@@ -187,7 +187,7 @@ def test_upgrading_keeps_earlier_entries_judged_against_todays_budget(db_kind, e
     engine = Allocator.open(empty_db_url).engine
     with engine.begin() as connection:
         config = Config()
-        config.set_main_option("script_location", "scidex_alloc:migrations")
+        config.set_main_option("script_location", "scidex_alloc.storage:migrations")
         config.attributes["connection"] = connection
         command.upgrade(config, "0003")
         connection.exec_driver_sql("INSERT INTO artifacts (id, type) VALUES ('old', 'gap')")

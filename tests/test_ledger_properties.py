@@ -6,8 +6,8 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scidex_alloc.allocator import Allocator
 from scidex_alloc.errors import AllocError
-from scidex_alloc.service import Allocator
 
 amounts = st.decimals(min_value=Decimal("0.000001"), max_value=60, places=6)
 operations = st.lists(

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from scidex_alloc.service import Allocator
+from scidex_alloc.allocator import Allocator
 
 
 def count(cli, db_url):

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from scidex_alloc.service import WRITE_ATTEMPTS
+from scidex_alloc.allocator import WRITE_ATTEMPTS
 
 ARTIFACT = "hyp-0000033"
 OTHER = "hyp-0000035"  # after ARTIFACT in id order
@@ -161,7 +161,7 @@ def test_every_postgresql_session_has_the_busy_timeout(generated, monkeypatch, s
                                                       lock_timeout):
     from sqlalchemy import text
 
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     if seconds is None:
         monkeypatch.delenv("SCIDEX_BUSY_TIMEOUT", raising=False)

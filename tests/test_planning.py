@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scidex_alloc.errors import UsageError
-from scidex_alloc.planning import split
+from scidex_alloc.history.planning import split
 
 weights = st.dictionaries(
     st.text("abcdefgh", min_size=1, max_size=4),

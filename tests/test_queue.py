@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from scidex_alloc.service import Allocator
+from scidex_alloc.allocator import Allocator
 
 
 def load(cli, db, tmp_path, artifacts, positions):

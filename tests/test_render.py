@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
 
-from scidex_alloc import render
+from scidex_alloc import rendering
 
 
 class _Stream(io.StringIO):
@@ -31,7 +31,7 @@ def _draw(monkeypatch, tty: bool, *args, **kwargs) -> str:
     monkeypatch.setenv("TTY_COMPATIBLE", "1" if tty else "0")
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "400")
-    render.draw(*args, **kwargs)
+    rendering.draw(*args, **kwargs)
     return out.getvalue()
 
 
@@ -50,7 +50,7 @@ TEXT = st.lists(st.sampled_from(PLAIN), max_size=6).map("".join)
     cells=st.lists(st.lists(TEXT, min_size=4, max_size=4), min_size=1, max_size=3),
 )
 def test_piped_table_is_the_box_rich_draws_on_a_terminal(title, header, justify, cells):
-    columns = [render.Col(f"col {i}", j) for i, j in enumerate(justify)]
+    columns = [rendering.Col(f"col {i}", j) for i, j in enumerate(justify)]
     rows = [row[:len(columns)] for row in cells]
     with pytest.MonkeyPatch.context() as mp:
         on_terminal = STYLE.sub("", _draw(mp, True, columns, rows, title, show_header=header))
@@ -62,7 +62,7 @@ def test_piped_table_is_the_box_rich_draws_on_a_terminal(title, header, justify,
 
 def test_piped_cells_are_never_markup_nor_emoji_and_stay_aligned(monkeypatch):
     rows = [["[b]bold?[/b]", ":smile:"], ["漢字", "tab\there"]]
-    out = _draw(monkeypatch, False, [render.Col("a"), render.Col("b")], rows, "x " * 60)
+    out = _draw(monkeypatch, False, [rendering.Col("a"), rendering.Col("b")], rows, "x " * 60)
     lines = out.splitlines()
     assert lines[0] == ("x " * 60).rstrip() + " "  # a long title is not wrapped
     assert "[b]bold?[/b]" in out and ":smile:" in out and "tab here" in out
@@ -79,4 +79,4 @@ def test_plain_table_is_used_only_when_piped(monkeypatch):
             monkeypatch.delenv(name, raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        assert render._styled(_Stream(tty)) is styled, (env, tty)
+        assert rendering._styled(_Stream(tty)) is styled, (env, tty)

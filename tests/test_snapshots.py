@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from scidex_alloc.schema import budget_snapshots
-from scidex_alloc.service import Allocator
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.storage.schema import budget_snapshots
 
 TERMS = ("demand", "bounty", "price", "budget", "spent", "remaining")
 

@@ -18,8 +18,10 @@ from scidex_alloc.errors import DATABASE, USAGE, AllocError
 
 # In `alloc --help` order.
 AREAS = {
-    "budgets": ("rank", "budget", "convert", "rates", "load", "generate", "db"),
-    "spending": ("spend", "log", "audit"),
+    "budgets": ("rank", "budget", "convert", "rates"),
+    "loading": ("load", "generate"),
+    "storage": ("db",),
+    "ledger": ("spend", "log", "audit"),
     "queue": ("next", "done", "release", "claims"),
     "history": ("snapshot", "history", "snapshots", "plan"),
     "serving": ("serve", "report"),
@@ -32,7 +34,7 @@ def register(argv: list[str]) -> str | None:
     name = next((arg for arg in argv if not arg.startswith("-")), None)
     areas = [area for area, commands in AREAS.items() if name in commands]
     for area in areas or AREAS:
-        importlib.import_module(f"scidex_alloc.cli.{area}")
+        importlib.import_module(f"scidex_alloc.{area}.cli")
     return name if areas else None
 
 
@@ -85,7 +87,7 @@ def _run(command, argv: list[str] | None) -> int:
     except Exception as error:  # database and other runtime failures: one line, no traceback
         from sqlalchemy.exc import SQLAlchemyError
 
-        from scidex_alloc import database
+        from scidex_alloc.storage import database
 
         if isinstance(error, (SQLAlchemyError, *database.driver_errors())):
             return _fail(database.explain(error, state.target), DATABASE)

@@ -76,7 +76,7 @@ state = State()
 
 
 def open_allocator(db: str | None):
-    from scidex_alloc.service import Allocator
+    from scidex_alloc.allocator import Allocator
 
     allocator = Allocator.open(db)
     state.target = allocator.target
@@ -86,7 +86,7 @@ def open_allocator(db: str | None):
 
 def creating_allocator(db: str | None):
     """Like open_allocator, but a SQLite file that does not exist yet is created."""
-    from scidex_alloc import database
+    from scidex_alloc.storage import database
 
     target = database.resolve(db)
     if target.sqlite_path is not None and not target.sqlite_path.exists():

@@ -1,0 +1,116 @@
+"""`alloc load`'s decisions: check every row of a file and bulk-insert it in the caller's
+transaction. Values are checked row by row (loader) and rows stream into the database
+as they are read, so on PostgreSQL the server inserts while we parse. The database's
+own constraints check references and keys; only when it refuses a chunk, or after a
+bad row, are the chunk's rows looked up set-based (which referenced artifacts exist,
+which keys are taken) to name the lines at fault. After the first bad row nothing more
+is inserted, and the caller rolls the transaction back.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from itertools import chain, islice, tee
+from operator import itemgetter
+from typing import IO, Callable, Iterator
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from scidex_alloc.errors import UsageError
+from scidex_alloc.loading import reader
+from scidex_alloc.loading.results import LoadReport, RowProblem
+from scidex_alloc.storage import bulk
+from scidex_alloc.storage.schema import artifacts
+
+CHUNK = 10_000
+MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
+
+
+def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
+         progress: Callable[[int], None] | None = None) -> LoadReport:
+    spec = reader.SPECS.get(what)
+    if spec is None:
+        raise UsageError(f"cannot load {what!r}: choose one of {', '.join(reader.SPECS)}")
+    table = artifacts.metadata.tables[spec.table]
+    report = LoadReport(what)
+    rows = reader.Rows(spec, stream, fmt, report.problems, MAX_PROBLEMS)
+    good = iter(rows)
+    seen: set[str] = set()
+    while len(report.problems) < MAX_PROBLEMS:
+        chunk: list[tuple[int, tuple]] = []
+        if report.problems:
+            chunk += islice(good, CHUNK)
+            report.problems += _faults(connection, spec, table, rows.columns, chunk, seen)
+        else:
+            _insert_chunk(connection, spec, table, rows, islice(good, CHUNK), chunk, seen, report)
+        if not chunk:
+            break
+        if progress is not None:
+            progress(len(chunk))
+    if report.problems:
+        report.problems.sort(key=lambda problem: problem.line)
+        del report.problems[MAX_PROBLEMS:]
+        report.loaded = 0
+    elif spec.serial_id and rows.columns and "id" in rows.columns:
+        bulk.advance_sequence(connection, table)
+    return report
+
+
+def _insert_chunk(connection, spec, table, rows, items, chunk, seen, report) -> None:
+    """Insert the rows of `items` as they are read, keeping them in `chunk`."""
+    first = next(items, None)  # reading the first row settles the columns
+    if first is None:
+        return
+    feed, kept = tee(chain((first,), items))
+    try:
+        with _savepoint(connection):
+            bulk.insert_rows(connection, table, rows.columns, map(itemgetter(1), feed))
+    except connection.dialect.loaded_dbapi.IntegrityError:
+        chunk += kept
+        report.problems += _faults(connection, spec, table, rows.columns, chunk, seen)
+        if not report.problems:
+            raise
+    else:
+        chunk += kept
+        report.loaded += len(chunk)
+
+
+@contextmanager
+def _savepoint(connection: Connection) -> Iterator[None]:
+    """A savepoint to return to when the database refuses rows. An error that ended the
+    whole transaction (SQLite's full disk, a lost connection) took the savepoint with it:
+    that error is raised, not the failure to return to the savepoint."""
+    savepoint = connection.begin_nested()
+    try:
+        yield
+    except BaseException as error:
+        try:
+            savepoint.rollback()
+        except SQLAlchemyError:
+            raise error from None
+        raise
+    savepoint.commit()
+
+
+def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
+    """The rows of a chunk that name unknown artifacts or taken keys; `seen` collects
+    the keys of rows that were checked but not inserted."""
+    index = {name: i for i, name in enumerate(columns)}
+    key = spec.unique or "artifact_id"
+    keys = {row[index[key]] for _, row in chunk}
+    if spec.unique:
+        existing = set(connection.scalars(select(table.c[key]).where(table.c[key].in_(keys))))
+    if spec.references_artifacts:
+        known = set(connection.scalars(select(artifacts.c.id).where(artifacts.c.id.in_(keys))))
+    problems = []
+    for line, row in chunk:
+        value = row[index[key]]
+        if spec.references_artifacts and value not in known:
+            problems.append(RowProblem(line, f"unknown artifact {value!r}"))
+        elif spec.unique and (value in existing or value in seen):
+            problems.append(RowProblem(line, f"duplicate {key} {value!r}"))
+        elif spec.unique:
+            seen.add(value)
+    return problems

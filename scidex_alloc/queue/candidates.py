@@ -1,0 +1,42 @@
+"""candidates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Select, and_, func, literal, select
+
+from scidex_alloc.budgets.queries import budget_select
+from scidex_alloc.formula import Params
+from scidex_alloc.storage.schema import (
+    Timestamp,
+    artifacts,
+)
+from scidex_alloc.storage.sql import later_than
+
+
+def queue_candidates(params: Params, now: datetime, type_: str | None, agent: str | None
+                     ) -> Select:
+    """Artifacts with budget left and no live claim by another agent, with their
+    investigation counts and reward totals, and the asking agent's own live claim."""
+    from scidex_alloc.storage.schema import claims
+
+    def live(*where):
+        return and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "active",
+                    later_than(claims.c.lease_expires_at, literal(now, Timestamp())), *where)
+
+    done = and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "done")
+    others = live() if agent is None else live(claims.c.agent_id != agent)
+    own = live(claims.c.agent_id == agent) if agent is not None else None
+    base = budget_select(params, now, type_, where=[~select(claims.c.id).where(others).exists()],
+                         extra=[
+        select(func.count()).where(done).scalar_subquery().label("investigations"),
+        func.coalesce(select(func.sum(claims.c.reward)).where(done).scalar_subquery(), 0)
+        .label("reward_total"),
+        (select(claims.c.id).where(own).scalar_subquery() if own is not None
+         else literal(None)).label("claim_id"),
+        (select(claims.c.lease_expires_at).where(own).scalar_subquery() if own is not None
+         else literal(None, Timestamp())).label("lease_expires_at"),
+    ])
+    inner = base.subquery()
+    return select(inner).where(inner.c.remaining > 0)

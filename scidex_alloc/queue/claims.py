@@ -1,0 +1,125 @@
+"""The agent work queue's decisions: rank candidates, claim them, close claims.
+
+Claiming locks each chosen artifact (PostgreSQL: FOR NO KEY UPDATE SKIP LOCKED, so
+parallel claimers pass each other by, while the KEY SHARE locks that inserts of positions
+or spends take on the artifact do not hide it; SQLite: the write transaction) and re-reads
+its claims before writing, and a partial unique index allows one active claim per artifact.
+Closing a claim is one conditional UPDATE, so of two concurrent closers only one succeeds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import literal, select
+from sqlalchemy.engine import Connection
+
+from scidex_alloc import errors
+from scidex_alloc.budgets import queries
+from scidex_alloc.formula import Params
+from scidex_alloc.queue import scoring
+from scidex_alloc.queue.results import ClaimInfo, QueueEntry
+from scidex_alloc.storage import sql
+from scidex_alloc.storage.schema import Timestamp, artifacts, claims, utcnow
+
+
+def ranked(connection: Connection, params: Params, now: datetime, type_: str | None,
+           agent: str | None, weight: float, exploration: float) -> list[tuple]:
+    """(score, row) pairs for every candidate, best first."""
+    rows = {}
+    candidates = []
+    for row in connection.execute(candidates.queue_candidates(params, now, type_, agent)):
+        budget = queries.budget_row(0, row, params)
+        rows[row.artifact_id] = (budget, row)
+        candidates.append(scoring.Candidate(row.artifact_id, budget.remaining,
+                                            row.investigations, Decimal(row.reward_total)))
+    return [(s, *rows[s.candidate.artifact_id])
+            for s in scoring.score_all(candidates, weight, exploration)]
+
+
+def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntry:
+    return QueueEntry(
+        rank=position, artifact_id=budget.artifact_id, type=budget.type, title=budget.title,
+        score=score.score, ucb=score.ucb, ucb_norm=score.ucb_norm,
+        budget_norm=score.budget_norm, remaining=budget.remaining,
+        investigations=score.candidate.investigations,
+        mean_reward=score.candidate.mean_reward, claim_id=claim_id,
+        lease_expires_at=lease_expires_at,
+    )
+
+
+def claim_top(connection: Connection, params: Params, type_: str | None, agent: str, lease: timedelta,
+              limit: int, weight: float, exploration: float) -> list[QueueEntry]:
+    now = utcnow()
+    expires = now + lease
+    postgres = connection.dialect.name == "postgresql"
+    taken: list[QueueEntry] = []
+    for score, budget, _row in ranked(connection, params, now, type_, agent, weight, exploration):
+        if len(taken) == limit:
+            break
+        artifact_id = budget.artifact_id
+        if postgres and connection.execute(
+            select(artifacts.c.id).where(artifacts.c.id == artifact_id)
+            .with_for_update(key_share=True, skip_locked=True)
+        ).first() is None:
+            continue  # another claimer holds it right now
+        current = connection.execute(
+            select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
+        ).first()
+        if current is not None and current.lease_expires_at > now:
+            if current.agent_id != agent:
+                continue  # claimed since the candidates were read
+            connection.execute(claims.update().where(claims.c.id == current.id)
+                            .values(lease_expires_at=expires))
+            claim_id = current.id
+        else:
+            if current is not None:
+                connection.execute(claims.update().where(claims.c.id == current.id)
+                                .values(status="expired"))
+            claim_id = connection.execute(
+                claims.insert().returning(claims.c.id),
+                [{"artifact_id": artifact_id, "agent_id": agent, "status": "active",
+                  "claimed_at": now, "lease_expires_at": expires}],
+            ).scalar_one()
+        taken.append(entry(len(taken) + 1, score, budget, claim_id, expires))
+    return taken
+
+
+def finish(connection: Connection, claim_id: int, status: str, reward: Decimal | None) -> ClaimInfo:
+    """Close an active claim as done (with its reward) or released.
+
+    The UPDATE itself checks that the claim is still active: on PostgreSQL a concurrent
+    closer's UPDATE waits for this one's row lock, then finds the claim closed."""
+    now = utcnow()
+    row = connection.execute(
+        claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
+        .values(status=status, finished_at=now, reward=reward).returning(claims)
+    ).first()
+    if row is not None:
+        return info({**row._mapping, "reward": reward}, now)
+    current = connection.execute(select(claims.c.status).where(claims.c.id == claim_id)).scalar()
+    if current is None:
+        raise errors.UnknownArtifact(f"no claim with id {claim_id}")
+    raise errors.UsageError(f"claim {claim_id} is {current}, not active")
+
+
+def info(row, now: datetime) -> ClaimInfo:
+    return ClaimInfo(
+        id=row["id"], artifact_id=row["artifact_id"], agent=row["agent_id"],
+        status=row["status"], claimed_at=row["claimed_at"],
+        lease_expires_at=row["lease_expires_at"],
+        expired=row["status"] == "active" and row["lease_expires_at"] <= now,
+        finished_at=row["finished_at"], reward=row["reward"],
+    )
+
+
+def listing(connection: Connection, agent: str | None, expired: bool) -> list[ClaimInfo]:
+    """Active claims: live ones, or with `expired` those whose lease ran out."""
+    now = utcnow()
+    live = sql.later_than(claims.c.lease_expires_at, literal(now, Timestamp()))
+    stmt = (select(claims).where(claims.c.status == "active", ~live if expired else live)
+            .order_by(claims.c.id))
+    if agent is not None:
+        stmt = stmt.where(claims.c.agent_id == agent)
+    return [info(row._mapping, now) for row in connection.execute(stmt)]

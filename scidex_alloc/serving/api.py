@@ -1,0 +1,245 @@
+"""`alloc serve`: the read-only JSON API and the dashboard, over the same allocator service.
+
+Responses are written with the CLI's own JSON encoder, so amounts stay exact decimals;
+the Pydantic models below describe them for the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from enum import Enum
+from typing import Annotated
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scidex_alloc import __version__, rendering
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.errors import NOT_FOUND, AllocError
+from scidex_alloc.limits import MAX_COUNT
+from scidex_alloc.serving import dashboard
+
+MAX_LIMIT = 1000
+
+
+class ExactJSON(Response):
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return rendering.json_value(content).encode("utf-8")
+
+
+class SortKey(str, Enum):
+    budget = "budget"
+    remaining = "remaining"
+    demand = "demand"
+
+
+class BudgetOut(BaseModel):
+    rank: int
+    artifact_id: str
+    type: str
+    title: str | None
+    demand: float | None
+    bounty: float | None
+    price: float | None
+    uncertainty: float | None
+    multiplier: float | None
+    budget: float | None
+    spent: float | None
+    remaining: float | None
+    problem: str | None
+
+
+class TypeTotalsOut(BaseModel):
+    type: str
+    artifacts: int
+    demand: float
+    bounty: float
+    budget: float
+    spent: float
+    remaining: float
+    invalid: int
+
+
+class PointOut(BaseModel):
+    bucket: str
+    budget: float
+    spent: float
+    remaining: float
+
+
+class PipelineOut(BaseModel):
+    types: list[TypeTotalsOut]
+    totals: TypeTotalsOut
+    period: str | None
+    history: list[PointOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+
+
+def create_app(allocator: Allocator) -> FastAPI:
+    app = FastAPI(
+        title="scidex-alloc",
+        version=__version__,
+        description="Read-only API of the SciDEX capital-to-research pipeline: research "
+                    "budgets ranked from committed capital, bounties and market prices.",
+    )
+    app.add_middleware(HeadAsGet)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "query")
+        return ExactJSON({"error": f"invalid {where}: {first.get('msg', 'bad value')}"},
+                         status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, error: StarletteHTTPException):
+        """Paths no route matches (an id with a line break, too) answer like the API does."""
+        return ExactJSON({"error": str(error.detail).lower()}, status_code=error.status_code,
+                         headers=error.headers)
+
+    @app.exception_handler(AllocError)
+    async def refused(request: Request, error: AllocError):
+        status = 404 if error.exit_code == NOT_FOUND else 422
+        return ExactJSON({"error": str(error)}, status_code=status)
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    async def database_down(request: Request, error: sa_exc.SQLAlchemyError):
+        return ExactJSON({"error": "database unavailable"}, status_code=503)
+
+    @app.get("/api/market/resource-budgets", response_model=list[BudgetOut], responses=ERRORS,
+             summary="Artifacts ranked by research budget")
+    def resource_budgets(
+        type: Annotated[str | None, Query(max_length=200, description="Artifact type")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_COUNT)] = 0,
+        by: SortKey = SortKey.budget,
+    ):
+        rows = allocator.rank(type_=type, limit=limit, by=by.value, offset=offset)
+        return ExactJSON([rendering.as_dict(r) for r in rows])
+
+    # `:path`: an id may contain `/` (a DOI), sent as %2F.
+    @app.get("/api/market/resource-budgets/{artifact_id:path}", response_model=BudgetOut,
+             responses=ERRORS, summary="One artifact's research budget")
+    def resource_budget(artifact_id: str):
+        return ExactJSON(rendering.as_dict(allocator.budget(artifact_id).row))
+
+    @app.get("/api/market/pipeline", response_model=PipelineOut, responses=ERRORS,
+             summary="Committed demand, budget, spent and remaining per type and over time")
+    def pipeline():
+        return ExactJSON(dashboard.pipeline_data(allocator))
+
+    @app.get("/healthz", response_model=HealthOut, responses=ERRORS, summary="Liveness")
+    def healthz():
+        allocator.rates()  # touches the database
+        return ExactJSON({"status": "ok", "version": __version__})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index():
+        return HTMLResponse(dashboard.page())
+
+    return app
+
+
+class HeadAsGet:
+    """Answer HEAD (load balancers' probes) as the GET it asks about, without the body;
+    HEAD stays out of the OpenAPI document, and no write method is allowed."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening address, bound before uvicorn starts: a taken port or a bad host is
+    one clear error (exit 1), and no other process can take the port in between."""
+    sock = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as error:
+        if sock is not None:
+            sock.close()
+        raise AllocError(f"cannot serve on {_address(host, port)}: {error.strerror or error}"
+                         ) from None
+    return sock
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve(allocator: Allocator, sock: socket.socket) -> None:
+    """Serve on a bound socket until interrupted. uvicorn's own messages become `alloc: `
+    lines; a failure to start is raised as one error, with what uvicorn logged first."""
+    import uvicorn
+
+    where = _address(*sock.getsockname()[:2])
+    config = uvicorn.Config(create_app(allocator), log_config=None, log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    messages = _OneLineLog(server)
+    logger = logging.getLogger("uvicorn")
+    logger.addHandler(messages)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn exits when the application fails to start
+        pass
+    finally:
+        logger.removeHandler(messages)
+        logger.propagate = propagate
+        sock.close()
+    if not server.started:
+        reason = messages.held[0] if messages.held else "the server did not start"
+        raise AllocError(f"cannot serve on {where}: {reason}")
+
+
+class _OneLineLog(logging.Handler):
+    """uvicorn's warnings and errors as one `alloc: ` line each, without tracebacks; until
+    the server has started they are held back, to become the reason it could not."""
+
+    def __init__(self, server):
+        super().__init__(logging.WARNING)
+        self.server = server
+        self.held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Of a traceback uvicorn logs as text, the last line: the exception itself.
+        lines = record.getMessage().strip().splitlines() or [""]
+        text = " ".join(lines[-1].split())
+        if self.server.started:
+            sys.stderr.write(f"alloc: {text}\n")
+        else:
+            self.held.append(text)

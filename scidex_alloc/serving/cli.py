@@ -1,0 +1,50 @@
+"""The web: serve and report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from scidex_alloc.cli.app import (
+    Db,
+    app,
+    open_allocator,
+    usage,
+)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
+    db: Db = None,
+):
+    """Serve the read-only JSON API and the dashboard (http://HOST:PORT/)."""
+    from scidex_alloc import rendering
+    from scidex_alloc.serving import api
+
+    allocator = open_allocator(db)
+    sock = api.bind(host, port)
+    rendering.message(f"serving {allocator.target.masked()} on http://{host}:{port}/ "
+                   "(API under /api/market, docs at /docs; Ctrl-C stops)")
+    api.serve(allocator, sock)
+
+
+@app.command()
+def report(
+    html: Annotated[str, typer.Option("--html", help="Write the dashboard to this file.")],
+    db: Db = None,
+):
+    """Write the dashboard as one self-contained HTML file (for cron to publish)."""
+    from pathlib import Path
+
+    from scidex_alloc import rendering
+    from scidex_alloc.serving import dashboard
+
+    page = dashboard.report(open_allocator(db))
+    try:
+        Path(html).write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise usage(f"cannot write {html}: {error.strerror}") from None
+    rendering.message(f"wrote {html}")

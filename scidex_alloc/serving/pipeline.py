@@ -1,0 +1,79 @@
+"""pipeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import Numeric
+
+from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
+from scidex_alloc.formula import MICRO, ONE, Params
+from scidex_alloc.storage.sql import MICRO_PER_TOKEN, finite, micro
+
+PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
+
+
+SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
+
+
+class whole_tokens(FunctionElement):
+    """The whole tokens of a micro-token amount, truncated toward zero."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "whole_tokens"
+
+
+@compiles(whole_tokens)
+def _whole_default(element, compiler, **kw):
+    return f"trunc({compiler.process(element.clauses, **kw)} / {MICRO_PER_TOKEN})"
+
+
+@compiles(whole_tokens, "sqlite")
+def _whole_sqlite(element, compiler, **kw):
+    return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
+
+
+def _split_sum(amount, name: str) -> list:
+    """SUM of micro-token amounts over many artifacts as two exact sums, whole tokens and
+    the micro-tokens left: SQLite's integer SUM would overflow past about 9.2e12 tokens."""
+    whole = whole_tokens(amount)
+    return [func.sum(whole).label(name),
+            func.sum(amount - whole * MICRO_PER_TOKEN).label(f"{name}_micro")]
+
+
+def split_total(row, name: str) -> Decimal:
+    """A _split_sum back to exact tokens (0 for no rows)."""
+    whole, rest = row._mapping[name], row._mapping[f"{name}_micro"]
+    if whole is None:
+        return Decimal(0).quantize(MICRO)
+    return Decimal(whole).quantize(ONE) + tokens_from_micro(Decimal(rest).quantize(ONE))
+
+
+def pipeline_by_type(params: Params, now: datetime) -> Select:
+    """Capital to research per artifact type: committed demand, bounty, budget, spent over
+    its valid artifacts, and how many are invalid."""
+    b = budget_select(params, now).subquery()
+    valid = b.c.problem.is_(None)
+    return (select(b.c.type, func.count().label("artifacts"),
+                   func.count(b.c.problem).label("invalid"),
+                   *(column for name in PIPELINE_TOTALS
+                     for column in _split_sum(case((valid, b.c[name])), name)))
+            .group_by(b.c.type).order_by(b.c.type))
+
+
+def snapshot_totals(period: str, buckets: int) -> Select:
+    """Budget, spent and remaining summed over all artifacts, per bucket: the newest ones.
+    A snapshot another service wrote with an amount that is not a finite number is left out."""
+    from scidex_alloc.storage.schema import budget_snapshots as s
+
+    newest = (select(s.c.bucket, *(column for name in SNAPSHOT_TOTALS
+                                   for column in _split_sum(micro(s.c[name]), name)))
+              .where(s.c.period == period, *(finite(s.c[name]) for name in SNAPSHOT_TOTALS))
+              .group_by(s.c.bucket)
+              .order_by(s.c.bucket.desc()).limit(buckets).subquery())
+    return select(newest).order_by(newest.c.bucket)

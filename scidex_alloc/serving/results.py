@@ -1,0 +1,37 @@
+"""results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class TypeTotals:
+    """One artifact type's capital-to-research pipeline: amounts over its valid artifacts;
+    `invalid` counts those without a valid budget."""
+
+    type: str
+    artifacts: int
+    demand: Decimal
+    bounty: Decimal
+    budget: Decimal
+    spent: Decimal
+    remaining: Decimal
+    invalid: int
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePoint:
+    bucket: datetime
+    budget: Decimal
+    spent: Decimal
+    remaining: Decimal
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    types: list[TypeTotals]
+    period: str | None
+    history: list[PipelinePoint]

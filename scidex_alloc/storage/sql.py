@@ -1,0 +1,139 @@
+"""sql."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import literal
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.types import Boolean, Numeric
+
+MICRO_PER_TOKEN = 1_000_000
+
+
+FLOAT_MAX = "1.7976931348623157e308"
+
+
+class micro(FunctionElement):
+    """A token amount in micro-tokens, exact on both databases."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "micro"
+
+
+@compiles(micro)
+def _micro_default(element, compiler, **kw):
+    return f"({compiler.process(element.clauses, **kw)} * {MICRO_PER_TOKEN})"
+
+
+@compiles(micro, "sqlite")
+def _micro_sqlite(element, compiler, **kw):
+    return f"CAST(ROUND({compiler.process(element.clauses, **kw)} * {MICRO_PER_TOKEN}) AS INTEGER)"
+
+
+class later_than(FunctionElement):
+    """``a > b`` for timestamps; SQLite compares instants, not their text."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "later_than"
+
+
+@compiles(later_than)
+def _later_default(element, compiler, **kw):
+    a, b = element.clauses
+    return f"({compiler.process(a, **kw)} > {compiler.process(b, **kw)})"
+
+
+@compiles(later_than, "sqlite")
+def _later_sqlite(element, compiler, **kw):
+    a, b = element.clauses
+    return f"(julianday({compiler.process(a, **kw)}) > julianday({compiler.process(b, **kw)}))"
+
+
+class finite(FunctionElement):
+    """Whether a stored amount or price is a finite number. Other services can write NaN
+    and +-Infinity on PostgreSQL, and infinity or any text on SQLite (NUMERIC affinity)."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "finite"
+
+
+@compiles(finite)
+def _finite_default(element, compiler, **kw):
+    # NaN sorts above Infinity on PostgreSQL.
+    value = compiler.process(element.clauses, **kw)
+    return f"({value} > '-Infinity' AND {value} < 'Infinity')"
+
+
+@compiles(finite, "sqlite")
+def _finite_sqlite(element, compiler, **kw):
+    # Text and blobs sort above every number; infinity lies beyond the largest double.
+    return f"({compiler.process(element.clauses, **kw)} BETWEEN -{FLOAT_MAX} AND {FLOAT_MAX})"
+
+
+class clamp01(FunctionElement):
+    """A value clamped into [0, 1], evaluated once."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "clamp01"
+
+
+@compiles(clamp01)
+def _clamp_default(element, compiler, **kw):
+    return f"greatest(0, least(1, {compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(clamp01, "sqlite")
+def _clamp_sqlite(element, compiler, **kw):
+    return f"max(0, min(1, {compiler.process(element.clauses, **kw)}))"
+
+
+class summand(FunctionElement):
+    """One row's part of a total: `amount` (micro-tokens), made infinite on SQLite when one
+    of the row's `columns` is not a finite number, so that the total shows it. PostgreSQL
+    needs nothing: NaN, the only non-finite value its token columns hold, propagates."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "summand"
+
+
+@compiles(summand)
+def _summand_default(element, compiler, **kw):
+    return compiler.process(element.clauses.clauses[0], **kw)
+
+
+@compiles(summand, "sqlite")
+def _summand_sqlite(element, compiler, **kw):
+    amount, *columns = element.clauses.clauses
+    ok = " AND ".join(compiler.process(finite(column), **kw) for column in columns)
+    return f"(CASE WHEN {ok} THEN {compiler.process(amount, **kw)} ELSE 9e999 END)"
+
+
+class amount_sum(FunctionElement):
+    """The sum of summands, 0 for no rows. SQLite's TOTAL never fails: its integer SUM
+    raises on overflow, and TOTAL of whole micro-tokens is exact below 2**53."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "amount_sum"
+
+
+@compiles(amount_sum)
+def _amount_sum_default(element, compiler, **kw):
+    return f"coalesce(sum({compiler.process(element.clauses, **kw)}), 0)"
+
+
+@compiles(amount_sum, "sqlite")
+def _amount_sum_sqlite(element, compiler, **kw):
+    return f"total({compiler.process(element.clauses, **kw)})"
+
+
+def tokens(micro_amount) -> ColumnElement:
+    """Micro-tokens back to tokens inside SQL (exact NUMERIC on PostgreSQL)."""
+    return micro_amount / literal(Decimal("1000000.0"))
