@@ -1,4 +1,13 @@
-"""Exceptions that carry the exit code the CLI reports for them."""
+"""Exceptions that carry the exit code the CLI reports for them.
+
+A usage error names the parameters it concerns as placeholders (`{limit} must be at
+least 1`), so that each interface words them its own way: the library by their Python
+names, the CLI as its flags (`--limit`), the API as its query parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
 
 OK = 0
 DATABASE = 1
@@ -21,6 +30,17 @@ class DatabaseError(AllocError):
 
 class UsageError(AllocError):
     exit_code = USAGE
+
+    def __init__(self, message: str, *params: str):
+        self.template, self.params = message, params
+        super().__init__(self.worded(lambda param: param))
+
+    def worded(self, name_of: Callable[[str], str]) -> str:
+        """The message with each `{param}` placeholder replaced by `name_of(param)`."""
+        text = self.template
+        for param in self.params:
+            text = text.replace("{" + param + "}", name_of(param))
+        return text
 
 
 class InsufficientBudget(AllocError):

@@ -168,7 +168,7 @@ def apply(connection: Connection, params: Params, requests: list[SpendRequest]) 
     decided = [_decide(r, balances, known, rates, now) for r in requests]
     new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
     if len(requests) > 1:
-        from scidex_alloc import bulk  # batches only: one spend needs no bulk path
+        from scidex_alloc.storage import bulk  # batches only: one spend needs no bulk path
 
         # A batch reports counts, not records: bulk-insert without id round trips.
         bulk.insert_rows(connection, resource_allocations, LOG_COLUMNS, map(log_values, new_rows))

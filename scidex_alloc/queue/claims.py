@@ -19,6 +19,7 @@ from scidex_alloc import errors
 from scidex_alloc.budgets import queries
 from scidex_alloc.formula import Params
 from scidex_alloc.queue import scoring
+from scidex_alloc.queue.candidates import queue_candidates
 from scidex_alloc.queue.results import ClaimInfo, QueueEntry
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import Timestamp, artifacts, claims, utcnow
@@ -29,7 +30,7 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
     """(score, row) pairs for every candidate, best first."""
     rows = {}
     candidates = []
-    for row in connection.execute(candidates.queue_candidates(params, now, type_, agent)):
+    for row in connection.execute(queue_candidates(params, now, type_, agent)):
         budget = queries.budget_row(0, row, params)
         rows[row.artifact_id] = (budget, row)
         candidates.append(scoring.Candidate(row.artifact_id, budget.remaining,
