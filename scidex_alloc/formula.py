@@ -130,21 +130,25 @@ def terms(
 
 
 def parse_amount(
-    text: str, what: str = "amount", allow_zero: bool = False, limit: Decimal = MAX_AMOUNT
+    text: str, what: str = "amount", allow_zero: bool = False, limit: Decimal = MAX_AMOUNT,
+    param: str | None = None,
 ) -> Decimal:
     """An amount from user input: an ASCII number, positive, at most `limit`, at most 6
-    decimals."""
+    decimals. Errors call it `what`, or name the parameter `param` that gave it."""
+    name, params = (f"{{{param}}}", (param,)) if param else (what, ())
     raw = text.strip() if isinstance(text, str) else str(text)
     value = _ascii_decimal(raw)
     if value is None:
-        raise UsageError(f"{what} {_show(raw)} is not a number")
+        raise UsageError(f"{name} {_show(raw)} is not a number", *params)
     if value < 0 or (value == 0 and not allow_zero):
-        raise UsageError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {_show(raw)}")
+        raise UsageError(f"{name} must be {'zero or ' if allow_zero else ''}positive, "
+                         f"not {_show(raw)}", *params)
     if value > limit:
-        raise UsageError(f"{what} {_show(raw)} is larger than the maximum {limit.normalize():f}")
+        raise UsageError(f"{name} {_show(raw)} is larger than the maximum {limit.normalize():f}",
+                         *params)
     rounded = exact(value)
     if rounded != value:
-        raise UsageError(f"{what} {_show(raw)} has more than 6 decimal places")
+        raise UsageError(f"{name} {_show(raw)} has more than 6 decimal places", *params)
     return rounded
 
 

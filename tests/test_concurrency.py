@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from scidex_alloc.allocator import SPEND_CHUNK
+from scidex_alloc.ledger.batches import SPEND_CHUNK
 
 D = Decimal
 PROCESSES = 8

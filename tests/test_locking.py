@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from scidex_alloc.allocator import WRITE_ATTEMPTS
+from scidex_alloc.storage.transactions import WRITE_ATTEMPTS
 
 ARTIFACT = "hyp-0000033"
 OTHER = "hyp-0000035"  # after ARTIFACT in id order

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Iterator
 
 from sqlalchemy import Integer, Select, and_, case, func, literal, or_, select, type_coerce
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
 from scidex_alloc.budgets.results import BudgetRow
+from scidex_alloc.errors import UnknownArtifact, UsageError
 from scidex_alloc.formula import HALF, MAX_TOTAL, MICRO, Params, plain, terms
 from scidex_alloc.storage.schema import (
     Timestamp,
@@ -17,6 +20,7 @@ from scidex_alloc.storage.schema import (
     positions,
     resource_allocations,
     token_bounties,
+    utcnow,
 )
 from scidex_alloc.storage.sql import (
     MICRO_PER_TOKEN,
@@ -32,6 +36,12 @@ MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
 
 
 SORT_KEYS = ("budget", "remaining", "demand")
+STREAM_BATCH = 2000  # rows fetched at a time by a streamed read
+
+
+def check_sort_key(by: str) -> None:
+    if by not in SORT_KEYS:
+        raise UsageError(f"{{by}} must be one of {', '.join(SORT_KEYS)}", "by")
 
 
 def _checked_total(amount, columns, table, where, artifact_id) -> ColumnElement:
@@ -179,5 +189,17 @@ def budget_row(position: int, row, params: Params) -> BudgetRow:
                      row.problem)
 
 
-def artifact_exists(artifact_id: str) -> Select:
-    return select(artifacts.c.id).where(artifacts.c.id == artifact_id)
+def require_artifact(connection: Connection, artifact_id: str) -> None:
+    """Raise UnknownArtifact unless the artifact exists."""
+    exists = select(artifacts.c.id).where(artifacts.c.id == artifact_id)
+    if connection.execute(exists).first() is None:
+        raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
+
+
+def ranked_rows(connection: Connection, params: Params, type_: str | None, by: str,
+                limit: int | None, offset: int) -> Iterator[BudgetRow]:
+    """`ranked` as result objects, fetched in batches: any size fits in memory."""
+    stmt = ranked(params, utcnow(), type_, by, limit, offset)
+    result = connection.execute(stmt.execution_options(yield_per=STREAM_BATCH))
+    for position, row in enumerate(result, start=offset + 1):
+        yield budget_row(position, row, params)

@@ -14,6 +14,8 @@ from decimal import Decimal, localcontext
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import parse_amount
 
+MAX_UNITS = Decimal(10**15)  # the largest pool, cap or minimum
+
 
 @dataclass(frozen=True, slots=True)
 class Part:
@@ -27,9 +29,10 @@ def split(pool: int, weights: dict[str, Decimal], cap: int | None = None,
           minimum: int | None = None) -> list[Part]:
     """Whole-unit shares of `pool`, summing to it exactly; largest share first."""
     if pool < 0:
-        raise UsageError("--pool must not be negative")
+        raise UsageError("{pool} must not be negative", "pool")
     if cap is not None and minimum is not None and minimum > cap:
-        raise UsageError(f"--min {minimum} is larger than --cap {cap}: no share can be both")
+        raise UsageError(f"{{minimum}} {minimum} is larger than {{cap}} {cap}: no share can be both",
+                         "minimum", "cap")
     active = {k: w for k, w in weights.items() if w > 0}
     if not active:
         if pool == 0:
@@ -45,8 +48,8 @@ def split(pool: int, weights: dict[str, Decimal], cap: int | None = None,
             for k in small:
                 del active[k]
             if not active:
-                raise UsageError(f"every share falls below --min {minimum}: lower it or "
-                                 "enlarge the pool")
+                raise UsageError(f"every share falls below {{minimum}} {minimum}: lower it or "
+                                 "enlarge the pool", "minimum")
         shares = _largest_remainder(pool, exact, cap)
     parts = [Part(k, active[k], shares[k], exact[k]) for k in active]
     parts.sort(key=lambda p: (-p.share, -p.weight, p.artifact_id))
@@ -56,7 +59,7 @@ def split(pool: int, weights: dict[str, Decimal], cap: int | None = None,
 def _water_fill(pool: int, weights: dict[str, Decimal], cap: int | None) -> dict[str, Decimal]:
     if cap is not None and cap * len(weights) < pool:
         raise UsageError(f"the caps cannot absorb the pool: {len(weights)} artifacts x "
-                         f"--cap {cap} < {pool}")
+                         f"{{cap}} {cap} < {pool}", "cap")
     fixed: dict[str, Decimal] = {}
     free = dict(weights)
     while True:
@@ -84,12 +87,12 @@ def _largest_remainder(pool: int, exact: dict[str, Decimal], cap: int | None) ->
     return shares
 
 
-def whole_units(value: str | None, option: str) -> int | None:
-    """A whole number of units from the command line, up to 10**15."""
+def whole_units(value: str | None, param: str) -> int | None:
+    """A whole number of units, up to MAX_UNITS, given as parameter `param` (only the pool
+    may be zero)."""
     if value is None:
         return None
-    amount = parse_amount(value, option, allow_zero=option == "--pool",
-                          limit=Decimal(10**15))
+    amount = parse_amount(value, allow_zero=param == "pool", limit=MAX_UNITS, param=param)
     if amount != amount.to_integral_value():
-        raise UsageError(f"{option} must be a whole number of units")
+        raise UsageError(f"{{{param}}} must be a whole number of units", param)
     return int(amount)

@@ -1,17 +1,19 @@
-"""Reading budget history: which period to show, one artifact's snapshots, the movers."""
+"""Budget history: recording snapshots, pruning them, and reading them back (which period
+to show, one artifact's snapshots, the movers)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Select, and_, func, literal, select
 from sqlalchemy.engine import Connection
 
+from scidex_alloc import timeparse
 from scidex_alloc.budgets import queries
 from scidex_alloc.budgets.queries import budget_select
-from scidex_alloc.errors import UnknownArtifact, UsageError
+from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import Params, exact
-from scidex_alloc.history.results import HistoryPoint, Mover
+from scidex_alloc.history.results import HistoryPoint, Mover, SnapshotResult
 from scidex_alloc.storage.schema import (
     PERIODS,
     Timestamp,
@@ -20,14 +22,14 @@ from scidex_alloc.storage.schema import (
 from scidex_alloc.storage.sql import later_than, tokens
 
 
-def check_period(period: str) -> None:
-    if period not in PERIODS:
-        raise UsageError(f"--every must be one of {', '.join(PERIODS)}")
+def check_period(every: str) -> None:
+    if every not in PERIODS:
+        raise UsageError(f"{{every}} must be one of {', '.join(PERIODS)}", "every")
 
 
 def check_window(since: datetime | None, until: datetime | None) -> None:
     if since is not None and until is not None and since > until:
-        raise UsageError("--since is after --until")
+        raise UsageError("{since} is after {until}", "since", "until")
 
 
 def finest(connection: Connection, artifact_id: str | None) -> str | None:
@@ -38,8 +40,7 @@ def finest(connection: Connection, artifact_id: str | None) -> str | None:
 
 def history(connection: Connection, artifact_id: str, since: datetime | None,
             until: datetime | None, every: str | None) -> list[HistoryPoint]:
-    if not connection.execute(queries.artifact_exists(artifact_id)).first():
-        raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
+    queries.require_artifact(connection, artifact_id)
     period = every or finest(connection, artifact_id)
     if period is None:
         return []
@@ -61,9 +62,21 @@ def movers(connection: Connection, type_: str | None, top: int, since: datetime 
                   exact(r.remaining_from), exact(r.remaining_to)) for r in rows]
 
 
+def record(connection: Connection, params: Params, type_: str | None, every: str,
+           now: datetime) -> SnapshotResult:
+    """Every artifact's budget in the bucket of `every` that `now` falls in; a bucket
+    already recorded, even by a concurrent snapshot, gains no rows."""
+    bucket = timeparse.bucket_start(now, every)
+    stmt = snapshot_insert(connection.dialect.name, params, now, type_, every, bucket)
+    added = connection.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+    return SnapshotResult(every, bucket, now, added)
 
 
-
+def prune(connection: Connection, every: str | None, keep: timedelta, now: datetime) -> int:
+    """Delete the snapshots (of one period, or all) whose bucket began more than `keep`
+    before the current hour; how many rows went."""
+    cutoff = timeparse.bucket_start(now, "hour") - keep
+    return connection.execute(prune_snapshots(every, cutoff)).rowcount
 
 
 def snapshot_insert(dialect: str, params: Params, now: datetime, type_: str | None,

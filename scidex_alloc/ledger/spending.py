@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
 from types import SimpleNamespace
+from typing import Iterator
 
 from sqlalchemy import Select, and_, case, func, literal, select
 from sqlalchemy.engine import Connection
@@ -31,7 +32,7 @@ from scidex_alloc.formula import (
     to_tokens,
 )
 from scidex_alloc.formula import budget as formula_budget
-from scidex_alloc.ledger.results import SpendOutcome, SpendRecord
+from scidex_alloc.ledger.results import LogEntry, SpendOutcome, SpendRecord
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import (
     BASE_UNIT,
@@ -50,6 +51,8 @@ FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allo
 LIMITS = {"artifact_id": limits.ARTIFACT_ID, "unit": limits.UNIT, "kind": limits.KIND,
           "agent": limits.AGENT_ID, "note": limits.NOTE, "key": limits.KEY}
 TRUE, FALSE = ("1", "true", "yes", "y"), ("", "0", "false", "no", "n")
+REFUSALS = {"refused": errors.InsufficientBudget, "unknown": errors.UnknownArtifact,
+            "conflict": errors.IdempotencyConflict, "invalid": errors.UsageError}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,15 @@ def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dic
         budget = formula_budget(micro(demand), micro(bounty), price, params)
         balances[artifact_id] = _Balance(budget, micro(spent))
     return balances
+
+
+def record_one(connection: Connection, params: Params, request: SpendRequest) -> SpendRecord:
+    """Record one spend, or replay the one recorded under its key; a refusal raises the
+    error of its exit code (and writes nothing)."""
+    (outcome,) = apply(connection, params, [request])
+    if not outcome.ok:
+        raise REFUSALS[outcome.status](outcome.message)
+    return outcome.record
 
 
 def apply(connection: Connection, params: Params, requests: list[SpendRequest]) -> list[SpendOutcome]:
@@ -278,9 +290,12 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
     return _record(row, False, balance.spent, balance.remaining)
 
 
-
-
-
+def log_entries(connection: Connection, artifact_id: str | None, since: datetime | None,
+                limit: int | None) -> Iterator[LogEntry]:
+    """The spend log, oldest first, fetched in batches."""
+    stmt = spend_log(artifact_id, since, limit).execution_options(yield_per=queries.STREAM_BATCH)
+    for row in connection.execute(stmt):
+        yield LogEntry(**row._mapping)
 
 
 def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None) -> Select:

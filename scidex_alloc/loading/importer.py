@@ -1,10 +1,11 @@
-"""`alloc load`'s decisions: check every row of a file and bulk-insert it in the caller's
-transaction. Values are checked row by row (loader) and rows stream into the database
+"""`alloc load` and `alloc generate`: rows bulk-inserted in the caller's transaction.
+
+A file's values are checked row by row (reader) and rows stream into the database
 as they are read, so on PostgreSQL the server inserts while we parse. The database's
 own constraints check references and keys; only when it refuses a chunk, or after a
 bad row, are the chunk's rows looked up set-based (which referenced artifacts exist,
 which keys are taken) to name the lines at fault. After the first bad row nothing more
-is inserted, and the caller rolls the transaction back.
+is inserted, and the transaction is rolled back.
 """
 
 from __future__ import annotations
@@ -16,20 +17,47 @@ from typing import IO, Callable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from scidex_alloc.budgets import queries
 from scidex_alloc.errors import UsageError
+from scidex_alloc.formula import MAX_TOTAL
 from scidex_alloc.loading import reader
 from scidex_alloc.loading.results import LoadReport, RowProblem
-from scidex_alloc.storage import bulk
-from scidex_alloc.storage.schema import artifacts
+from scidex_alloc.storage import bulk, database
+from scidex_alloc.storage.schema import artifacts, utcnow
 
 CHUNK = 10_000
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
+LOADED_TOTALS = {"positions": "demand", "bounties": "bounty"}  # what a load can push too far
 
 
 def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
          progress: Callable[[int], None] | None = None) -> LoadReport:
+    """Load a whole file in the caller's write transaction, which is rolled back when any
+    row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
+    with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
+        report = _insert_file(connection, what, stream, fmt, progress)
+        if not report.ok:
+            connection.rollback()
+        elif what in LOADED_TOTALS:
+            _check_totals(connection, what)
+    return report
+
+
+def populate(connection: Connection, batches) -> dict[str, int]:
+    """Bulk-insert (table, columns, rows) batches in the caller's transaction; counts per
+    table."""
+    counts: dict[str, int] = {}
+    for name, columns, rows in batches:
+        bulk.insert_rows(connection, artifacts.metadata.tables[name], columns, rows)
+        counts[name] = counts.get(name, 0) + len(rows)
+    return counts
+
+
+def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
+                 progress: Callable[[int], None] | None) -> LoadReport:
+    """Check and insert every row; after the first bad one only check, naming each."""
     spec = reader.SPECS.get(what)
     if spec is None:
         raise UsageError(f"cannot load {what!r}: choose one of {', '.join(reader.SPECS)}")
@@ -114,3 +142,23 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
         elif spec.unique:
             seen.add(value)
     return problems
+
+
+def _check_totals(connection: Connection, what: str) -> None:
+    """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back)."""
+    name = LOADED_TOTALS[what]
+    found = connection.execute(queries.beyond_limit(utcnow(), name)).scalar()
+    if found is not None:
+        raise UsageError(f"{what} rejected, nothing loaded: {found}'s {name} would exceed "
+                         f"the maximum {MAX_TOTAL.normalize():f} tokens")
+
+
+@contextmanager
+def _refused_as_usage(connection: Connection, what: str) -> Iterator[None]:
+    """A constraint the database refused after every row was checked (a concurrent writer's
+    row, say) is the file's fault: a usage error, nothing loaded."""
+    try:
+        yield
+    except (IntegrityError, connection.dialect.loaded_dbapi.IntegrityError) as error:
+        raise UsageError(f"{what} rejected, nothing loaded: {database.first_line(error)}") \
+            from None

@@ -13,6 +13,8 @@ from decimal import Decimal
 from scidex_alloc.formula import Params, budget, clamp_price, exact
 
 CHUNK = 10_000
+MAX_ARTIFACTS = 100_000_000
+MAX_SNAPSHOT_DAYS = 366
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PAST = datetime(2025, 6, 1, tzinfo=timezone.utc)
 FAR_FUTURE = datetime(2099, 1, 1, tzinfo=timezone.utc)
@@ -123,19 +125,20 @@ def batches(count: int, seed: int, params: Params | None = None, days: int = 0):
                 yield name, columns, chunk[name]
 
 
-def check(count: int, seed: int, days: int) -> None:
-    """Refuse out-of-range options before any database is created or written."""
+def check(artifacts: int, seed: int, snapshot_days: int) -> None:
+    """Refuse out-of-range values before any database is created or written."""
     from scidex_alloc.errors import UsageError
     from scidex_alloc.limits import MAX_ID
 
-    if not 1 <= count <= 100_000_000:
-        raise UsageError("--artifacts must be from 1 to 100000000")
+    if not 1 <= artifacts <= MAX_ARTIFACTS:
+        raise UsageError(f"{{artifacts}} must be from 1 to {MAX_ARTIFACTS}", "artifacts")
     if not 0 <= seed <= MAX_ID:
-        raise UsageError(f"--seed must be from 0 to {MAX_ID}")
-    if not 0 <= days <= 366:
-        raise UsageError("--snapshot-days must be from 0 to 366")
+        raise UsageError(f"{{seed}} must be from 0 to {MAX_ID}", "seed")
+    if not 0 <= snapshot_days <= MAX_SNAPSHOT_DAYS:
+        raise UsageError(f"{{snapshot_days}} must be from 0 to {MAX_SNAPSHOT_DAYS}",
+                         "snapshot_days")
 
 
-def generate(allocator, count: int, seed: int, days: int = 0) -> dict[str, int]:
-    check(count, seed, days)
-    return allocator.populate(batches(count, seed, allocator.params, days))
+def generate(allocator, artifacts: int, seed: int, snapshot_days: int = 0) -> dict[str, int]:
+    check(artifacts, seed, snapshot_days)
+    return allocator.populate(batches(artifacts, seed, allocator.params, snapshot_days))

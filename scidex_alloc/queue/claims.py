@@ -9,6 +9,7 @@ Closing a claim is one conditional UPDATE, so of two concurrent closers only one
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -24,6 +25,8 @@ from scidex_alloc.queue.results import ClaimInfo, QueueEntry
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import Timestamp, artifacts, claims, utcnow
 
+REWARD_PRECISION = Decimal("1e-9")
+
 
 def ranked(connection: Connection, params: Params, now: datetime, type_: str | None,
            agent: str | None, weight: float, exploration: float) -> list[tuple]:
@@ -37,6 +40,14 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
                                             row.investigations, Decimal(row.reward_total)))
     return [(s, *rows[s.candidate.artifact_id])
             for s in scoring.score_all(candidates, weight, exploration)]
+
+
+def preview(connection: Connection, params: Params, type_: str | None, agent: str | None,
+            limit: int, weight: float, exploration: float) -> list[QueueEntry]:
+    """The top `limit` candidates, claimed by nobody; the asking agent's own claims show."""
+    scored = ranked(connection, params, utcnow(), type_, agent, weight, exploration)
+    return [entry(i, s, budget, row.claim_id, row.lease_expires_at)
+            for i, (s, budget, row) in enumerate(scored[:limit], start=1)]
 
 
 def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntry:
@@ -85,6 +96,15 @@ def claim_top(connection: Connection, params: Params, type_: str | None, agent: 
             ).scalar_one()
         taken.append(entry(len(taken) + 1, score, budget, claim_id, expires))
     return taken
+
+
+def checked_reward(reward: float | None) -> Decimal | None:
+    """An investigation's reward as stored: a number from 0 to 1, to 1e-9."""
+    if reward is None:
+        return None
+    if not math.isfinite(reward) or not 0 <= reward <= 1:
+        raise errors.UsageError("{reward} must be a number from 0 to 1", "reward")
+    return Decimal(repr(reward)).quantize(REWARD_PRECISION)
 
 
 def finish(connection: Connection, claim_id: int, status: str, reward: Decimal | None) -> ClaimInfo:

@@ -12,8 +12,11 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from scidex_alloc.errors import UsageError
+
 DEFAULT_UCB_WEIGHT = 0.7
 DEFAULT_EXPLORATION = math.sqrt(2)
+MAX_EXPLORATION = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,14 @@ class Score:
     ucb_norm: float
     budget_norm: float
     score: float
+
+
+def check_weights(ucb_weight: float, exploration: float) -> None:
+    """W is a share; C is any non-negative constant up to MAX_EXPLORATION."""
+    if not 0 <= ucb_weight <= 1:
+        raise UsageError("{ucb_weight} must be from 0 to 1", "ucb_weight")
+    if not 0 <= exploration <= MAX_EXPLORATION:
+        raise UsageError(f"{{exploration}} must be from 0 to {MAX_EXPLORATION}", "exploration")
 
 
 def ucb(candidate: Candidate, total: int, exploration: float) -> float | None:

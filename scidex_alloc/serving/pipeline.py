@@ -6,18 +6,32 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Select, case, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import Numeric
 
 from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
 from scidex_alloc.formula import MICRO, ONE, Params
+from scidex_alloc.history import snapshots
+from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
+from scidex_alloc.storage.schema import utcnow
 from scidex_alloc.storage.sql import MICRO_PER_TOKEN, finite, micro
 
 PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
-
-
 SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
+
+
+def pipeline(connection: Connection, params: Params, buckets: int) -> Pipeline:
+    """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
+    types = [TypeTotals(r.type, r.artifacts, *(split_total(r, name) for name in PIPELINE_TOTALS),
+                        r.invalid)
+             for r in connection.execute(pipeline_by_type(params, utcnow()))]
+    period = snapshots.finest(connection, None)
+    points = [] if period is None else [
+        PipelinePoint(r.bucket, *(split_total(r, name) for name in SNAPSHOT_TOTALS))
+        for r in connection.execute(snapshot_totals(period, buckets))]
+    return Pipeline(types, period, points)
 
 
 class whole_tokens(FunctionElement):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import Table, text
 from sqlalchemy.engine import Connection
@@ -73,3 +75,17 @@ def advance_sequence(connection: Connection, table: Table) -> None:
             f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
         )
     )
+
+
+@contextmanager
+def paused_cycle_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector, as it was, for a batch: each line allocates
+    objects that reference counting frees with their chunk, and every collection they
+    trigger also scans all objects of the imported libraries (~14 % of a batch's CPU)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -58,7 +58,7 @@ def resolve(db: str | None) -> Target:
     try:
         url = make_url(value)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise UsageError("--db is neither a database URL nor a path") from None
+        raise UsageError("{db} is neither a database URL nor a path", "db") from None
     backend = url.get_backend_name()
     if backend in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
