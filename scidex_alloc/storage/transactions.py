@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 
 class Transactions:
+    """Transactions on one engine: `read`, `write` and `write_retried` run a function of the
+    connection; `reading` and `writing` are the bare transactions, for work over several."""
+
     def __init__(self, engine: Engine):
         self.engine = engine
         # SQLite: a writer takes the write lock at BEGIN, before any of its checks read.
@@ -64,14 +67,14 @@ class Transactions:
             try:
                 return self.write(work)
             except Exception as error:
-                retriable = (self.is_integrity_error(error)
+                retriable = (self._is_integrity_error(error)
                              or database.sqlstate(error) in RETRIED_SQLSTATES)
                 if attempt == WRITE_ATTEMPTS or not retriable:
                     raise
             time.sleep(random.uniform(0, RETRY_PAUSE * attempt))
         raise AssertionError("unreachable")
 
-    def is_integrity_error(self, error: Exception) -> bool:
+    def _is_integrity_error(self, error: Exception) -> bool:
         """A constraint the database refused, wrapped by SQLAlchemy or raw from the driver
         (bulk inserts use the driver directly)."""
         return isinstance(error, (sa_exc.IntegrityError,
