@@ -41,10 +41,10 @@ def budget(
     db: Db = None,
 ):
     """One artifact's budget, how each term was computed, and its value in every unit."""
-    from scidex_alloc import rendering
+    from scidex_alloc.budgets import views
 
     allocator = open_allocator(db)
-    rendering.budget_detail(allocator.budget(artifact_id), fmt.value, allocator.params)
+    views.budget_detail(allocator.budget(artifact_id), fmt.value, allocator.params)
 
 
 @app.command()

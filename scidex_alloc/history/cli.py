@@ -28,11 +28,12 @@ def snapshot(
 ):
     """Record every artifact's budget for the current hour, day or week, once (for cron)."""
     from scidex_alloc import rendering
+    from scidex_alloc.history import views
 
     allocator = open_allocator(db)
-    with rendering.status(f"taking the {every.value} snapshot"):
+    with rendering.spinner(f"taking the {every.value} snapshot"):
         result = allocator.snapshot(type_=type_, every=every.value)
-    rendering.snapshot_result(result, fmt.value)
+    views.snapshot_result(result, fmt.value)
 
 
 @app.command()
@@ -51,7 +52,8 @@ def history(
 ):
     """An artifact's budget history with a chart, or with --top the biggest movers."""
     from scidex_alloc import rendering
-    from scidex_alloc.history.results import HISTORY_COLUMNS, MOVER_COLUMNS
+    from scidex_alloc.history import views
+    from scidex_alloc.history.results import MOVER_COLUMNS
 
     window = (moment(since, "--since"), moment(until, "--until"))
     period = every.value if every else None
@@ -66,7 +68,7 @@ def history(
     points = open_allocator(db).history(artifact_id, *window, every=period)
     if not points:
         rendering.message(f"no snapshots of {artifact_id} yet: take them with `alloc snapshot`")
-    rendering.history(artifact_id, points, fmt.value, HISTORY_COLUMNS)
+    views.history(artifact_id, points, fmt.value)
 
 
 @snapshots_app.command("prune")

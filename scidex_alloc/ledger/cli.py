@@ -46,6 +46,7 @@ def spend(
 ):
     """Record research spending against an artifact's budget, exactly once."""
     from scidex_alloc import rendering
+    from scidex_alloc.ledger import views
 
     modes = sum(x is not None for x in (file, reverse)) + (artifact_id is not None)
     if modes != 1:
@@ -57,7 +58,7 @@ def spend(
         allocator = open_allocator(db)
         with open_input(file) as stream, rendering.progress(stream, file) as advance:
             summary = allocator.spend_file(stream, fmt_in, atomic=atomic, progress=advance)
-        rendering.batch_summary(summary, fmt.value)
+        views.batch_summary(summary, fmt.value)
         raise typer.Exit(summary.exit_code)
     if reverse is not None:
         record = open_allocator(db).reverse(reverse, agent=agent, note=note)
@@ -66,7 +67,7 @@ def spend(
             raise usage("missing AMOUNT: alloc spend ARTIFACT_ID AMOUNT")
         record = open_allocator(db).spend(artifact_id, amount, unit=unit, kind=kind, agent=agent,
                                       note=note, key=key, allow_overdraft=allow_overdraft)
-    rendering.spend_record(record, fmt.value)
+    views.spend_record(record, fmt.value)
 
 
 @app.command("log")
@@ -89,9 +90,9 @@ def log_(
 @app.command()
 def audit(fmt: Fmt = Format.table, db: Db = None):
     """Check the ledger's invariants and the data; exit 6 if anything is breached."""
-    from scidex_alloc import rendering
+    from scidex_alloc.ledger import views
 
     checks = open_allocator(db).audit()
-    rendering.audit_report(checks, fmt.value)
+    views.audit_report(checks, fmt.value)
     if not all(check.ok for check in checks):
         raise typer.Exit(AUDIT_FAILED)

@@ -30,13 +30,13 @@ def load(
 ):
     """Import rows from CSV or JSON Lines; a file with any bad row loads nothing."""
     from scidex_alloc import rendering
-    from scidex_alloc.loading import reader
+    from scidex_alloc.loading import reader, views
 
     fmt = reader.detect_format(file, file_format.value if file_format else None)
     allocator = open_allocator(db)
     with open_input(file) as stream, rendering.progress(stream, file) as advance:
         report = allocator.load(what.value, stream, fmt, progress=advance)
-    rendering.load_report(report)
+    views.load_report(report)
     if not report.ok:
         raise typer.Exit(USAGE)
 

@@ -31,14 +31,14 @@ def next_(
     db: Db = None,
 ):
     """The most valuable next investigations: UCB exploration blended with remaining budget."""
-    from scidex_alloc import rendering
+    from scidex_alloc.queue import views
     from scidex_alloc.timeparse import parse_duration
 
     entries = open_allocator(db).next(
         type_=type_, limit=limit if limit is not None else (1 if claim else 10), agent=agent,
         claim=claim, lease=parse_duration(lease, "--lease"), ucb_weight=ucb_weight,
         exploration=exploration)
-    rendering.queue(entries, fmt.value, ucb_weight, claimed=claim)
+    views.queue(entries, fmt.value, ucb_weight, claimed=claim)
 
 
 @app.command()
