@@ -224,6 +224,12 @@ def emit_object(obj: Any, fmt: str, title: str | None = None) -> None:
               if not isinstance(value, (dict, list))], title, show_header=False)
 
 
+def line(text: str) -> None:
+    """A line of data on stdout, every text as given (never read as markup or emoji codes);
+    control characters become spaces so that it stays one line."""
+    sys.stdout.write(_printable(text) + "\n")
+
+
 def message(text: str) -> None:
     """A line for people, on stderr, so stdout stays data."""
     sys.stderr.write(text + "\n")

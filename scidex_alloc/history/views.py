@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Sequence
 
 from scidex_alloc.history.results import HISTORY_COLUMNS
-from scidex_alloc.rendering import as_dict, cell, console, emit_rows, json_value
+from scidex_alloc.rendering import as_dict, cell, emit_rows, json_value, line
 
 BARS = "▁▂▃▄▅▆▇█"
 CHART_WIDTH = 50  # characters per sparkline: with its label and last value, fits 80 columns
@@ -47,12 +47,10 @@ def history(artifact_id: str, points, fmt: str) -> None:
     remainings = [p.remaining for p in points]
     low, high = min(budgets + remainings), max(budgets + remainings)
     first, last = points[0].bucket, points[-1].bucket
-    out = console()
-    out.print(f"{artifact_id}: {len(points)} snapshots, {first:%Y-%m-%d %H:%M} to "
-              f"{last:%Y-%m-%d %H:%M} UTC")
-    out.print(f"budget     {sparkline(budgets, low, high, CHART_WIDTH)}  "
-              f"{cell('budget', budgets[-1])}")
-    out.print(f"remaining  {sparkline(remainings, low, high, CHART_WIDTH)}  "
-              f"{cell('remaining', remainings[-1])}")
-    out.print(f"           scale {cell('budget', low)} to {cell('budget', high)} tokens")
+    line(f"{artifact_id}: {len(points)} snapshots, {first:%Y-%m-%d %H:%M} to "
+         f"{last:%Y-%m-%d %H:%M} UTC")
+    line(f"budget     {sparkline(budgets, low, high, CHART_WIDTH)}  {cell('budget', budgets[-1])}")
+    line(f"remaining  {sparkline(remainings, low, high, CHART_WIDTH)}  "
+         f"{cell('remaining', remainings[-1])}")
+    line(f"           scale {cell('budget', low)} to {cell('budget', high)} tokens")
     emit_rows(points, "table", CHART_TABLE_COLUMNS)
