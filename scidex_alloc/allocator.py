@@ -30,6 +30,7 @@ from scidex_alloc.errors import (
     IdempotencyConflict,
     InsufficientBudget,
     UnknownArtifact,
+    UnknownId,
     UsageError,
 )
 from scidex_alloc.formula import MAX_TOTAL, Params, exact, parse_amount, to_tokens
@@ -570,4 +571,4 @@ def _check_artifact_id(artifact_id: str) -> None:
 def _check_id(row_id: int, what: str) -> None:
     """Ids are 64-bit integers: one beyond them cannot exist (and no driver would take it)."""
     if not -MAX_ID - 1 <= row_id <= MAX_ID:
-        raise UnknownArtifact(f"no {what} with id {row_id}")
+        raise UnknownId(f"no {what} with id {row_id}")
