@@ -14,7 +14,6 @@ import gc
 import math
 import random
 import time
-import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -56,9 +55,6 @@ if TYPE_CHECKING:
     from scidex_alloc.loading.results import LoadReport
     from scidex_alloc.queue.results import ClaimInfo, QueueEntry
     from scidex_alloc.serving.results import Pipeline
-
-# SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
-warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
 
 # Lines per transaction of `spend --file`. On SQLite a commit of 1,000 lines rewrote and
 # checkpointed about as many index pages as it inserted rows; 20,000 lines share most of
