@@ -1,4 +1,8 @@
-"""queries."""
+"""The set-based budget SELECT every area builds on, and its rows as exact BudgetRows.
+
+Totals are summed in micro-tokens (exact on both databases); the formula is applied
+in SQL to sort and filter, and again exactly in Python for the values shown.
+"""
 
 from __future__ import annotations
 

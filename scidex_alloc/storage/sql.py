@@ -1,4 +1,6 @@
-"""sql."""
+"""SQL building blocks shared by every area, compiled for each database: amounts in
+micro-tokens, exact sums, finiteness checks, time comparisons and clamping.
+"""
 
 from __future__ import annotations
 
