@@ -14,7 +14,6 @@ import gc
 import math
 import random
 import time
-import warnings
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,6 +29,7 @@ from scidex_alloc.errors import (
     IdempotencyConflict,
     InsufficientBudget,
     UnknownArtifact,
+    UnknownId,
     UsageError,
 )
 from scidex_alloc.formula import MAX_TOTAL, Params, exact, parse_amount, to_tokens
@@ -55,9 +55,6 @@ if TYPE_CHECKING:
     from scidex_alloc.loading.results import LoadReport
     from scidex_alloc.queue.results import ClaimInfo, QueueEntry
     from scidex_alloc.serving.results import Pipeline
-
-# SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
-warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
 
 # Lines per transaction of `spend --file`. On SQLite a commit of 1,000 lines rewrote and
 # checkpointed about as many index pages as it inserted rows; 20,000 lines share most of
@@ -570,4 +567,4 @@ def _check_artifact_id(artifact_id: str) -> None:
 def _check_id(row_id: int, what: str) -> None:
     """Ids are 64-bit integers: one beyond them cannot exist (and no driver would take it)."""
     if not -MAX_ID - 1 <= row_id <= MAX_ID:
-        raise UnknownArtifact(f"no {what} with id {row_id}")
+        raise UnknownId(f"no {what} with id {row_id}")

@@ -45,6 +45,6 @@ def check_text(value: object, name: str, limit: int) -> str:
 
 
 def is_number(value: object) -> bool:
-    """Numbers (also a JSON line's, see loader.JsonNumber) and text that may spell one;
+    """Numbers (also a JSON line's, see reader.JsonNumber) and text that may spell one;
     booleans are not numbers."""
     return isinstance(value, (str, numbers.Number)) and not isinstance(value, bool)

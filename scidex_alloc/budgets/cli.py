@@ -1,4 +1,4 @@
-"""cli."""
+"""Budgets on the command line: rank, budget, convert, rates and rates set."""
 
 from __future__ import annotations
 

@@ -14,6 +14,11 @@ from decimal import Decimal, localcontext
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import parse_amount
 
+MAX_UNITS = Decimal(10**15)  # the largest pool, cap or minimum of a plan
+# Significant digits of the shares' arithmetic: far more than a pool of MAX_UNITS split
+# by budgets of up to 9e9 tokens in micro-tokens needs, so rounding never decides a unit.
+PRECISION = 60
+
 
 @dataclass(frozen=True, slots=True)
 class Part:
@@ -36,7 +41,7 @@ def split(pool: int, weights: dict[str, Decimal], cap: int | None = None,
             return []
         raise UsageError("no artifact has budget remaining: nothing to split the pool across")
     with localcontext() as ctx:
-        ctx.prec = 60
+        ctx.prec = PRECISION
         while True:
             exact = _water_fill(pool, active, cap)
             small = [k for k, v in exact.items() if minimum is not None and v < minimum]
@@ -85,11 +90,11 @@ def _largest_remainder(pool: int, exact: dict[str, Decimal], cap: int | None) ->
 
 
 def whole_units(value: str | None, option: str) -> int | None:
-    """A whole number of units from the command line, up to 10**15."""
+    """A whole number of units from the command line, up to MAX_UNITS."""
     if value is None:
         return None
     amount = parse_amount(value, option, allow_zero=option == "--pool",
-                          limit=Decimal(10**15))
+                          limit=MAX_UNITS)
     if amount != amount.to_integral_value():
         raise UsageError(f"{option} must be a whole number of units")
     return int(amount)

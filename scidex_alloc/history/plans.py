@@ -1,4 +1,4 @@
-"""plans."""
+"""The SELECT a plan splits its pool over: artifacts with budget left."""
 
 from __future__ import annotations
 

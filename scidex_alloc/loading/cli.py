@@ -1,4 +1,4 @@
-"""cli."""
+"""Filling the database from the command line: load (a file) and generate (synthetic data)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`alloc load`'s decisions: check every row of a file and bulk-insert it in the caller's
-transaction. Values are checked row by row (loader) and rows stream into the database
+transaction. Values are checked row by row (reader.py) and rows stream into the database
 as they are read, so on PostgreSQL the server inserts while we parse. The database's
 own constraints check references and keys; only when it refuses a chunk, or after a
 bad row, are the chunk's rows looked up set-based (which referenced artifacts exist,

@@ -1,4 +1,4 @@
-"""cli."""
+"""The schema on the command line: db upgrade and db current."""
 
 from __future__ import annotations
 

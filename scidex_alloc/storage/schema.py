@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 
 # Token amounts: exact to 1e-6 token. NUMERIC on PostgreSQL; SQLite sums them as
-# integer micro-tokens (see queries.micro), exact up to 9e9 tokens per value.
+# integer micro-tokens (see sql.micro), exact up to 9e9 tokens per value.
 TOKEN_SCALE = 6
 
 
