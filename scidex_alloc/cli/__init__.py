@@ -39,7 +39,7 @@ def alloc(only: str | None = None) -> typer.Typer:
     of that name when an area has it."""
     root = typer.Typer(
         name="alloc", help="Turn capital committed to SciDEX artifacts into ranked research budgets.",
-        callback=options, invoke_without_command=True, add_completion=False,
+        callback=options, invoke_without_command=True, add_completion=True,
         pretty_exceptions_enable=False, rich_markup_mode=None)
     areas = [importlib.import_module(f"scidex_alloc.{area}.cli").app for area in AREAS]
     for area in areas:
@@ -96,7 +96,7 @@ def _flag(command, param: str) -> str:
     for option in _params(command):
         if option.name == param:
             if option.param_type_name == "argument":
-                return option.human_readable_name
+                return option.metavar or option.name.upper()
             return max((o for o in option.opts if o.startswith("--")), key=len, default=param)
     return param
 
