@@ -36,6 +36,14 @@ from scidex_alloc.formula import MAX_TOTAL, Params, exact, parse_amount, to_toke
 from scidex_alloc.history import plans
 from scidex_alloc.ledger import spending
 from scidex_alloc.limits import MAX_COUNT, MAX_ID
+from scidex_alloc.options import (
+    EXPLORATION,
+    LEASE,
+    NEXT_LIMIT,
+    PIPELINE_BUCKETS,
+    SORT_KEYS,
+    UCB_WEIGHT,
+)
 from scidex_alloc.serving import pipeline
 
 # Modules one area needs are imported inside its methods: start-up is paid on every call.
@@ -61,7 +69,6 @@ if TYPE_CHECKING:
 # them and probe a denser, sorted id list. Their ids and keys stay well within SQLite's
 # 32,766 bound parameters, and the write lock is held for about a second.
 SPEND_CHUNK = 20_000
-DEFAULT_LEASE = timedelta(minutes=30)
 LOADED_TOTALS = {"positions": "demand", "bounties": "bounty"}  # what a load can push too far
 SPEND_ERRORS = {"refused": InsufficientBudget, "unknown": UnknownArtifact,
                 "conflict": IdempotencyConflict, "invalid": UsageError}
@@ -123,11 +130,11 @@ class Allocator:
 
     # -- budgets ---------------------------------------------------------
 
-    def rank(self, type_: str | None = None, limit: int | None = None, by: str = "budget",
+    def rank(self, type_: str | None = None, limit: int | None = None, by: str = SORT_KEYS[0],
              offset: int = 0) -> Iterator[BudgetRow]:
         """Artifacts by `by` descending, ties by id; streamed, so any size fits in memory."""
-        if by not in queries.SORT_KEYS:
-            raise UsageError(f"--by must be one of {', '.join(queries.SORT_KEYS)}")
+        if by not in SORT_KEYS:
+            raise UsageError(f"--by must be one of {', '.join(SORT_KEYS)}")
         _check_limit(limit)
         _check_type(type_)
         if not 0 <= offset <= MAX_COUNT:
@@ -135,7 +142,7 @@ class Allocator:
         stmt = queries.ranked(self.params, utcnow(), type_, by, limit, offset)
         return self._stream(stmt, lambda i, row: queries.budget_row(offset + i, row, self.params))
 
-    def pipeline(self, buckets: int = 168) -> Pipeline:
+    def pipeline(self, buckets: int = PIPELINE_BUCKETS) -> Pipeline:
         """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
         from scidex_alloc.history import snapshots
         from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
@@ -339,16 +346,16 @@ class Allocator:
 
     # -- work queue ------------------------------------------------------
 
-    def next(self, type_: str | None = None, limit: int = 10, agent: str | None = None,
-             claim: bool = False, lease: timedelta = DEFAULT_LEASE,
+    def next(self, type_: str | None = None, limit: int = NEXT_LIMIT, agent: str | None = None,
+             claim: bool = False, lease: timedelta = LEASE,
              ucb_weight: float | None = None, exploration: float | None = None
              ) -> list[QueueEntry]:
         """The best next investigations; with `claim`, the top `limit` are leased to `agent`."""
         from scidex_alloc.ledger import spending
-        from scidex_alloc.queue import claims, scoring
+        from scidex_alloc.queue import claims
 
-        ucb_weight = scoring.DEFAULT_UCB_WEIGHT if ucb_weight is None else ucb_weight
-        exploration = scoring.DEFAULT_EXPLORATION if exploration is None else exploration
+        ucb_weight = UCB_WEIGHT if ucb_weight is None else ucb_weight
+        exploration = EXPLORATION if exploration is None else exploration
         _check_limit(limit)
         _check_type(type_)
         if not 0 <= ucb_weight <= 1:

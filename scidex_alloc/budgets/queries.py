@@ -35,8 +35,6 @@ from scidex_alloc.storage.sql import (
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
 
 
-SORT_KEYS = ("budget", "remaining", "demand")
-
 
 def _checked_total(amount, columns, table, where, artifact_id) -> ColumnElement:
     """Correlated total of an amount (micro-tokens) for `artifact_id`, or NULL when it is not
