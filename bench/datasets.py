@@ -22,9 +22,21 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from bench import procs
+from tests import pgserver
 
 DATA = procs.BENCH / ".data"
 CACHE = DATA / "cache.json"
+# The private PostgreSQL server's settings: PostgreSQL's durability defaults (fsync on),
+# memory sized for a 24 GB machine as in production.
+PG_SETTINGS = {
+    "shared_buffers": "2GB",
+    "effective_cache_size": "12GB",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "1GB",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "30min",
+    "max_connections": "50",
+}
 
 
 def generator_tag() -> str:
@@ -177,33 +189,17 @@ class PostgresBackend(Backend):
         url = make_url(admin_url)
         self.where = "private" if private else f"{url.host}:{url.port or 5432}"
 
-    def _admin(self):
-        return psycopg.connect(self.admin_url, autocommit=True)
-
-    def _url(self, name: str) -> str:
-        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
-
     def _key(self, name: str) -> str:
         return f"pg:{self.where}:{name}"
-
-    def _exists(self, name: str) -> bool:
-        with self._admin() as conn:
-            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() \
-                is not None
-
-    def _recreate(self, name: str) -> None:
-        with self._admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
 
     def database(self, artifacts: int, seed: int, log) -> Database:
         name = f"bench_a{artifacts}_s{seed}_{generator_tag()}"
         record = _load_cache().get(self._key(name))
-        url = self._url(name)
-        if record and self._exists(name):
+        url = pgserver.database_url(self.admin_url, name)
+        if record and pgserver.database_exists(self.admin_url, name):
             return Database(self.kind, url, artifacts, {**record, "cached": True})
         _forget(self._key(name))
-        self._recreate(name)
+        pgserver.create_database(self.admin_url, name)
         log(f"postgresql: generating {artifacts:,} artifacts (seed {seed}) into {name}")
         gen = procs.run(procs.alloc_argv() + ["generate", "--db", url, "--artifacts",
                                               str(artifacts), "--seed", str(seed)])
@@ -224,11 +220,11 @@ class PostgresBackend(Backend):
     def load_target(self, source: Database, log) -> Database:
         name = f"bench_load_a{source.artifacts}_{generator_tag()}"
         record = _load_cache().get(self._key(name))
-        url = self._url(name)
-        if record and self._exists(name):
+        url = pgserver.database_url(self.admin_url, name)
+        if record and pgserver.database_exists(self.admin_url, name):
             return Database(self.kind, url, source.artifacts, {**record, "cached": True})
         _forget(self._key(name))
-        self._recreate(name)
+        pgserver.create_database(self.admin_url, name)
         log(f"postgresql: making the load target {name}")
         procs.run(procs.alloc_argv() + ["db", "upgrade", "--db", url])
         with psycopg.connect(source.url) as src, psycopg.connect(url) as dst:
@@ -271,13 +267,13 @@ class PostgresBackend(Backend):
             conn.execute("VACUUM ANALYZE budget_snapshots")
 
     def version(self) -> str:
-        with self._admin() as conn:
+        with pgserver.admin_connection(self.admin_url) as conn:
             return conn.execute("SHOW server_version").fetchone()[0]
 
     def settings(self) -> dict:
         names = ("shared_buffers", "work_mem", "effective_cache_size", "fsync",
                  "synchronous_commit", "max_wal_size", "jit")
-        with self._admin() as conn:
+        with pgserver.admin_connection(self.admin_url) as conn:
             return {n: conn.execute(f"SHOW {n}").fetchone()[0] for n in names}
 
 

@@ -219,7 +219,7 @@ def startup(db: str, artifact: str, n: str = "15") -> None:
         ("import sqlalchemy", [py, "-c", "import sqlalchemy"]),
         ("import sqlalchemy.orm, typer (the floor's imports)", [py, "-c", "import sqlalchemy.orm, typer"]),
         ("import scidex_alloc.cli", [py, "-c", "import scidex_alloc.cli"]),
-        ("import scidex_alloc.cli, .service, .render",
+        ("import scidex_alloc.cli, .allocator, .rendering",
          [py, "-c", "import scidex_alloc.cli, scidex_alloc.allocator, scidex_alloc.rendering"]),
         ("import ... + create_engine + connect",
          [py, "-c", "import scidex_alloc.cli, scidex_alloc.allocator, scidex_alloc.rendering\n"

@@ -28,7 +28,7 @@ METHOD = """
   each of the 20,000 artifacts with the most remaining budget, 5 times each, with keys.
 - Writes are undone between repetitions (spends of kind `bench` deleted, snapshots
   deleted, positions truncated), so every repetition does the same work.
-- PostgreSQL is a private server (`bench/pgserver.py`, cluster in `bench/.data/pg`) with
+- PostgreSQL is a private server (`tests/pgserver.py`, cluster in `bench/.data/pg`) with
   fsync and synchronous commit on, shared_buffers 2 GB. The machine is shared: the load
   average in the table of runs says how busy it was. The process-level CPU column of
   case 3 is less sensitive to that than wall time.

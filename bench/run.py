@@ -575,10 +575,10 @@ def main(argv: list[str] | None = None) -> None:
                 backends.append(datasets.PostgresBackend(args.pg_url, private=False))
                 ctx.kinds.add("postgresql")
             else:
-                from bench.pgserver import BENCH_SETTINGS, PgUnavailable, PrivateServer
+                from tests.pgserver import PgUnavailable, PrivateServer
 
                 try:
-                    server = PrivateServer(datasets.DATA / "pg", BENCH_SETTINGS)
+                    server = PrivateServer(datasets.DATA / "pg", datasets.PG_SETTINGS)
                     ctx.log("starting a private PostgreSQL server")
                     backends.append(datasets.PostgresBackend(server.start(), private=True))
                     ctx.kinds.add("postgresql")

@@ -12,7 +12,6 @@ holds the SQL and the decisions. Usable from Python without the CLI::
 
 from __future__ import annotations
 
-import warnings
 from datetime import datetime, timedelta
 from typing import IO, TYPE_CHECKING, Callable, Iterator
 
@@ -22,6 +21,14 @@ from scidex_alloc import limits
 from scidex_alloc.budgets import queries
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import Params, parse_amount
+from scidex_alloc.options import (
+    EXPLORATION,
+    LEASE,
+    NEXT_LIMIT,
+    PIPELINE_BUCKETS,
+    SORT_KEYS,
+    UCB_WEIGHT,
+)
 
 # Modules one area needs are imported inside its methods: start-up is paid on every call.
 from scidex_alloc.storage import database
@@ -35,11 +42,6 @@ if TYPE_CHECKING:
     from scidex_alloc.loading.results import LoadReport
     from scidex_alloc.queue.results import ClaimInfo, QueueEntry
     from scidex_alloc.serving.results import Pipeline
-
-# SQLite hands NUMERIC back as float; queries keep sums exact in micro-tokens instead.
-warnings.filterwarnings("ignore", message=".*does \\*not\\* support Decimal objects natively")
-
-DEFAULT_LEASE = timedelta(minutes=30)
 
 
 class Allocator:
@@ -69,7 +71,7 @@ class Allocator:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def rank(self, type_: str | None = None, limit: int | None = None, by: str = "budget",
+    def rank(self, type_: str | None = None, limit: int | None = None, by: str = SORT_KEYS[0],
              offset: int = 0) -> Iterator[BudgetRow]:
         """Artifacts by `by` descending, ties by id; streamed, so any size fits in memory."""
         queries.check_sort_key(by)
@@ -142,15 +144,15 @@ class Allocator:
         from scidex_alloc.ledger import audit
         return self._tx.read(lambda conn: audit.run(conn, self.params))
 
-    def next(self, type_: str | None = None, limit: int = 10, agent: str | None = None,
-             claim: bool = False, lease: timedelta = DEFAULT_LEASE,
+    def next(self, type_: str | None = None, limit: int = NEXT_LIMIT, agent: str | None = None,
+             claim: bool = False, lease: timedelta = LEASE,
              ucb_weight: float | None = None, exploration: float | None = None
              ) -> list[QueueEntry]:
         """The best next investigations; with `claim`, the top `limit` are leased to `agent`."""
         from scidex_alloc.ledger import spending
         from scidex_alloc.queue import claims, scoring
-        ucb_weight = scoring.DEFAULT_UCB_WEIGHT if ucb_weight is None else ucb_weight
-        exploration = scoring.DEFAULT_EXPLORATION if exploration is None else exploration
+        ucb_weight = UCB_WEIGHT if ucb_weight is None else ucb_weight
+        exploration = EXPLORATION if exploration is None else exploration
         limits.check_count(limit, "limit")
         limits.check_type(type_)
         scoring.check_weights(ucb_weight, exploration)
@@ -227,7 +229,7 @@ class Allocator:
         return self._tx.read(lambda conn: plans.plan(
             conn, self.params, unit=unit, type_=type_, **whole))
 
-    def pipeline(self, buckets: int = 168) -> Pipeline:
+    def pipeline(self, buckets: int = PIPELINE_BUCKETS) -> Pipeline:
         """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
         from scidex_alloc.serving import pipeline
         return self._tx.read(lambda conn: pipeline.pipeline(conn, self.params, buckets))

@@ -47,8 +47,18 @@ class InsufficientBudget(AllocError):
     exit_code = INSUFFICIENT
 
 
-class UnknownArtifact(AllocError):
+class NotFound(AllocError):
+    """What was named does not exist (the API answers 404)."""
+
     exit_code = NOT_FOUND
+
+
+class UnknownArtifact(NotFound):
+    pass
+
+
+class UnknownId(NotFound):
+    """No spend or claim has this id."""
 
 
 class IdempotencyConflict(AllocError):

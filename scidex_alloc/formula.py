@@ -15,7 +15,9 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from scidex_alloc.errors import UsageError
 
-MICRO = Decimal("0.000001")
+# The ledger's precision: amounts (and prices) are exact to 1e-6, a micro-token.
+DECIMALS = 6
+MICRO = Decimal(1).scaleb(-DECIMALS)
 ONE = Decimal(1)
 HALF = Decimal("0.5")
 # Largest single amount accepted, in any unit and in tokens after conversion: SQLite keeps
@@ -43,7 +45,7 @@ def exact(value: Decimal) -> Decimal:
 def to_micro(value) -> int:
     """An amount as a whole number of millionths, however the driver returned it (Decimal,
     float or int), so two amounts compare exactly."""
-    return int(exact(Decimal(value)).scaleb(6))
+    return int(exact(Decimal(value)).scaleb(DECIMALS))
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ def parse_amount(
                          *params)
     rounded = exact(value)
     if rounded != value:
-        raise UsageError(f"{name} {_show(raw)} has more than 6 decimal places", *params)
+        raise UsageError(f"{name} {_show(raw)} has more than {DECIMALS} decimal places",
+                         *params)
     return rounded
 
 

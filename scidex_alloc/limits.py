@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 
-from scidex_alloc.errors import UnknownArtifact, UsageError
+from scidex_alloc.errors import UnknownArtifact, UnknownId, UsageError
 
 ARTIFACT_ID = 200
 TYPE = 64
@@ -46,7 +46,7 @@ def check_text(value: object, name: str, limit: int) -> str:
 
 
 def is_number(value: object) -> bool:
-    """Numbers (also a JSON line's, see loader.JsonNumber) and text that may spell one;
+    """Numbers (also a JSON line's, see reader.JsonNumber) and text that may spell one;
     booleans are not numbers."""
     return isinstance(value, (str, numbers.Number)) and not isinstance(value, bool)
 
@@ -77,4 +77,4 @@ def check_artifact_id(artifact_id: str) -> None:
 def check_row_id(row_id: int, what: str) -> None:
     """An id beyond 64 bits cannot exist (and no driver would take it)."""
     if not -MAX_ID - 1 <= row_id <= MAX_ID:
-        raise UnknownArtifact(f"no {what} with id {row_id}")
+        raise UnknownId(f"no {what} with id {row_id}")

@@ -1,4 +1,6 @@
-"""Every output format in one place: tables, JSON and CSV from the same result objects.
+"""What every command's output shares: tables, JSON and CSV from the same result objects,
+messages on stderr, a progress bar and a spinner. Each area's own views (its `views.py`)
+are built from these.
 
 Rich draws tables on a terminal; piped, the same characters are written without it
 (importing Rich costs ~15 ms a call). JSON and CSV stream row by row.
@@ -10,21 +12,20 @@ import csv
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from scidex_alloc.formula import plain as number
 
 PIPED_WIDTH = 400
 RATIO_FIELDS = {"price", "uncertainty", "multiplier", "units_per_token", "rate", "fraction",
                 "score", "ucb", "ucb_norm", "budget_norm", "mean_reward", "reward"}
-# Budget terms: unknown (invalid data) ones show as a dash in tables.
-TERM_FIELDS_ORDER = ("demand", "bounty", "price", "uncertainty", "multiplier", "budget", "spent",
-                     "remaining")
-TERM_FIELDS = set(TERM_FIELDS_ORDER)
-
+# Budget terms, in the formula's order: unknown (invalid data) ones show as a dash in tables.
+TERM_FIELDS = ("demand", "bounty", "price", "uncertainty", "multiplier", "budget", "spent",
+               "remaining")
 
 
 def json_value(value: Any) -> str:
@@ -223,243 +224,42 @@ def emit_object(obj: Any, fmt: str, title: str | None = None) -> None:
               if not isinstance(value, (dict, list))], title, show_header=False)
 
 
+def line(text: str) -> None:
+    """A line of data on stdout, every text as given (never read as markup or emoji codes);
+    control characters become spaces so that it stays one line."""
+    sys.stdout.write(_printable(text) + "\n")
+
+
 def message(text: str) -> None:
     """A line for people, on stderr, so stdout stays data."""
     sys.stderr.write(text + "\n")
 
 
-def budget_detail(detail, fmt: str, params) -> None:
-    """One artifact's budget; the table shows how each term was computed."""
-    row = as_dict(detail.row)
-    units = {u.unit: {"units_per_token": u.units_per_token, "budget": u.budget,
-                      "spent": u.spent, "remaining": u.remaining} for u in detail.in_units}
-    if fmt == "json":
-        sys.stdout.write(json_value({**row, "in_units": units}) + "\n")
-        return
-    if fmt == "csv":
-        emit_rows([detail.row], "csv", list(row))
-        return
-    r = detail.row
-    if r.problem is not None:
-        _invalid_detail(detail, row)
-        return
-    share, floor = params.research_share, params.multiplier_floor
-    how = {
-        "demand": "sum of tokens over open positions",
-        "bounty": "open, unexpired bounties: offered - paid",
-        "price": f"market price, clamped to [0, 1] ({number(params.default_price)} if none)",
-        "uncertainty": f"1 - |{number(r.price)} - 0.5| x 2",
-        "multiplier": f"{number(floor)} + {number(1 - floor)} x {number(r.uncertainty)}",
-        "budget": f"({number(share)} x {cell('demand', r.demand)} + {cell('bounty', r.bounty)})"
-                  f" x {number(r.multiplier)}",
-        "spent": "sum of the spend log",
-        "remaining": f"{cell('budget', r.budget)} - {cell('spent', r.spent)}",
-    }
-    draw([Col("term", style="bold"), Col("value", "right"), Col("how", style="dim")],
-         [[name, cell(name, row[name]), explanation] for name, explanation in how.items()],
-         f"{r.artifact_id} ({r.type}): {r.title or ''}")
-    _in_units(detail)
-
-
-def _invalid_detail(detail, row: dict) -> None:
-    """An artifact without a valid budget: what is known, and why."""
-    r = detail.row
-    draw([Col("term", style="bold"), Col("value", "right")],
-         [[name, cell(name, row[name])] for name in TERM_FIELDS_ORDER],
-         f"{r.artifact_id} ({r.type}): {r.title or ''}")
-    sys.stdout.write(f"{r.artifact_id} has no valid budget: {r.problem}; see alloc audit\n")
-    _in_units(detail)
-
-
-def _in_units(detail) -> None:
-    if detail.in_units:
-        draw([Col(name, "left" if name == "unit" else "right")
-              for name in ("unit", "per token", "budget", "spent", "remaining")],
-             [[u.unit, number(u.units_per_token), cell("budget", u.budget),
-               cell("spent", u.spent), cell("remaining", u.remaining)] for u in detail.in_units],
-             "In other units")
-
-
-def load_report(report) -> None:
-    if report.ok:
-        message(f"loaded {report.loaded} {report.table} rows")
-        return
-    shown = report.problems[:20]
-    for problem in shown:
-        message(f"line {problem.line}: {problem.message}")
-    more = len(report.problems) - len(shown)
-    message(
-        f"{report.table}: {len(report.problems)} bad row(s){f' ({more} not shown)' if more else ''};"
-        " nothing was loaded"
-    )
-
-
-class progress:
+@contextmanager
+def progress(stream, path: str) -> Iterator[Callable[[int], None] | None]:
     """A progress bar over a file's bytes on stderr, only when stderr is a terminal.
 
-    Used as ``with progress(stream, path) as advance``; advance(n) is a no-op hook for
-    callers that count lines instead.
+    Yields the callback to hand to a loader (it counts rows, the bar follows the bytes read),
+    or None when there is no bar to move.
     """
-
-    def __init__(self, stream, path: str):
-        self.stream, self.path, self._bar = stream, path, None
-
-    def __enter__(self):
-        import os
-
-        if not sys.stderr.isatty() or self.path == "-":
-            return None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-        total = os.fstat(self.stream.fileno()).st_size
-        self._bar = Progress("{task.description}", BarColumn(), DownloadColumn(),
-                             TimeRemainingColumn(), console=console(stderr=True), transient=True)
-        self._bar.start()
-        task = self._bar.add_task(os.path.basename(self.path), total=total)
-        tell = self.stream.tell
-        self._bar_update = lambda _lines: self._bar.update(task, completed=tell())
-        return self._bar_update
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-        return False
-
-
-def spend_record(record, fmt: str) -> None:
-    from scidex_alloc.ledger.results import SPEND_JSON_FIELDS
-
-    data = as_dict(record)
-    if fmt == "json":
-        sys.stdout.write(json_value({k: data[k] for k in SPEND_JSON_FIELDS}) + "\n")
+    if not sys.stderr.isatty() or path == "-":
+        yield None
         return
-    emit_object(record, "table", title="Replayed (already recorded)" if record.replayed
-                else "Recorded")
+    from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
+
+    bar = Bar("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+              console=console(stderr=True), transient=True)
+    task = bar.add_task(os.path.basename(path), total=os.fstat(stream.fileno()).st_size)
+    with bar:
+        yield lambda _rows: bar.update(task, completed=stream.tell())
 
 
-def batch_summary(summary, fmt: str) -> None:
-    failures = [{"line": f.line, "status": f.status, "code": f.code, "message": f.message}
-                for f in summary.failures]
-    if fmt == "json":
-        sys.stdout.write(json_value({
-            "recorded": summary.recorded, "replayed": summary.replayed,
-            "refused": summary.refused, "invalid": summary.invalid,
-            "atomic": summary.atomic, "failures": failures}) + "\n")
-        return
-    for f in failures[:50]:
-        message(f"line {f['line']}: {f['status']}: {f['message']}")
-    if len(failures) > 50:
-        message(f"... and {len(failures) - 50} more failed lines")
-    rolled_back = " (--atomic: nothing was recorded)" if summary.atomic and failures else ""
-    message(f"recorded {summary.recorded}, replayed {summary.replayed}, refused {summary.refused},"
-            f" invalid {summary.invalid}{rolled_back}")
-
-
-def audit_report(checks, fmt: str) -> None:
-    if fmt == "json":
-        sys.stdout.write(json_value({
-            "ok": all(c.ok for c in checks),
-            "checks": [{"name": c.name, "ok": c.ok, "description": c.description, "rows": c.rows}
-                       for c in checks]}) + "\n")
-        return
-    if fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(("check", "ok", "row"))
-        for c in checks:
-            for row in c.rows or [None]:
-                writer.writerow((c.name, "true" if c.ok else "false",
-                                 "" if row is None else json_value(row)))
-        return
-    draw([Col("check"), Col("result"), Col("rows concerned")],
-         [[c.name, "ok" if c.ok else f"BREACH ({len(c.rows)})",
-           "; ".join(json_value(r) for r in c.rows[:5]) + (" ..." if len(c.rows) > 5 else "")]
-          for c in checks], "Audit")
-
-
-def queue(entries, fmt: str, weight: float, claimed: bool) -> None:
-    """The work queue; the table shows the two weighted components of each score."""
-    from scidex_alloc.queue.results import QUEUE_COLUMNS
-
-    if fmt != "table":
-        emit_rows(entries, fmt, QUEUE_COLUMNS)
-        return
-    if not entries:
-        message("no candidates: nothing with budget left that is not claimed by another agent")
-        return
-    columns = [Col(name, "right" if right else "left") for name, right in (
-        ("rank", True), ("artifact_id", False), ("type", False), ("score", True),
-        (f"{weight:g} x ucb_norm", True), (f"{1 - weight:g} x budget_norm", True),
-        ("investigations", True), ("mean_reward", True), ("remaining", True), ("claim", True),
-        ("lease until", False))]
-    draw(columns, [[
-        str(e.rank), e.artifact_id, e.type, f"{e.score:.4f}",
-        f"{weight * e.ucb_norm:.4f}" + ("  (new)" if e.ucb is None else ""),
-        f"{(1 - weight) * e.budget_norm:.4f}", str(e.investigations),
-        cell("mean_reward", e.mean_reward), cell("remaining", e.remaining),
-        cell("claim_id", e.claim_id), cell("lease_expires_at", e.lease_expires_at),
-    ] for e in entries], ("Claimed" if claimed else "Next investigations")
-        + f" (score = {weight:g} x ucb_norm + {1 - weight:g} x budget_norm)")
-
-
-class status:
+@contextmanager
+def spinner(text: str) -> Iterator[None]:
     """A spinner on stderr while something long runs, only on a terminal."""
-
-    def __init__(self, text: str):
-        self.text, self._status = text, None
-
-    def __enter__(self):
-        if sys.stderr.isatty():
-            self._status = console(stderr=True).status(self.text)
-            self._status.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._status is not None:
-            self._status.__exit__(*exc)
-        return False
-
-
-def snapshot_result(result, fmt: str) -> None:
-    if fmt == "json":
-        sys.stdout.write(json_value(as_dict(result)) + "\n")
+    if not sys.stderr.isatty():
+        yield
         return
-    bucket = result.bucket.strftime("%Y-%m-%d %H:%M")
-    if result.recorded:
-        print(f"recorded {result.recorded} artifacts in the {result.period} bucket {bucket} UTC")
-    else:
-        print(f"the {result.period} bucket {bucket} UTC was already recorded: nothing added")
-
-
-BARS = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: Sequence[Decimal], low: Decimal, high: Decimal, width: int) -> str:
-    """Values as block characters on a shared scale, resampled to at most `width`."""
-    if len(values) > width:
-        step = len(values) / width
-        values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
-    span = high - low
-    return "".join(BARS[0] if span == 0 else
-                   BARS[min(len(BARS) - 1, int((v - low) / span * (len(BARS) - 1) + Decimal("0.5")))]
-                   for v in values)
-
-
-def history(artifact_id: str, points, fmt: str, columns: Sequence[str]) -> None:
-    """The snapshots, and on a table a chart of budget and remaining that fits 80 columns."""
-    if fmt != "table" or not points:
-        if fmt != "table":
-            emit_rows(points, fmt, columns)
-        return
-    budgets = [p.budget for p in points]
-    remainings = [p.remaining for p in points]
-    low, high = min(budgets + remainings), max(budgets + remainings)
-    first, last = points[0].bucket, points[-1].bucket
-    out = console()
-    out.print(f"{artifact_id}: {len(points)} snapshots, {first:%Y-%m-%d %H:%M} to "
-              f"{last:%Y-%m-%d %H:%M} UTC")
-    out.print(f"budget     {sparkline(budgets, low, high, 50)}  {cell('budget', budgets[-1])}")
-    out.print(f"remaining  {sparkline(remainings, low, high, 50)}  "
-              f"{cell('remaining', remainings[-1])}")
-    out.print(f"           scale {cell('budget', low)} to {cell('budget', high)} tokens")
-    emit_rows(points, "table", ("bucket", "budget", "spent", "remaining", "demand", "bounty",
-                                "price"))
+    with console(stderr=True).status(text):
+        yield

@@ -2,7 +2,8 @@
 
 The PostgreSQL server is the one named by $SCIDEX_TEST_PG_URL (an admin URL that may
 create databases) or, without it, a private throwaway server started from the system's
-binaries (`pg_config --bindir`, then /usr/lib/postgresql/*/bin) for the whole session.
+binaries (`pg_config --bindir`, then /usr/lib/postgresql/*/bin) for the whole session;
+tests/pgserver.py starts it and creates and drops the databases.
 Without a server the PostgreSQL cases are skipped -- except under CI=true, where they fail.
 
 Fixtures:
@@ -20,19 +21,21 @@ import atexit
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
-from bench.pgserver import PgUnavailable, PrivateServer, find_bindir, free_port
+from tests.pgserver import (
+    PgUnavailable,
+    ThrowawayServer,
+    admin_connection,
+    find_bindir,
+    free_port,
+    throwaway_database,
+)
 
 ENV_PG_URL = "SCIDEX_TEST_PG_URL"
 
@@ -120,50 +123,12 @@ def alloc_proc():
 # --------------------------------------------------------------------------- PostgreSQL server
 
 
-class ThrowawayServer(PrivateServer):
-    """The shared private server (bench/pgserver.py) in a temporary directory, without
-    durability, removed when the session ends -- even if pytest is killed."""
-
-    def __init__(self, bindir: Path):
-        # Directly under /tmp: pytest's own temp dirs may not be traversable by `postgres`.
-        super().__init__(Path(tempfile.mkdtemp(prefix="scidex-pg-")), TEST_SETTINGS, bindir)
-        self.watchdog: subprocess.Popen | None = None
-
-    def start(self) -> str:
-        url = super().start()
-        # A helper process waits for our end of a pipe to close (also on SIGTERM/SIGKILL),
-        # then stops the server and removes its directory.
-        self.watchdog = subprocess.Popen(
-            ["/bin/sh", "-c", _WATCHDOG, "watchdog", str(self.bindir / "pg_ctl"),
-             str(self.data), str(self.root)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, **self.process_options(),
-        )
-        return url
-
-    def stop(self) -> None:
-        super().stop(mode="immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
-        if self.watchdog is not None:
-            self.watchdog.stdin.close()  # nothing left to do: it exits at once
-            self.watchdog.wait(timeout=60)
-            self.watchdog = None
-
-
-# No durability (a throwaway cluster), and a server time zone far from UTC: alloc must
-# not depend on it.
-TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-                 "max_connections": "200", "timezone": "Pacific/Kiritimati"}
-# Waits for end of file on stdin, then stops the server and removes its directory.
-_WATCHDOG = 'cat >/dev/null; "$1" -D "$2" -m immediate -w stop >/dev/null 2>&1; rm -rf "$3"'
-
-
 def _start_server():
     """(admin_url, server_or_None); raises PgUnavailable with the reason."""
     url = os.environ.get(ENV_PG_URL)
     if url:
         try:
-            with _admin_connection(url):
+            with admin_connection(url):
                 pass
         except psycopg.Error as error:
             raise PgUnavailable(f"{ENV_PG_URL} server unreachable: {error}") from None
@@ -181,16 +146,6 @@ def _start_server():
         server.stop()
         raise
     return url, server
-
-
-def _admin_connection(admin_url: str) -> psycopg.Connection:
-    url = make_url(admin_url).set(drivername="postgresql")
-    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
-                           connect_timeout=10)
-
-
-def _database_url(admin_url: str, name: str) -> str:
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -238,15 +193,8 @@ def empty_db_url(request, db_kind, tmp_path):
         assert not path.exists()
         yield str(path)
         return
-    admin_url = request.getfixturevalue("pg_admin_url")
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    with _admin_connection(admin_url) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _database_url(admin_url, name)
-    finally:
-        with _admin_connection(admin_url) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(request.getfixturevalue("pg_admin_url")) as url:
+        yield url
 
 
 @pytest.fixture

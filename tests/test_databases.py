@@ -1,12 +1,11 @@
 """Database set-up: the same answers on SQLite and PostgreSQL, migrations, and errors."""
 
 import shutil
-import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
+
+from tests.pgserver import throwaway_database
 
 ROOT = Path(__file__).parent.parent
 
@@ -14,15 +13,8 @@ ROOT = Path(__file__).parent.parent
 @pytest.fixture
 def pg_database(pg_admin_url):
     """A fresh PostgreSQL database, dropped afterwards."""
-    name = f"same_{uuid.uuid4().hex[:12]}"
-    admin = make_url(pg_admin_url)
-    with psycopg.connect(admin.set(drivername="postgresql").render_as_string(False),
-                         autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield admin.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(admin.set(drivername="postgresql").render_as_string(False),
-                         autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with throwaway_database(pg_admin_url, prefix="same") as url:
+        yield url
 
 
 def test_sqlite_and_postgresql_give_identical_output(pg_database, cli, tmp_path):

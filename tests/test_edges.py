@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from bench.pgserver import free_port
 from scidex_alloc.errors import DATABASE
+from tests.pgserver import free_port
 
 HUGE = "99999999999999999999"
 

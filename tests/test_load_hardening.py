@@ -8,14 +8,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 
-import psycopg
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
 from scidex_alloc import limits
+from tests.pgserver import admin_connection, throwaway_database
 
 LONG_ID = "a" * (limits.ARTIFACT_ID + 1)
 
@@ -234,15 +233,9 @@ def test_an_escaped_lone_surrogate_is_not_utf8(funded, cli, tmp_path):
 @pytest.fixture
 def own_pg_database(pg_admin_url, cli):
     """A PostgreSQL database of this test's own, with the schema, and its name."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = make_url(pg_admin_url).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    assert cli("db", "upgrade", "--db", url).exit_code == 0
-    yield url, name
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(pg_admin_url) as url:
+        assert cli("db", "upgrade", "--db", url).exit_code == 0
+        yield url, make_url(url).database
 
 
 def test_a_backend_killed_mid_copy_is_one_database_error(own_pg_database, pg_admin_url, cli,
@@ -256,8 +249,7 @@ def test_a_backend_killed_mid_copy_is_one_database_error(own_pg_database, pg_adm
     process = subprocess.Popen(
         [sys.executable, "-m", "scidex_alloc", "load", "positions", str(path), "--db", url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    admin = make_url(pg_admin_url).set(drivername="postgresql")
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+    with admin_connection(pg_admin_url) as c:
         deadline = time.monotonic() + 60
         while not c.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "

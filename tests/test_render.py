@@ -1,8 +1,11 @@
-"""Tables: piped, they are written without Rich, as the box Rich draws on a terminal,
-with every text exactly as given."""
+"""Shared output: piped, tables are written without Rich, as the box Rich draws on a
+terminal, with every text exactly as given; and the history chart, drawn from the same parts."""
 
 import io
 import re
+import sys
+from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from hypothesis import assume, given, settings
@@ -10,6 +13,8 @@ from hypothesis import strategies as st
 from rich.cells import cell_len
 
 from scidex_alloc import rendering
+from scidex_alloc.history import views as history_views
+from scidex_alloc.history.results import HistoryPoint
 
 
 class _Stream(io.StringIO):
@@ -80,3 +85,37 @@ def test_plain_table_is_used_only_when_piped(monkeypatch):
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         assert rendering._styled(_Stream(tty)) is styled, (env, tty)
+
+
+def _point(day: int, budget: str, remaining: str):
+    moment = datetime(2026, 1, day)
+    return HistoryPoint(moment, moment, Decimal(10), Decimal(0), Decimal("0.5"), Decimal(budget),
+                        Decimal(budget) - Decimal(remaining), Decimal(remaining))
+
+
+def test_history_chart_shows_an_artifact_id_as_given(monkeypatch):
+    """Ids are data: brackets and colons are neither markup nor emoji codes."""
+    for artifact_id in (":smile: [b]x", "a[/b]"):
+        out = _Stream()
+        monkeypatch.setattr("sys.stdout", out)
+        history_views.history(artifact_id, [_point(1, "4", "4"), _point(2, "8", "2")], "table")
+        lines = out.getvalue().splitlines()
+        assert lines[0] == f"{artifact_id}: 2 snapshots, 2026-01-01 00:00 to 2026-01-02 00:00 UTC"
+        assert lines[1:4] == ["budget     ▃█  8", "remaining  ▃▁  2",
+                              "           scale 2 to 8 tokens"]
+
+
+def test_sparkline_keeps_the_last_value_when_resampled_and_is_flat_without_a_span():
+    values = [Decimal(v) for v in range(100)]
+    line = history_views.sparkline(values, Decimal(0), Decimal(99), 10)
+    assert len(line) == 10 and line[0] == "▁" and line[-1] == "█"
+    assert history_views.sparkline([Decimal(3)] * 4, Decimal(3), Decimal(3), 10) == "▁▁▁▁"
+
+
+def test_progress_and_spinner_show_nothing_off_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stderr", _Stream(tty=False))
+    with rendering.progress(io.StringIO("a,b\n"), "rows.csv") as advance:
+        assert advance is None
+    with rendering.spinner("working"):
+        pass
+    assert sys.stderr.getvalue() == ""

@@ -1,4 +1,8 @@
-"""queries."""
+"""The set-based budget SELECT every area builds on, and its rows as exact BudgetRows.
+
+Totals are summed in micro-tokens (exact on both databases); the formula is applied
+in SQL to sort and filter, and again exactly in Python for the values shown.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from scidex_alloc.budgets.results import BudgetRow
 from scidex_alloc.errors import UnknownArtifact, UsageError
-from scidex_alloc.formula import HALF, MAX_TOTAL, MICRO, Params, plain, terms
+from scidex_alloc.formula import DECIMALS, HALF, MAX_TOTAL, MICRO, Params, plain, terms
+from scidex_alloc.options import SORT_KEYS
 from scidex_alloc.storage.schema import (
     Timestamp,
     artifacts,
@@ -33,9 +38,6 @@ from scidex_alloc.storage.sql import (
 )
 
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
-
-
-SORT_KEYS = ("budget", "remaining", "demand")
 STREAM_BATCH = 2000  # rows fetched at a time by a streamed read
 
 
@@ -116,7 +118,7 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
     t = inner.c
     price_ok = or_(t.price.is_(None), finite(t.price))
     price = case((price_ok, clamp01(func.round(func.coalesce(t.price,
-                                                             literal(params.default_price)), 6))))
+                                                             literal(params.default_price)), DECIMALS))))
     uncertainty = 1 - func.abs(price - literal(HALF)) * 2
     floor = literal(params.multiplier_floor)
     multiplier = floor + (1 - floor) * uncertainty
@@ -171,7 +173,7 @@ def budget_terms(params: Params, now: datetime, ids: list[str]) -> Select:
 def tokens_from_micro(value) -> Decimal | None:
     """Micro-tokens from either database back to an exact token Decimal (None stays None:
     an invalid total)."""
-    return None if value is None else Decimal(value).scaleb(-6).quantize(MICRO)
+    return None if value is None else Decimal(value).scaleb(-DECIMALS).quantize(MICRO)
 
 
 def budget_row(position: int, row, params: Params) -> BudgetRow:

@@ -1,4 +1,8 @@
-"""The Typer application, its shared options, and helpers every command module uses."""
+"""The options every command shares, and the helpers each area's command module uses.
+
+Choices and defaults come from `scidex_alloc.options`, so the CLI, the API and the
+allocator cannot disagree about them.
+"""
 
 from __future__ import annotations
 
@@ -8,54 +12,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from scidex_alloc.errors import AllocError
-
-app = typer.Typer(
-    name="alloc",
-    help="Turn capital committed to SciDEX artifacts into ranked research budgets.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-db_app = typer.Typer(help="Create, upgrade and inspect the database schema.", no_args_is_help=True)
-rates_app = typer.Typer(help="Exchange rates between tokens and other units.",
-                        invoke_without_command=True)
-snapshots_app = typer.Typer(help="Manage recorded budget snapshots.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(rates_app, name="rates")
-app.add_typer(snapshots_app, name="snapshots")
+from scidex_alloc.errors import USAGE, AllocError
+from scidex_alloc.options import FILE_FORMATS, LOAD_TABLES, OUTPUT_FORMATS, PERIODS, SORT_KEYS
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """An Enum of allowed values, the form in which Typer offers a choice."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class By(str, Enum):
-    budget = "budget"
-    remaining = "remaining"
-    demand = "demand"
-
-
-class Period(str, Enum):
-    hour = "hour"
-    day = "day"
-    week = "week"
-
-
-class LoadTable(str, Enum):
-    artifacts = "artifacts"
-    markets = "markets"
-    positions = "positions"
-    bounties = "bounties"
-
-
-class FileFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-
+Format = choices("Format", OUTPUT_FORMATS)
+By = choices("By", SORT_KEYS)
+Period = choices("Period", PERIODS)
+LoadTable = choices("LoadTable", LOAD_TABLES)
+FileFormat = choices("FileFormat", FILE_FORMATS)
+DEFAULT_FORMAT = Format(OUTPUT_FORMATS[0])
+DEFAULT_SORT_KEY = By(SORT_KEYS[0])
 
 Db = Annotated[
     Optional[str],
@@ -64,27 +36,33 @@ Db = Annotated[
 ]
 Fmt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 
-class State:
-    """What the running command opened: its database (for error messages) and allocators
-    (disposed when it ends)."""
 
-    target = None
-    opened: list = []
+class Invocation:
+    """One run of `alloc`, shared by its commands through the Click context (`ctx.obj`):
+    the database it opened, which its error messages name."""
 
-
-state = State()
+    def __init__(self):
+        self.target = None
 
 
-def open_allocator(db: str | None):
+def group_help(ctx: typer.Context) -> None:
+    """A command group run without a command prints its help on stderr and exits 2."""
+    if ctx.invoked_subcommand is None:
+        print(ctx.get_help(), file=sys.stderr)
+        raise typer.Exit(USAGE)
+
+
+def open_allocator(ctx: typer.Context, db: str | None):
+    """The allocator of --db, closed when the command ends."""
     from scidex_alloc.allocator import Allocator
 
     allocator = Allocator.open(db)
-    state.target = allocator.target
-    state.opened.append(allocator)
+    ctx.obj.target = allocator.target
+    ctx.call_on_close(allocator.close)
     return allocator
 
 
-def creating_allocator(db: str | None):
+def creating_allocator(ctx: typer.Context, db: str | None):
     """Like open_allocator, but a SQLite file that does not exist yet is created."""
     from scidex_alloc.storage import database
 
@@ -92,7 +70,7 @@ def creating_allocator(db: str | None):
     if target.sqlite_path is not None and not target.sqlite_path.exists():
         target.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         target.sqlite_path.touch()
-    return open_allocator(db)
+    return open_allocator(ctx, db)
 
 
 def moment(text: str | None, option: str):

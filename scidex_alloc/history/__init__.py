@@ -1,0 +1,1 @@
+"""Budget history and plans: snapshot, history, snapshots prune and plan."""

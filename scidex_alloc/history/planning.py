@@ -14,7 +14,10 @@ from decimal import Decimal, localcontext
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import parse_amount
 
-MAX_UNITS = Decimal(10**15)  # the largest pool, cap or minimum
+MAX_UNITS = Decimal(10**15)  # the largest pool, cap or minimum of a plan
+# Significant digits of the shares' arithmetic: far more than a pool of MAX_UNITS split
+# by budgets of up to 9e9 tokens in micro-tokens needs, so rounding never decides a unit.
+PRECISION = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ def split(pool: int, weights: dict[str, Decimal], cap: int | None = None,
             return []
         raise UsageError("no artifact has budget remaining: nothing to split the pool across")
     with localcontext() as ctx:
-        ctx.prec = 60
+        ctx.prec = PRECISION
         while True:
             exact = _water_fill(pool, active, cap)
             small = [k for k, v in exact.items() if minimum is not None and v < minimum]

@@ -1,4 +1,4 @@
-"""results."""
+"""Snapshots, history and plans: what snapshot, history, history --top and plan return."""
 
 from __future__ import annotations
 

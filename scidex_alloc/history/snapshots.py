@@ -14,8 +14,8 @@ from scidex_alloc.budgets.queries import budget_select
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import Params, exact
 from scidex_alloc.history.results import HistoryPoint, Mover, SnapshotResult
+from scidex_alloc.options import PERIODS
 from scidex_alloc.storage.schema import (
-    PERIODS,
     Timestamp,
     artifacts,
 )

@@ -1,0 +1,1 @@
+"""The spend ledger: spend, log and audit."""

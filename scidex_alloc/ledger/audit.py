@@ -86,9 +86,7 @@ def _silent_overdraft(connection, params):
                                       running.c.artifact_id.not_in(flagged))))
             .order_by(running.c.id))
 
-    def tokens(micro):
-        return None if micro is None else queries.tokens_from_micro(micro)
-
+    tokens = queries.tokens_from_micro
     return [{"id": r["id"], "artifact_id": r["artifact_id"],
              "budget_at_spend": tokens(r["budget_at_spend"]), "budget": tokens(r["budget"]),
              "spent": tokens(r["spent"])} for r in _rows(connection, stmt)]

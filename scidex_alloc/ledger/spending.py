@@ -44,9 +44,10 @@ from scidex_alloc.storage.schema import (
 )
 from scidex_alloc.storage.sql import finite, later_than
 
-LOG_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",
-               "idempotency_key", "overdraft", "created_at", "budget_at_spend")
-log_values = attrgetter(*LOG_COLUMNS)
+# The columns a new spend log entry writes (the database numbers it), and their values.
+ENTRY_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",
+                 "idempotency_key", "overdraft", "created_at", "budget_at_spend")
+entry_values = attrgetter(*ENTRY_COLUMNS)
 FIELDS = ("artifact_id", "amount", "unit", "kind", "agent", "note", "key", "allow_overdraft")
 LIMITS = {"artifact_id": limits.ARTIFACT_ID, "unit": limits.UNIT, "kind": limits.KIND,
           "agent": limits.AGENT_ID, "note": limits.NOTE, "key": limits.KEY}
@@ -142,16 +143,16 @@ def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dic
             select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
             .with_for_update(key_share=True)
         )
-    micro = queries.tokens_from_micro
+    tokens = queries.tokens_from_micro
     balances = {}
     for artifact_id, price, demand, bounty, spent, problem in connection.execute(
             queries.budget_terms(params, utcnow(), ids)):
         if problem is not None:
-            balances[artifact_id] = _Balance(None, micro(spent), problem)
+            balances[artifact_id] = _Balance(None, tokens(spent), problem)
             continue
         price = clamp_price(None if price is None else Decimal(price), params)
-        budget = formula_budget(micro(demand), micro(bounty), price, params)
-        balances[artifact_id] = _Balance(budget, micro(spent))
+        budget = formula_budget(tokens(demand), tokens(bounty), price, params)
+        balances[artifact_id] = _Balance(budget, tokens(spent))
     return balances
 
 
@@ -183,13 +184,14 @@ def apply(connection: Connection, params: Params, requests: list[SpendRequest]) 
         from scidex_alloc.storage import bulk  # batches only: one spend needs no bulk path
 
         # A batch reports counts, not records: bulk-insert without id round trips.
-        bulk.insert_rows(connection, resource_allocations, LOG_COLUMNS, map(log_values, new_rows))
+        bulk.insert_rows(connection, resource_allocations, ENTRY_COLUMNS,
+                         map(entry_values, new_rows))
         return [outcome for outcome, _ in decided]
     ((outcome, row),) = decided
     if new_rows:
         row.id = connection.execute(
             resource_allocations.insert().returning(resource_allocations.c.id),
-            [{c: getattr(row, c) for c in LOG_COLUMNS}],
+            [dict(zip(ENTRY_COLUMNS, entry_values(row)))],
         ).scalar_one()
     if row is not None:
         balance = balances[row.artifact_id]
@@ -259,7 +261,7 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
         .where(log.c.id == spend_id)
     ).scalar()
     if finite is None:
-        raise errors.UnknownArtifact(f"no spend with id {spend_id}")
+        raise errors.UnknownId(f"no spend with id {spend_id}")
     if not finite:  # written by another service: its negation would be invalid too
         raise errors.UsageError(f"spend {spend_id} has an amount that is not a finite number; "
                                 "see alloc audit")

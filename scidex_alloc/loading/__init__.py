@@ -1,0 +1,1 @@
+"""Loading data: load (CSV or JSON Lines files) and generate (synthetic data)."""

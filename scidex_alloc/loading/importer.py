@@ -1,6 +1,6 @@
 """`alloc load` and `alloc generate`: rows bulk-inserted in the caller's transaction.
 
-A file's values are checked row by row (reader) and rows stream into the database
+A file's values are checked row by row (reader.py) and rows stream into the database
 as they are read, so on PostgreSQL the server inserts while we parse. The database's
 own constraints check references and keys; only when it refuses a chunk, or after a
 bad row, are the chunk's rows looked up set-based (which referenced artifacts exist,

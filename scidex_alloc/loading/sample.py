@@ -13,6 +13,7 @@ from decimal import Decimal
 from scidex_alloc.formula import Params, budget, clamp_price, exact
 
 CHUNK = 10_000
+AGENTS = 500  # distinct agent ids holding positions and spending
 MAX_ARTIFACTS = 100_000_000
 MAX_SNAPSHOT_DAYS = 366
 EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -71,7 +72,7 @@ def _artifact(rng: random.Random, index: int, params: Params, days: int
         tokens = _tokens(rng, 4.5, 1.2)
         status = rng.choices(("open", "closed", "settled"), weights=(75, 15, 10))[0]
         demand += tokens if status == "open" else 0
-        rows["positions"].append((artifact_id, f"agent-{rng.randrange(500):03d}", tokens, status,
+        rows["positions"].append((artifact_id, f"agent-{rng.randrange(AGENTS):03d}", tokens, status,
                                   created + timedelta(hours=rng.randrange(1, 2000))))
     bounty = Decimal(0)
     if rng.random() < 0.1:
@@ -90,7 +91,7 @@ def _artifact(rng: random.Random, index: int, params: Params, days: int
         spent = exact(total * Decimal(rng.randrange(5, 60)) / 100)
         if spent > 0:
             rows["resource_allocations"].append(
-                (artifact_id, spent, rng.choice(KINDS), f"agent-{rng.randrange(500):03d}",
+                (artifact_id, spent, rng.choice(KINDS), f"agent-{rng.randrange(AGENTS):03d}",
                  "synthetic", created + timedelta(days=rng.randrange(1, 200))))
     # Daily history up to LAST_SNAPSHOT: demand and spending grew into today's values.
     for day in range(days):

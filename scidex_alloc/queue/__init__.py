@@ -1,0 +1,1 @@
+"""The agent work queue: next, done, release and claims."""

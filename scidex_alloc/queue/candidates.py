@@ -1,4 +1,4 @@
-"""candidates."""
+"""The work queue's candidates: the budget SELECT with each artifact's claims and rewards."""
 
 from __future__ import annotations
 

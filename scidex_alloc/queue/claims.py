@@ -121,7 +121,7 @@ def finish(connection: Connection, claim_id: int, status: str, reward: Decimal |
         return info({**row._mapping, "reward": reward}, now)
     current = connection.execute(select(claims.c.status).where(claims.c.id == claim_id)).scalar()
     if current is None:
-        raise errors.UnknownArtifact(f"no claim with id {claim_id}")
+        raise errors.UnknownId(f"no claim with id {claim_id}")
     raise errors.UsageError(f"claim {claim_id} is {current}, not active")
 
 

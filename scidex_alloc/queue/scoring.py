@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from scidex_alloc.errors import UsageError
+from scidex_alloc.options import EXPLORATION, UCB_WEIGHT
 
-DEFAULT_UCB_WEIGHT = 0.7
-DEFAULT_EXPLORATION = math.sqrt(2)
 MAX_EXPLORATION = 1000
 
 
@@ -57,8 +56,8 @@ def ucb(candidate: Candidate, total: int, exploration: float) -> float | None:
     return candidate.mean_reward + bonus
 
 
-def score_all(candidates: list[Candidate], weight: float = DEFAULT_UCB_WEIGHT,
-              exploration: float = DEFAULT_EXPLORATION) -> list[Score]:
+def score_all(candidates: list[Candidate], weight: float = UCB_WEIGHT,
+              exploration: float = EXPLORATION) -> list[Score]:
     """Every candidate's score, best first: by score, then remaining budget, then id."""
     if not candidates:
         return []

@@ -1,0 +1,1 @@
+"""Serving: the read-only HTTP API, the dashboard and the static report."""

@@ -21,11 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scidex_alloc import __version__, rendering
 from scidex_alloc.allocator import Allocator
-from scidex_alloc.errors import NOT_FOUND, AllocError
+from scidex_alloc.errors import NOT_FOUND, AllocError, UsageError
 from scidex_alloc.limits import MAX_COUNT
+from scidex_alloc.options import MAX_PAGE_SIZE, PAGE_SIZE, SORT_KEYS
 from scidex_alloc.serving import dashboard
-
-MAX_LIMIT = 1000
 
 
 class ExactJSON(Response):
@@ -35,10 +34,7 @@ class ExactJSON(Response):
         return rendering.json_value(content).encode("utf-8")
 
 
-class SortKey(str, Enum):
-    budget = "budget"
-    remaining = "remaining"
-    demand = "demand"
+SortKey = Enum("SortKey", {key: key for key in SORT_KEYS}, type=str)
 
 
 class BudgetOut(BaseModel):
@@ -119,7 +115,8 @@ def create_app(allocator: Allocator) -> FastAPI:
     @app.exception_handler(AllocError)
     async def refused(request: Request, error: AllocError):
         status = 404 if error.exit_code == NOT_FOUND else 422
-        return ExactJSON({"error": str(error)}, status_code=status)
+        text = error.worded(query_name) if isinstance(error, UsageError) else str(error)
+        return ExactJSON({"error": text}, status_code=status)
 
     @app.exception_handler(sa_exc.SQLAlchemyError)
     async def database_down(request: Request, error: sa_exc.SQLAlchemyError):
@@ -129,9 +126,9 @@ def create_app(allocator: Allocator) -> FastAPI:
              summary="Artifacts ranked by research budget")
     def resource_budgets(
         type: Annotated[str | None, Query(max_length=200, description="Artifact type")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
         offset: Annotated[int, Query(ge=0, le=MAX_COUNT)] = 0,
-        by: SortKey = SortKey.budget,
+        by: SortKey = SortKey(SORT_KEYS[0]),
     ):
         rows = allocator.rank(type_=type, limit=limit, by=by.value, offset=offset)
         return ExactJSON([rendering.as_dict(r) for r in rows])
@@ -157,6 +154,11 @@ def create_app(allocator: Allocator) -> FastAPI:
         return HTMLResponse(dashboard.page())
 
     return app
+
+
+def query_name(param: str) -> str:
+    """An allocator parameter as this API's query parameter: `type_` is `type`."""
+    return param.removesuffix("_")
 
 
 class HeadAsGet:

@@ -8,14 +8,16 @@ import typer
 
 from scidex_alloc.cli.app import (
     Db,
-    app,
     open_allocator,
     usage,
 )
 
+app = typer.Typer()
+
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
     db: Db = None,
@@ -24,7 +26,7 @@ def serve(
     from scidex_alloc import rendering
     from scidex_alloc.serving import api
 
-    allocator = open_allocator(db)
+    allocator = open_allocator(ctx, db)
     sock = api.bind(host, port)
     rendering.message(f"serving {allocator.target.masked()} on http://{host}:{port}/ "
                    "(API under /api/market, docs at /docs; Ctrl-C stops)")
@@ -33,6 +35,7 @@ def serve(
 
 @app.command()
 def report(
+    ctx: typer.Context,
     html: Annotated[str, typer.Option("--html", help="Write the dashboard to this file.")],
     db: Db = None,
 ):
@@ -42,7 +45,7 @@ def report(
     from scidex_alloc import rendering
     from scidex_alloc.serving import dashboard
 
-    page = dashboard.report(open_allocator(db))
+    page = dashboard.report(open_allocator(ctx, db))
     try:
         Path(html).write_text(page, encoding="utf-8")
     except OSError as error:

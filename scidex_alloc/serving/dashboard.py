@@ -9,9 +9,10 @@ from __future__ import annotations
 from importlib.resources import files
 
 from scidex_alloc import rendering
+from scidex_alloc.options import DASHBOARD_TOP
 
 PLACEHOLDER = "/*ALLOC_DATA*/null"
-TOP = 15  # rows in the top-artifacts table; the page's script asks the API for as many
+TOP_PLACEHOLDER = "/*ALLOC_TOP*/"  # the page's script asks the API for as many rows
 
 
 def pipeline_data(allocator) -> dict:
@@ -32,13 +33,14 @@ def report(allocator) -> str:
 
     return page({
         "pipeline": pipeline_data(allocator),
-        "top": [rendering.as_dict(r) for r in allocator.rank(limit=TOP)],
+        "top": [rendering.as_dict(r) for r in allocator.rank(limit=DASHBOARD_TOP)],
         "generated_at": utcnow(),
     })
 
 
 def page(data: dict | None = None) -> str:
     template = files("scidex_alloc.serving").joinpath("dashboard.html").read_text(encoding="utf-8")
+    template = template.replace(TOP_PLACEHOLDER, str(DASHBOARD_TOP))
     if data is None:
         return template
     embedded = rendering.json_value(data).replace("</", "<\\/")  # safe inside <script>

@@ -1,4 +1,6 @@
-"""pipeline."""
+"""The pipeline the API and dashboard show: totals per artifact type and snapshot totals
+over time, summed exactly in SQL.
+"""
 
 from __future__ import annotations
 

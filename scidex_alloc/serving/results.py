@@ -1,4 +1,4 @@
-"""results."""
+"""The pipeline: what the API's pipeline endpoint and the dashboard read."""
 
 from __future__ import annotations
 

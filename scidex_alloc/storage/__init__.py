@@ -1,0 +1,1 @@
+"""The database: tables, migrations, connections, bulk inserts and shared SQL pieces."""

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import gc
-import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import Table, text
+from sqlalchemy import Numeric, Table, text
 from sqlalchemy.engine import Connection
+
+from scidex_alloc.storage.schema import Timestamp
 
 
 @lru_cache(maxsize=1)  # a batch stamps every row with the same instant
@@ -21,11 +22,25 @@ def _utc_text(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ")
 
 
-# The raw executemany below hands sqlite3 Decimals and datetimes as they are; it stores
-# them as exact decimal text (NUMERIC affinity makes it a number) and naive UTC text,
-# as SQLAlchemy's own types do. SQLAlchemy converts before binding, so it never meets these.
-sqlite3.register_adapter(Decimal, str)
-sqlite3.register_adapter(datetime, _utc_text)
+def _sqlite_values(table: Table, columns: Sequence[str]) -> Callable[[tuple], Sequence]:
+    """Rows as the raw sqlite3 executemany below can bind them, stored as SQLAlchemy's own
+    types store them: Decimals as exact decimal text (NUMERIC affinity makes it a number),
+    datetimes as naive UTC text. (sqlite3.register_adapter would do it for the whole process.)
+    Only the numeric and timestamp columns are looked at."""
+    converted = [i for i, name in enumerate(columns)
+                 if isinstance(table.c[name].type, (Numeric, Timestamp))]
+
+    def values(row: tuple) -> Sequence:
+        row = list(row)
+        for i in converted:
+            value = row[i]
+            if isinstance(value, Decimal):
+                row[i] = str(value)
+            elif isinstance(value, datetime):
+                row[i] = _utc_text(value)
+        return row
+
+    return values
 
 
 def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
@@ -42,10 +57,8 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
     marks = ", ".join("?" for _ in columns)
     cursor = connection.connection.dbapi_connection.cursor()
     try:
-        cursor.executemany(
-            f"INSERT INTO {table.name} ({names}) VALUES ({marks})",
-            rows,
-        )
+        cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})",
+                           map(_sqlite_values(table, columns), rows))
     finally:
         cursor.close()
 

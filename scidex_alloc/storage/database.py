@@ -18,6 +18,7 @@ from scidex_alloc.errors import DatabaseError, UsageError
 ENV_DB = "SCIDEX_DB"
 ENV_BUSY_TIMEOUT = "SCIDEX_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before giving up
 LOCK_TIMEOUT = "55P03"  # PostgreSQL's SQLSTATE for a lock wait beyond lock_timeout
 
 
@@ -91,7 +92,7 @@ def engine_for(target: Target) -> Engine:
     return create_engine(
         target.url,
         use_native_hstore=False,
-        connect_args={"connect_timeout": 10, "application_name": "scidex-alloc",
+        connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "scidex-alloc",
                       "options": options},
     )
 

@@ -24,8 +24,10 @@ from sqlalchemy import (
     func,
 )
 
+from scidex_alloc.options import PERIODS
+
 # Token amounts: exact to 1e-6 token. NUMERIC on PostgreSQL; SQLite sums them as
-# integer micro-tokens (see queries.micro), exact up to 9e9 tokens per value.
+# integer micro-tokens (see sql.micro), exact up to 9e9 tokens per value.
 TOKEN_SCALE = 6
 
 
@@ -185,8 +187,6 @@ claims = Table(
     Index("ix_claims_artifact_status", "artifact_id", "status", "reward"),
     Index("ix_claims_agent_status", "agent_id", "status"),
 )
-
-PERIODS = ("hour", "day", "week")
 
 # Budget history: one row per artifact per period bucket, written by `alloc snapshot`.
 # The primary key makes a second snapshot of the same bucket a no-op.

@@ -1,4 +1,6 @@
-"""sql."""
+"""SQL building blocks shared by every area, compiled for each database: amounts in
+micro-tokens, exact sums, finiteness checks, time comparisons and clamping.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ MICRO_PER_TOKEN = 1_000_000
 
 
 FLOAT_MAX = "1.7976931348623157e308"
+# A literal beyond the largest double, which SQLite reads as infinity.
+SQLITE_INFINITY = "9e999"
 
 
 class micro(FunctionElement):
@@ -112,7 +116,7 @@ def _summand_default(element, compiler, **kw):
 def _summand_sqlite(element, compiler, **kw):
     amount, *columns = element.clauses.clauses
     ok = " AND ".join(compiler.process(finite(column), **kw) for column in columns)
-    return f"(CASE WHEN {ok} THEN {compiler.process(amount, **kw)} ELSE 9e999 END)"
+    return f"(CASE WHEN {ok} THEN {compiler.process(amount, **kw)} ELSE {SQLITE_INFINITY} END)"
 
 
 class amount_sum(FunctionElement):

@@ -1,10 +1,11 @@
-"""A private PostgreSQL server started from the system's binaries, for the benchmarks and
-the test harness (tests/conftest.py) alike.
+"""PostgreSQL for the test harness (tests/conftest.py) and the benchmarks (bench/): a
+private server started from the system's binaries, and databases created and dropped on it.
 
 initdb and pg_ctl run as the `postgres` user when we are root (they refuse root), with
 trust authentication on 127.0.0.1 and a free port. The cluster lives in `root`: kept
 between runs when it is a persistent directory (the benchmarks cache their databases in
-bench/.data/pg), created afresh when it is empty.
+bench/.data/pg), created afresh when it is empty; a ThrowawayServer's is removed when it
+stops, even if the process that started it is killed.
 """
 
 from __future__ import annotations
@@ -15,24 +16,27 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from sqlalchemy.engine import make_url
 
 PG_USER = "postgres"
-# The benchmarks' settings: PostgreSQL's durability defaults (fsync on), memory sized
-# for a 24 GB machine as in production.
-BENCH_SETTINGS = {
-    "shared_buffers": "2GB",
-    "effective_cache_size": "12GB",
-    "work_mem": "64MB",
-    "maintenance_work_mem": "1GB",
-    "max_wal_size": "8GB",
-    "checkpoint_timeout": "30min",
-    "max_connections": "50",
-}
+# A throwaway cluster needs no durability; its time zone is far from UTC, since alloc must
+# not depend on the server's zone.
+THROWAWAY_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                      "max_connections": "200", "timezone": "Pacific/Kiritimati"}
+# Waits for end of file on stdin, then stops the server and removes its directory.
+_WATCHDOG = 'cat >/dev/null; "$1" -D "$2" -m immediate -w stop >/dev/null 2>&1; rm -rf "$3"'
+CONNECT_TIMEOUT = 10  # seconds
 
 
 class PgUnavailable(Exception):
-    pass
+    """No server can be started or reached; the message says why."""
 
 
 def find_bindir() -> Path | None:
@@ -147,3 +151,77 @@ class PrivateServer:
                          "-t", "300", "stop")
             except (OSError, subprocess.SubprocessError):
                 pass
+
+
+class ThrowawayServer(PrivateServer):
+    """A private server in a new temporary directory, without durability, removed when it
+    stops -- or, should the process that started it be killed, by a watchdog process."""
+
+    def __init__(self, bindir: Path | None = None):
+        # Directly under /tmp: pytest's own temp dirs may not be traversable by `postgres`.
+        super().__init__(Path(tempfile.mkdtemp(prefix="scidex-pg-")), THROWAWAY_SETTINGS, bindir)
+        self.watchdog: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        url = super().start()
+        # The watchdog waits for our end of a pipe to close (also on SIGTERM/SIGKILL), then
+        # stops the server and removes its directory.
+        self.watchdog = subprocess.Popen(
+            ["/bin/sh", "-c", _WATCHDOG, "watchdog", str(self.bindir / "pg_ctl"),
+             str(self.data), str(self.root)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, **self.process_options(),
+        )
+        return url
+
+    def stop(self) -> None:
+        super().stop(mode="immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.watchdog is not None:
+            self.watchdog.stdin.close()  # nothing left to do: it exits at once
+            self.watchdog.wait(timeout=60)
+            self.watchdog = None
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def admin_connection(admin_url: str) -> psycopg.Connection:
+    """An autocommit connection to the server of `admin_url` (any SQLAlchemy driver name)."""
+    url = make_url(admin_url).set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
+                           connect_timeout=CONNECT_TIMEOUT)
+
+
+def database_url(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def database_exists(admin_url: str, name: str) -> bool:
+    with admin_connection(admin_url) as admin:
+        return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                             (name,)).fetchone() is not None
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """A new empty database `name` (replacing any of that name); its URL."""
+    with admin_connection(admin_url) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return database_url(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    with admin_connection(admin_url) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def throwaway_database(admin_url: str, prefix: str = "t") -> Iterator[str]:
+    """The URL of a new empty database with a unique name, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    url = create_database(admin_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, name)

@@ -1,0 +1,31 @@
+"""Every allowed value and default of the commands and the API, declared once.
+
+The CLI builds its choices and defaults from these, the API its query parameters and
+the OpenAPI document, the allocator its keyword defaults: a change here changes all of
+them. Bounds of counts and ids live in `limits.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+SORT_KEYS = ("budget", "remaining", "demand")  # `rank --by` and the API's `by`, first the default
+PERIODS = ("hour", "day", "week")  # snapshot periods, finest first
+OUTPUT_FORMATS = ("table", "json", "csv")  # first the default
+FILE_FORMATS = ("csv", "jsonl")
+LOAD_TABLES = ("artifacts", "markets", "positions", "bounties")
+
+# `alloc next`: how many to show, or to claim with --claim.
+NEXT_LIMIT = 10
+CLAIM_LIMIT = 1
+LEASE_MINUTES = 30
+LEASE = timedelta(minutes=LEASE_MINUTES)
+UCB_WEIGHT = 0.7  # W: the weight of the UCB term against the budget term
+EXPLORATION = math.sqrt(2)  # C: the UCB exploration constant
+
+# The API's ranked list: rows per page by default, and at most.
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+PIPELINE_BUCKETS = 168  # snapshot buckets in the pipeline's history (a week of hours)
+DASHBOARD_TOP = 15  # rows in the dashboard's top-artifacts table
