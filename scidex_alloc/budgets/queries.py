@@ -29,12 +29,12 @@ from scidex_alloc.storage.schema import (
 )
 from scidex_alloc.storage.sql import (
     MICRO_PER_TOKEN,
-    amount_sum,
-    clamp01,
-    finite,
-    later_than,
-    micro,
-    summand,
+    AmountSum,
+    Clamp01,
+    IsFinite,
+    LaterThan,
+    MicroTokens,
+    Summand,
 )
 
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
@@ -49,15 +49,15 @@ def check_sort_key(by: str) -> None:
 def _checked_total(amount, columns, table, where, artifact_id) -> ColumnElement:
     """Correlated total of an amount (micro-tokens) for `artifact_id`, or NULL when it is not
     finite or beyond MAX_TOTAL (both databases compute the repeated aggregate once)."""
-    total = amount_sum(summand(amount, *columns))
+    total = AmountSum(Summand(amount, *columns))
     return (select(case((total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO), total)))
             .where(table.c.artifact_id == artifact_id, *where).scalar_subquery())
 
 
 def _why_invalid(name: str, amount, columns, table, where, artifact_id) -> ColumnElement:
     """Why a checked total is NULL; evaluated only for such artifacts."""
-    total = amount_sum(summand(amount, *columns))
-    return (select(case((finite(total), f"{name} exceeds {plain(MAX_TOTAL)} tokens"),
+    total = AmountSum(Summand(amount, *columns))
+    return (select(case((IsFinite(total), f"{name} exceeds {plain(MAX_TOTAL)} tokens"),
                         else_=f"{name} is not a finite number"))
             .where(table.c.artifact_id == artifact_id, *where).scalar_subquery())
 
@@ -70,14 +70,14 @@ def _totals(now: datetime) -> dict:
         token_bounties.c.status == "open",
         or_(
             token_bounties.c.expires_at.is_(None),
-            later_than(token_bounties.c.expires_at, literal(now, Timestamp())),
+            LaterThan(token_bounties.c.expires_at, literal(now, Timestamp())),
         ),
     )
     return {
-        "demand": (micro(positions.c.tokens), [positions.c.tokens], positions,
+        "demand": (MicroTokens(positions.c.tokens), [positions.c.tokens], positions,
                    [positions.c.status == "open"]),
-        "bounty": (micro(offered) - micro(paid), [offered, paid], token_bounties, open_bounty),
-        "spent": (micro(resource_allocations.c.tokens), [resource_allocations.c.tokens],
+        "bounty": (MicroTokens(offered) - MicroTokens(paid), [offered, paid], token_bounties, open_bounty),
+        "spent": (MicroTokens(resource_allocations.c.tokens), [resource_allocations.c.tokens],
                   resource_allocations, []),
     }
 
@@ -85,9 +85,9 @@ def _totals(now: datetime) -> dict:
 def beyond_limit(now: datetime, name: str) -> Select:
     """The first artifact whose finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
     amount, columns, table, where = _totals(now)[name]
-    total = amount_sum(summand(amount, *columns))
+    total = AmountSum(Summand(amount, *columns))
     return (select(table.c.artifact_id).where(*where).group_by(table.c.artifact_id)
-            .having(and_(finite(total), ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
+            .having(and_(IsFinite(total), ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
             .order_by(table.c.artifact_id).limit(1))
 
 
@@ -116,8 +116,8 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
         .subquery("totals")
     )
     t = inner.c
-    price_ok = or_(t.price.is_(None), finite(t.price))
-    price = case((price_ok, clamp01(func.round(func.coalesce(t.price,
+    price_ok = or_(t.price.is_(None), IsFinite(t.price))
+    price = case((price_ok, Clamp01(func.round(func.coalesce(t.price,
                                                              literal(params.default_price)), DECIMALS))))
     uncertainty = 1 - func.abs(price - literal(HALF)) * 2
     floor = literal(params.multiplier_floor)

@@ -19,7 +19,7 @@ from scidex_alloc.storage.schema import (
     Timestamp,
     artifacts,
 )
-from scidex_alloc.storage.sql import later_than, tokens
+from scidex_alloc.storage.sql import LaterThan, tokens
 
 
 def check_period(every: str) -> None:
@@ -111,9 +111,9 @@ def snapshot_history(artifact_id: str, period: str, since: datetime | None,
 
 def _window(stmt, s, since, until):
     if since is not None:
-        stmt = stmt.where(~later_than(literal(since, Timestamp()), s.c.bucket))
+        stmt = stmt.where(~LaterThan(literal(since, Timestamp()), s.c.bucket))
     if until is not None:
-        stmt = stmt.where(~later_than(s.c.bucket, literal(until, Timestamp())))
+        stmt = stmt.where(~LaterThan(s.c.bucket, literal(until, Timestamp())))
     return stmt
 
 
@@ -155,5 +155,5 @@ def movers_select(type_: str | None, period: str, since: datetime | None,
 def prune_snapshots(period: str | None, before: datetime):
     from scidex_alloc.storage.schema import budget_snapshots as s
 
-    stmt = s.delete().where(later_than(literal(before, Timestamp()), s.c.bucket))
+    stmt = s.delete().where(LaterThan(literal(before, Timestamp()), s.c.bucket))
     return stmt if period is None else stmt.where(s.c.period == period)

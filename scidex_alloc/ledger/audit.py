@@ -20,7 +20,7 @@ from scidex_alloc.storage.schema import (
     token_bounties,
     utcnow,
 )
-from scidex_alloc.storage.sql import finite
+from scidex_alloc.storage.sql import IsFinite
 
 SHOWN = 50
 log = resource_allocations
@@ -50,7 +50,7 @@ def _rows(connection: Connection, stmt) -> list[dict]:
 def _spent_mismatch(connection, params):
     by_log = (
         select(log.c.artifact_id,
-               sql.amount_sum(sql.summand(sql.micro(log.c.tokens), log.c.tokens))
+               sql.AmountSum(sql.Summand(sql.MicroTokens(log.c.tokens), log.c.tokens))
                .label("total"))
         .group_by(log.c.artifact_id).subquery()
     )
@@ -69,18 +69,18 @@ def _silent_overdraft(connection, params):
     running_sum = func.total if connection.dialect.name == "sqlite" else func.sum
     running = select(
         log.c.id, log.c.artifact_id, log.c.tokens, log.c.overdraft, log.c.budget_at_spend,
-        running_sum(sql.micro(log.c.tokens)).over(
+        running_sum(sql.MicroTokens(log.c.tokens)).over(
             partition_by=log.c.artifact_id, order_by=log.c.id, rows=(None, 0)).label("spent"),
     ).subquery()
     budgets = queries.budget_select(params, utcnow()).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
     recorded = running.c.budget_at_spend.is_not(None)
-    at_spend = sql.micro(running.c.budget_at_spend)
+    at_spend = sql.MicroTokens(running.c.budget_at_spend)
     judged = func.coalesce(at_spend, budgets.c.budget)
     stmt = (select(running.c.id, running.c.artifact_id, at_spend.label("budget_at_spend"),
                    judged.label("budget"), running.c.spent)
             .outerjoin(budgets, budgets.c.artifact_id == running.c.artifact_id)
-            .where(running.c.overdraft.is_(False), running.c.tokens > 0, finite(running.c.spent),
+            .where(running.c.overdraft.is_(False), running.c.tokens > 0, IsFinite(running.c.spent),
                    running.c.spent > judged,
                    or_(recorded, and_(budgets.c.remaining < 0,
                                       running.c.artifact_id.not_in(flagged))))
@@ -100,7 +100,7 @@ def _bad_reversals(connection, params):
     wrong = (select(log.c.id.label("reversal_id"), log.c.reverses_id.label("spend_id"))
              .join(original, original.c.id == log.c.reverses_id)
              .where(or_(original.c.reverses_id.is_not(None),
-                        sql.micro(log.c.tokens) != -sql.micro(original.c.tokens))))
+                        sql.MicroTokens(log.c.tokens) != -sql.MicroTokens(original.c.tokens))))
     return _rows(connection, twice) + _rows(connection, wrong)
 
 
@@ -118,7 +118,7 @@ def _negative_tokens(connection, params):
         (token_bounties, token_bounties.c.tokens_paid, None),
         (log, log.c.tokens, log.c.reverses_id.is_(None)),
     ):
-        where = [column < 0, finite(column)] + ([extra] if extra is not None else [])
+        where = [column < 0, IsFinite(column)] + ([extra] if extra is not None else [])
         stmt = select(table.c.id, table.c.artifact_id, column.label("tokens")).where(*where)
         found += [{"table": table.name, "column": column.name, **row}
                   for row in _rows(connection, stmt)]
@@ -128,7 +128,7 @@ def _negative_tokens(connection, params):
 def _bad_prices(connection, params):
     price = markets.c.price
     return _rows(connection, select(markets.c.artifact_id, price)
-                 .where(or_(price < 0, price > 1), finite(price)))
+                 .where(or_(price < 0, price > 1), IsFinite(price)))
 
 
 def _orphans(connection, params):
@@ -145,8 +145,8 @@ def _orphans(connection, params):
 def _overpaid_bounties(connection, params):
     b = token_bounties
     return _rows(connection, select(b.c.id, b.c.artifact_id, b.c.tokens_offered, b.c.tokens_paid)
-                 .where(b.c.tokens_paid > b.c.tokens_offered, finite(b.c.tokens_paid),
-                        finite(b.c.tokens_offered)))
+                 .where(b.c.tokens_paid > b.c.tokens_offered, IsFinite(b.c.tokens_paid),
+                        IsFinite(b.c.tokens_offered)))
 
 
 def _invalid_amounts(connection, params):
@@ -161,7 +161,7 @@ def _invalid_amounts(connection, params):
         (markets, markets.c.price, markets.c.artifact_id),
     ):
         stmt = (select(key.label("id"), table.c.artifact_id, cast(column, String).label("value"))
-                .where(column.is_not(None), ~finite(column)).order_by(key))
+                .where(column.is_not(None), ~IsFinite(column)).order_by(key))
         found += [{"table": table.name, "column": column.name, **row}
                   for row in _rows(connection, stmt)]
     budgets = queries.budget_select(params, utcnow()).subquery()

@@ -42,7 +42,7 @@ from scidex_alloc.storage.schema import (
     resource_allocations,
     utcnow,
 )
-from scidex_alloc.storage.sql import finite, later_than
+from scidex_alloc.storage.sql import IsFinite, LaterThan
 
 # The columns a new spend log entry writes (the database numbers it), and their values.
 ENTRY_COLUMNS = ("artifact_id", "tokens", "unit", "units", "rate", "kind", "agent_id", "note",
@@ -255,14 +255,14 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
             ) -> SpendRecord:
     """Append the entry that cancels spend `spend_id`; each spend is reversed at most once."""
     log = resource_allocations
-    finite = connection.execute(
-        select(and_(*(sql.finite(func.coalesce(column, 0))
+    amount_is_finite = connection.execute(
+        select(and_(*(sql.IsFinite(func.coalesce(column, 0))
                       for column in (log.c.tokens, log.c.units, log.c.rate))))
         .where(log.c.id == spend_id)
     ).scalar()
-    if finite is None:
+    if amount_is_finite is None:
         raise errors.UnknownId(f"no spend with id {spend_id}")
-    if not finite:  # written by another service: its negation would be invalid too
+    if not amount_is_finite:  # written by another service: its negation would be invalid too
         raise errors.UsageError(f"spend {spend_id} has an amount that is not a finite number; "
                                 "see alloc audit")
     original = connection.execute(select(log).where(log.c.id == spend_id)).first()
@@ -304,7 +304,7 @@ def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None
     log = resource_allocations
 
     def shown(column):  # a value that is not a finite number (invalid data) shows as NULL
-        return case((finite(column), column)).label(column.name)
+        return case((IsFinite(column), column)).label(column.name)
 
     stmt = select(
         log.c.id, log.c.created_at, log.c.artifact_id, shown(log.c.tokens), log.c.unit,
@@ -314,5 +314,5 @@ def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None
     if artifact_id is not None:
         stmt = stmt.where(log.c.artifact_id == artifact_id)
     if since is not None:
-        stmt = stmt.where(~later_than(literal(since, Timestamp()), log.c.created_at))
+        stmt = stmt.where(~LaterThan(literal(since, Timestamp()), log.c.created_at))
     return stmt.limit(limit) if limit is not None else stmt

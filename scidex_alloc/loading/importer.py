@@ -23,6 +23,7 @@ from scidex_alloc.budgets import queries
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_TOTAL
 from scidex_alloc.loading import reader
+from scidex_alloc.loading.columns import SPECS
 from scidex_alloc.loading.results import LoadReport, RowProblem
 from scidex_alloc.storage import bulk, database
 from scidex_alloc.storage.schema import artifacts, utcnow
@@ -58,9 +59,9 @@ def populate(connection: Connection, batches) -> dict[str, int]:
 def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
                  progress: Callable[[int], None] | None) -> LoadReport:
     """Check and insert every row; after the first bad one only check, naming each."""
-    spec = reader.SPECS.get(what)
+    spec = SPECS.get(what)
     if spec is None:
-        raise UsageError(f"cannot load {what!r}: choose one of {', '.join(reader.SPECS)}")
+        raise UsageError(f"cannot load {what!r}: choose one of {', '.join(SPECS)}")
     table = artifacts.metadata.tables[spec.table]
     report = LoadReport(what)
     rows = reader.Rows(spec, stream, fmt, report.problems, MAX_PROBLEMS)

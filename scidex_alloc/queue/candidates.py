@@ -12,7 +12,7 @@ from scidex_alloc.storage.schema import (
     Timestamp,
     artifacts,
 )
-from scidex_alloc.storage.sql import later_than
+from scidex_alloc.storage.sql import LaterThan
 
 
 def queue_candidates(params: Params, now: datetime, type_: str | None, agent: str | None
@@ -23,7 +23,7 @@ def queue_candidates(params: Params, now: datetime, type_: str | None, agent: st
 
     def live(*where):
         return and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "active",
-                    later_than(claims.c.lease_expires_at, literal(now, Timestamp())), *where)
+                    LaterThan(claims.c.lease_expires_at, literal(now, Timestamp())), *where)
 
     done = and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "done")
     others = live() if agent is None else live(claims.c.agent_id != agent)

@@ -138,7 +138,7 @@ def info(row, now: datetime) -> ClaimInfo:
 def listing(connection: Connection, agent: str | None, expired: bool) -> list[ClaimInfo]:
     """Active claims: live ones, or with `expired` those whose lease ran out."""
     now = utcnow()
-    live = sql.later_than(claims.c.lease_expires_at, literal(now, Timestamp()))
+    live = sql.LaterThan(claims.c.lease_expires_at, literal(now, Timestamp()))
     stmt = (select(claims).where(claims.c.status == "active", ~live if expired else live)
             .order_by(claims.c.id))
     if agent is not None:

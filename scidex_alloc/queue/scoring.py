@@ -63,8 +63,8 @@ def score_all(candidates: list[Candidate], weight: float = UCB_WEIGHT,
         return []
     total = sum(c.investigations for c in candidates)
     ucbs = [ucb(c, total, exploration) for c in candidates]
-    finite = [u for u in ucbs if u is not None]
-    top_ucb = max(finite, default=0.0)
+    finite_ucbs = [u for u in ucbs if u is not None]
+    top_ucb = max(finite_ucbs, default=0.0)
     top_remaining = max(c.remaining for c in candidates)
     scores = []
     for c, u in zip(candidates, ucbs):

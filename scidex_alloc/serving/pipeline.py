@@ -18,7 +18,7 @@ from scidex_alloc.formula import MICRO, ONE, Params
 from scidex_alloc.history import snapshots
 from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
 from scidex_alloc.storage.schema import utcnow
-from scidex_alloc.storage.sql import MICRO_PER_TOKEN, finite, micro
+from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, MicroTokens
 
 PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
 SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
@@ -36,7 +36,7 @@ def pipeline(connection: Connection, params: Params, buckets: int) -> Pipeline:
     return Pipeline(types, period, points)
 
 
-class whole_tokens(FunctionElement):
+class WholeTokens(FunctionElement):
     """The whole tokens of a micro-token amount, truncated toward zero."""
 
     type = Numeric()
@@ -44,12 +44,12 @@ class whole_tokens(FunctionElement):
     name = "whole_tokens"
 
 
-@compiles(whole_tokens)
+@compiles(WholeTokens)
 def _whole_default(element, compiler, **kw):
     return f"trunc({compiler.process(element.clauses, **kw)} / {MICRO_PER_TOKEN})"
 
 
-@compiles(whole_tokens, "sqlite")
+@compiles(WholeTokens, "sqlite")
 def _whole_sqlite(element, compiler, **kw):
     return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
 
@@ -57,7 +57,7 @@ def _whole_sqlite(element, compiler, **kw):
 def _split_sum(amount, name: str) -> list:
     """SUM of micro-token amounts over many artifacts as two exact sums, whole tokens and
     the micro-tokens left: SQLite's integer SUM would overflow past about 9.2e12 tokens."""
-    whole = whole_tokens(amount)
+    whole = WholeTokens(amount)
     return [func.sum(whole).label(name),
             func.sum(amount - whole * MICRO_PER_TOKEN).label(f"{name}_micro")]
 
@@ -88,8 +88,8 @@ def snapshot_totals(period: str, buckets: int) -> Select:
     from scidex_alloc.storage.schema import budget_snapshots as s
 
     newest = (select(s.c.bucket, *(column for name in SNAPSHOT_TOTALS
-                                   for column in _split_sum(micro(s.c[name]), name)))
-              .where(s.c.period == period, *(finite(s.c[name]) for name in SNAPSHOT_TOTALS))
+                                   for column in _split_sum(MicroTokens(s.c[name]), name)))
+              .where(s.c.period == period, *(IsFinite(s.c[name]) for name in SNAPSHOT_TOTALS))
               .group_by(s.c.bucket)
               .order_by(s.c.bucket.desc()).limit(buckets).subquery())
     return select(newest).order_by(newest.c.bucket)

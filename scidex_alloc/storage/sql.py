@@ -19,7 +19,7 @@ FLOAT_MAX = "1.7976931348623157e308"
 SQLITE_INFINITY = "9e999"
 
 
-class micro(FunctionElement):
+class MicroTokens(FunctionElement):
     """A token amount in micro-tokens, exact on both databases."""
 
     type = Numeric()
@@ -27,17 +27,17 @@ class micro(FunctionElement):
     name = "micro"
 
 
-@compiles(micro)
+@compiles(MicroTokens)
 def _micro_default(element, compiler, **kw):
     return f"({compiler.process(element.clauses, **kw)} * {MICRO_PER_TOKEN})"
 
 
-@compiles(micro, "sqlite")
+@compiles(MicroTokens, "sqlite")
 def _micro_sqlite(element, compiler, **kw):
     return f"CAST(ROUND({compiler.process(element.clauses, **kw)} * {MICRO_PER_TOKEN}) AS INTEGER)"
 
 
-class later_than(FunctionElement):
+class LaterThan(FunctionElement):
     """``a > b`` for timestamps; SQLite compares instants, not their text."""
 
     type = Boolean()
@@ -45,19 +45,19 @@ class later_than(FunctionElement):
     name = "later_than"
 
 
-@compiles(later_than)
+@compiles(LaterThan)
 def _later_default(element, compiler, **kw):
     a, b = element.clauses
     return f"({compiler.process(a, **kw)} > {compiler.process(b, **kw)})"
 
 
-@compiles(later_than, "sqlite")
+@compiles(LaterThan, "sqlite")
 def _later_sqlite(element, compiler, **kw):
     a, b = element.clauses
     return f"(julianday({compiler.process(a, **kw)}) > julianday({compiler.process(b, **kw)}))"
 
 
-class finite(FunctionElement):
+class IsFinite(FunctionElement):
     """Whether a stored amount or price is a finite number. Other services can write NaN
     and +-Infinity on PostgreSQL, and infinity or any text on SQLite (NUMERIC affinity)."""
 
@@ -66,20 +66,20 @@ class finite(FunctionElement):
     name = "finite"
 
 
-@compiles(finite)
+@compiles(IsFinite)
 def _finite_default(element, compiler, **kw):
     # NaN sorts above Infinity on PostgreSQL.
     value = compiler.process(element.clauses, **kw)
     return f"({value} > '-Infinity' AND {value} < 'Infinity')"
 
 
-@compiles(finite, "sqlite")
+@compiles(IsFinite, "sqlite")
 def _finite_sqlite(element, compiler, **kw):
     # Text and blobs sort above every number; infinity lies beyond the largest double.
     return f"({compiler.process(element.clauses, **kw)} BETWEEN -{FLOAT_MAX} AND {FLOAT_MAX})"
 
 
-class clamp01(FunctionElement):
+class Clamp01(FunctionElement):
     """A value clamped into [0, 1], evaluated once."""
 
     type = Numeric()
@@ -87,17 +87,17 @@ class clamp01(FunctionElement):
     name = "clamp01"
 
 
-@compiles(clamp01)
+@compiles(Clamp01)
 def _clamp_default(element, compiler, **kw):
     return f"greatest(0, least(1, {compiler.process(element.clauses, **kw)}))"
 
 
-@compiles(clamp01, "sqlite")
+@compiles(Clamp01, "sqlite")
 def _clamp_sqlite(element, compiler, **kw):
     return f"max(0, min(1, {compiler.process(element.clauses, **kw)}))"
 
 
-class summand(FunctionElement):
+class Summand(FunctionElement):
     """One row's part of a total: `amount` (micro-tokens), made infinite on SQLite when one
     of the row's `columns` is not a finite number, so that the total shows it. PostgreSQL
     needs nothing: NaN, the only non-finite value its token columns hold, propagates."""
@@ -107,19 +107,19 @@ class summand(FunctionElement):
     name = "summand"
 
 
-@compiles(summand)
+@compiles(Summand)
 def _summand_default(element, compiler, **kw):
     return compiler.process(element.clauses.clauses[0], **kw)
 
 
-@compiles(summand, "sqlite")
+@compiles(Summand, "sqlite")
 def _summand_sqlite(element, compiler, **kw):
     amount, *columns = element.clauses.clauses
-    ok = " AND ".join(compiler.process(finite(column), **kw) for column in columns)
+    ok = " AND ".join(compiler.process(IsFinite(column), **kw) for column in columns)
     return f"(CASE WHEN {ok} THEN {compiler.process(amount, **kw)} ELSE {SQLITE_INFINITY} END)"
 
 
-class amount_sum(FunctionElement):
+class AmountSum(FunctionElement):
     """The sum of summands, 0 for no rows. SQLite's TOTAL never fails: its integer SUM
     raises on overflow, and TOTAL of whole micro-tokens is exact below 2**53."""
 
@@ -128,12 +128,12 @@ class amount_sum(FunctionElement):
     name = "amount_sum"
 
 
-@compiles(amount_sum)
+@compiles(AmountSum)
 def _amount_sum_default(element, compiler, **kw):
     return f"coalesce(sum({compiler.process(element.clauses, **kw)}), 0)"
 
 
-@compiles(amount_sum, "sqlite")
+@compiles(AmountSum, "sqlite")
 def _amount_sum_sqlite(element, compiler, **kw):
     return f"total({compiler.process(element.clauses, **kw)})"
 
