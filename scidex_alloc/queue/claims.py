@@ -26,26 +26,36 @@ from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import Timestamp, artifacts, claims, utcnow
 
 REWARD_PRECISION = Decimal("1e-9")
+# When every unexplored candidate read is held by others, read this many times as many.
+CANDIDATE_GROWTH = 4
 
 
 def ranked(connection: Connection, params: Params, now: datetime, type_: str | None,
-           agent: str | None, weight: float, exploration: float) -> list[tuple]:
-    """(score, row) pairs for every candidate, best first."""
-    rows = {}
+           agent: str | None, weight: float, exploration: float, unexplored: int
+           ) -> tuple[list[tuple], bool]:
+    """(score, budget row, row) for every explored candidate and the best `unexplored`
+    unexplored ones, best first, and whether more unexplored candidates may follow.
+
+    The top `unexplored` of this list are the top of the whole queue: an unexplored
+    candidate left out has no more remaining budget, so no better score, than any read."""
+    rows = [row for explored in (True, False) for row in connection.execute(
+        queue_candidates(params, now, type_, agent, explored, unexplored))]
+    by_id = {}
     candidates = []
-    for row in connection.execute(queue_candidates(params, now, type_, agent)):
+    for row in rows:
         budget = queries.budget_row(0, row, params)
-        rows[row.artifact_id] = (budget, row)
+        by_id[row.artifact_id] = (budget, row)
         candidates.append(scoring.Candidate(row.artifact_id, budget.remaining,
                                             row.investigations, Decimal(row.reward_total)))
-    return [(s, *rows[s.candidate.artifact_id])
-            for s in scoring.score_all(candidates, weight, exploration)]
+    more = sum(1 for c in candidates if not c.investigations) == unexplored
+    return [(s, *by_id[s.candidate.artifact_id])
+            for s in scoring.score_all(candidates, weight, exploration)], more
 
 
 def preview(connection: Connection, params: Params, type_: str | None, agent: str | None,
             limit: int, weight: float, exploration: float) -> list[QueueEntry]:
     """The top `limit` candidates, claimed by nobody; the asking agent's own claims show."""
-    scored = ranked(connection, params, utcnow(), type_, agent, weight, exploration)
+    scored, _ = ranked(connection, params, utcnow(), type_, agent, weight, exploration, limit)
     return [entry(i, s, budget, row.claim_id, row.lease_expires_at)
             for i, (s, budget, row) in enumerate(scored[:limit], start=1)]
 
@@ -63,39 +73,58 @@ def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntr
 
 def claim_top(connection: Connection, params: Params, type_: str | None, agent: str, lease: timedelta,
               limit: int, weight: float, exploration: float) -> list[QueueEntry]:
+    """Lease the best `limit` candidates to `agent`, passing by those others hold."""
     now = utcnow()
     expires = now + lease
-    postgres = connection.dialect.name == "postgresql"
     taken: list[QueueEntry] = []
-    for score, budget, _row in ranked(connection, params, now, type_, agent, weight, exploration):
-        if len(taken) == limit:
-            break
-        artifact_id = budget.artifact_id
-        if postgres and connection.execute(
-            select(artifacts.c.id).where(artifacts.c.id == artifact_id)
-            .with_for_update(key_share=True, skip_locked=True)
-        ).first() is None:
-            continue  # another claimer holds it right now
-        current = connection.execute(
-            select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
-        ).first()
-        if current is not None and current.lease_expires_at > now:
-            if current.agent_id != agent:
-                continue  # claimed since the candidates were read
-            connection.execute(claims.update().where(claims.c.id == current.id)
-                            .values(lease_expires_at=expires))
-            claim_id = current.id
-        else:
-            if current is not None:
-                connection.execute(claims.update().where(claims.c.id == current.id)
-                                .values(status="expired"))
-            claim_id = connection.execute(
-                claims.insert().returning(claims.c.id),
-                [{"artifact_id": artifact_id, "agent_id": agent, "status": "active",
-                  "claimed_at": now, "lease_expires_at": expires}],
-            ).scalar_one()
-        taken.append(entry(len(taken) + 1, score, budget, claim_id, expires))
-    return taken
+    tried: set[str] = set()
+    unexplored = limit
+    while True:
+        scored, more = ranked(connection, params, now, type_, agent, weight, exploration,
+                              unexplored)
+        if more:  # past the last unexplored candidate read, an unread one may rank higher
+            last = max(i for i, (s, _, _) in enumerate(scored) if not s.candidate.investigations)
+            scored = scored[:last + 1]
+        for score, budget, _row in scored:
+            if budget.artifact_id in tried:
+                continue
+            tried.add(budget.artifact_id)
+            claim_id = _lease(connection, budget.artifact_id, agent, now, expires)
+            if claim_id is not None:
+                taken.append(entry(len(taken) + 1, score, budget, claim_id, expires))
+                if len(taken) == limit:
+                    return taken
+        if not more:
+            return taken
+        unexplored *= CANDIDATE_GROWTH
+
+
+def _lease(connection: Connection, artifact_id: str, agent: str, now: datetime,
+           expires: datetime) -> int | None:
+    """Lease one artifact to `agent` (a new claim, or its own renewed); None when another
+    claimer holds it right now or has claimed it since the candidates were read."""
+    if connection.dialect.name == "postgresql" and connection.execute(
+        select(artifacts.c.id).where(artifacts.c.id == artifact_id)
+        .with_for_update(key_share=True, skip_locked=True)
+    ).first() is None:
+        return None
+    current = connection.execute(
+        select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
+    ).first()
+    if current is not None and current.lease_expires_at > now:
+        if current.agent_id != agent:
+            return None
+        connection.execute(claims.update().where(claims.c.id == current.id)
+                           .values(lease_expires_at=expires))
+        return current.id
+    if current is not None:
+        connection.execute(claims.update().where(claims.c.id == current.id)
+                           .values(status="expired"))
+    return connection.execute(
+        claims.insert().returning(claims.c.id),
+        [{"artifact_id": artifact_id, "agent_id": agent, "status": "active",
+          "claimed_at": now, "lease_expires_at": expires}],
+    ).scalar_one()
 
 
 def checked_reward(reward: float | None) -> Decimal | None:

@@ -1,0 +1,104 @@
+"""`next` reads only the candidates that can reach the top of the queue: every explored
+one and the unexplored ones with the most remaining budget. These tests compare it with
+the pure scoring of every candidate, on random databases, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from decimal import Decimal
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, insert
+
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.budgets import queries
+from scidex_alloc.queue import scoring
+from scidex_alloc.queue.candidates import queue_candidates
+from scidex_alloc.storage.schema import claims, utcnow
+
+ARTIFACTS = 120
+
+
+@pytest.fixture
+def generated(db_url, cli):
+    assert cli("generate", "--artifacts", ARTIFACTS, "--seed", 3, "--db", db_url).exit_code == 0
+    return db_url
+
+
+def every_candidate(allocator, agent, weight, exploration):
+    """The whole queue, scored the plain way: every candidate read and scored."""
+    now = utcnow()
+    with allocator.engine.connect() as connection:
+        rows = [row for explored in (True, False) for row in connection.execute(
+            queue_candidates(allocator.params, now, None, agent, explored))]
+    candidates = [scoring.Candidate(row.artifact_id, queries.budget_row(0, row, allocator.params)
+                                    .remaining, row.investigations,
+                                    Decimal(row.reward_total))
+                  for row in rows]
+    return scoring.score_all(candidates, weight, exploration)
+
+
+def record_investigations(allocator, rng, others_claims):
+    """Random completed investigations (with and without rewards), and live claims of
+    other agents, written as another service would."""
+    ids = sorted(row.artifact_id for row in allocator.rank())
+    now = utcnow()
+    done = [{"artifact_id": rng.choice(ids), "agent_id": "x", "status": "done",
+             "claimed_at": now, "lease_expires_at": now, "finished_at": now,
+             "reward": None if rng.random() < 0.2 else round(rng.random(), 3)}
+            for _ in range(rng.randrange(0, 60))]
+    live = [{"artifact_id": artifact_id, "agent_id": "other", "status": "active",
+             "claimed_at": now, "lease_expires_at": now + timedelta(hours=1)}
+            for artifact_id in rng.sample(ids, others_claims)]
+    with allocator.engine.begin() as connection:
+        connection.execute(delete(claims))
+        for rows in (done, live):
+            if rows:
+                connection.execute(insert(claims), rows)
+
+
+def summary(entries):
+    return [(e.artifact_id, e.score, e.ucb, e.remaining) for e in entries]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), limit=st.sampled_from([1, 3, 10, 50, 500]),
+       weight=st.sampled_from([0.0, 0.3, 0.7, 1.0]), exploration=st.sampled_from([0.0, 1.4, 20.0]),
+       others=st.integers(0, 10))
+def test_next_equals_scoring_every_candidate(generated, seed, limit, weight, exploration, others):
+    with Allocator.open(generated) as allocator:
+        record_investigations(allocator, random.Random(seed), others)
+        expected = every_candidate(allocator, "me", weight, exploration)[:limit]
+        entries = allocator.next(limit=limit, agent="me", ucb_weight=weight,
+                                 exploration=exploration)
+    assert summary(entries) == [(s.candidate.artifact_id, s.score, s.ucb, s.candidate.remaining)
+                                for s in expected]
+
+
+def test_a_claim_takes_the_best_candidates_in_order(generated):
+    with Allocator.open(generated) as allocator:
+        record_investigations(allocator, random.Random(5), 4)
+        expected = [s.candidate.artifact_id for s in every_candidate(
+            allocator, "me", scoring.UCB_WEIGHT, scoring.EXPLORATION)[:7]]
+        taken = allocator.next(limit=7, agent="me", claim=True)
+    assert [e.artifact_id for e in taken] == expected
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
+def test_a_claim_passes_by_held_artifacts_and_reads_further(generated):
+    """Artifacts another claimer holds right now are passed by; when every unexplored
+    candidate read is held, the queue reads further, still best first."""
+    with Allocator.open(generated) as allocator:
+        order = [s.candidate.artifact_id for s in every_candidate(allocator, "me", 1.0, 0.0)]
+        held = order[:5]
+        with psycopg.connect(generated) as other:
+            other.execute("SELECT id FROM artifacts WHERE id = ANY(%s) FOR NO KEY UPDATE",
+                          [held])
+            taken = allocator.next(limit=2, agent="me", claim=True, ucb_weight=1.0,
+                                   exploration=0.0)
+            other.rollback()
+    assert [e.artifact_id for e in taken] == order[5:7]
