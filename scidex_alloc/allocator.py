@@ -163,8 +163,8 @@ class Allocator:
                 conn, self.params, type_, agent, limit, ucb_weight, exploration))
         if agent is None:
             raise UsageError("{claim} needs {agent}", "claim", "agent")
-        return self._tx.write_retried(lambda conn: claims.claim_top(
-            conn, self.params, type_, agent, lease, limit, ucb_weight, exploration))
+        return claims.claim_top(self._tx, self.params, type_, agent, lease, limit, ucb_weight,
+                                exploration)
 
     def done(self, claim_id: int, reward: float | None = None) -> ClaimInfo:
         """Close a claim as a completed investigation, with its reward in [0, 1] if known."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from sqlalchemy import literal, select
 from sqlalchemy.engine import Connection
@@ -24,9 +25,10 @@ from scidex_alloc.queue.candidates import queue_candidates
 from scidex_alloc.queue.results import ClaimInfo, QueueEntry
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import Timestamp, artifacts, claims, utcnow
+from scidex_alloc.storage.transactions import Transactions
 
 REWARD_PRECISION = Decimal("1e-9")
-# When every unexplored candidate read is held by others, read this many times as many.
+# When every unexplored candidate read is taken by others, read this many times as many.
 CANDIDATE_GROWTH = 4
 
 
@@ -71,42 +73,66 @@ def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntr
     )
 
 
-def claim_top(connection: Connection, params: Params, type_: str | None, agent: str, lease: timedelta,
-              limit: int, weight: float, exploration: float) -> list[QueueEntry]:
-    """Lease the best `limit` candidates to `agent`, passing by those others hold."""
-    now = utcnow()
-    expires = now + lease
+def claim_top(tx: Transactions, params: Params, type_: str | None, agent: str,
+              lease: timedelta, limit: int, weight: float, exploration: float
+              ) -> list[QueueEntry]:
+    """Lease the best `limit` candidates to `agent`, passing by those others hold.
+
+    The queue is ranked in a read transaction; only the leases are written, in a short
+    write transaction that re-checks each artifact (its claims, its remaining budget), so
+    that a claimer holds SQLite's write lock for milliseconds, not for the ranking."""
     taken: list[QueueEntry] = []
     tried: set[str] = set()
     unexplored = limit
     while True:
-        scored, more = ranked(connection, params, now, type_, agent, weight, exploration,
-                              unexplored)
+        now = utcnow()
+        scored, more = tx.read(partial(
+            ranked, params=params, now=now, type_=type_, agent=agent, weight=weight,
+            exploration=exploration, unexplored=unexplored))
         if more:  # past the last unexplored candidate read, an unread one may rank higher
             last = max(i for i, (s, _, _) in enumerate(scored) if not s.candidate.investigations)
             scored = scored[:last + 1]
-        for score, budget, _row in scored:
-            if budget.artifact_id in tried:
-                continue
-            tried.add(budget.artifact_id)
-            claim_id = _lease(connection, budget.artifact_id, agent, now, expires)
-            if claim_id is not None:
-                taken.append(entry(len(taken) + 1, score, budget, claim_id, expires))
-                if len(taken) == limit:
-                    return taken
-        if not more:
+        pending = [(score, budget) for score, budget, _ in scored
+                   if budget.artifact_id not in tried]
+        leased, examined = tx.write_retried(partial(
+            _lease_best, params=params, pending=pending, agent=agent, lease=lease,
+            wanted=limit - len(taken)))
+        tried.update(examined)
+        taken += [entry(len(taken) + i, score, budget, claim_id, expires)
+                  for i, (score, budget, claim_id, expires) in enumerate(leased, start=1)]
+        if len(taken) == limit or not more:
             return taken
         unexplored *= CANDIDATE_GROWTH
 
 
-def _lease(connection: Connection, artifact_id: str, agent: str, now: datetime,
-           expires: datetime) -> int | None:
+def _lease_best(connection: Connection, params: Params, pending: list, agent: str,
+                lease: timedelta, wanted: int) -> tuple[list, list[str]]:
+    """Lease up to `wanted` of the ranked `pending` candidates, best first: the leases
+    (score, budget, claim id, expiry) and the ids examined."""
+    now = utcnow()
+    leased, examined = [], []
+    for score, budget in pending:
+        if len(leased) == wanted:
+            break
+        examined.append(budget.artifact_id)
+        claim_id = _lease(connection, params, budget.artifact_id, agent, now, now + lease)
+        if claim_id is not None:
+            leased.append((score, budget, claim_id, now + lease))
+    return leased, examined
+
+
+def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
+           now: datetime, expires: datetime) -> int | None:
     """Lease one artifact to `agent` (a new claim, or its own renewed); None when another
-    claimer holds it right now or has claimed it since the candidates were read."""
+    claimer holds it right now, has claimed it since the queue was ranked, or its budget
+    has run out since."""
     if connection.dialect.name == "postgresql" and connection.execute(
         select(artifacts.c.id).where(artifacts.c.id == artifact_id)
         .with_for_update(key_share=True, skip_locked=True)
     ).first() is None:
+        return None
+    budget = connection.execute(queries.one(params, now, artifact_id)).first()
+    if budget is None or budget.remaining is None or budget.remaining <= 0:
         return None
     current = connection.execute(
         select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
