@@ -252,6 +252,17 @@ class Allocator:
         with self.engine.begin() as conn:
             return migrate.upgrade(conn)
 
+    def rebuild_balances(self) -> tuple[int, int]:
+        """Sum every maintained balance again from the source tables (after manual surgery
+        or a restore): how many artifacts there are, and how many balances were wrong."""
+        from scidex_alloc.budgets import balances
+
+        def rebuild(connection):
+            now = utcnow()
+            wrong = len(connection.execute(balances.mismatches(now)).all())
+            return balances.rebuild(connection, now), wrong
+        return self._tx.write_retried(rebuild)
+
     def current(self) -> tuple[str | None, str]:
         """The database's schema revision, and the newest one this version knows."""
         from scidex_alloc.storage import migrate

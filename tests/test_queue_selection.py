@@ -5,6 +5,7 @@ the pure scoring of every candidate, on random databases, on SQLite and PostgreS
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
@@ -12,12 +13,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 
 from scidex_alloc.allocator import Allocator
-from scidex_alloc.budgets import queries
 from scidex_alloc.queue import scoring
-from scidex_alloc.queue.candidates import queue_candidates
 from scidex_alloc.storage.schema import claims, utcnow
 
 ARTIFACTS = 120
@@ -30,15 +29,22 @@ def generated(db_url, cli):
 
 
 def every_candidate(allocator, agent, weight, exploration):
-    """The whole queue, scored the plain way: every candidate read and scored."""
+    """The whole queue, scored the plain way: every artifact with budget left and no live
+    claim of another agent, its investigations counted from the claims themselves."""
     now = utcnow()
     with allocator.engine.connect() as connection:
-        rows = [row for explored in (True, False) for row in connection.execute(
-            queue_candidates(allocator.params, now, None, agent, explored))]
-    candidates = [scoring.Candidate(row.artifact_id, queries.budget_row(0, row, allocator.params)
-                                    .remaining, row.investigations,
-                                    Decimal(row.reward_total))
-                  for row in rows]
+        rows = connection.execute(select(claims)).all()
+    investigations, rewards, taken = Counter(), Counter(), set()
+    for row in rows:
+        if row.status == "done":
+            investigations[row.artifact_id] += 1
+            rewards[row.artifact_id] += Decimal(row.reward or 0).quantize(Decimal("1e-9"))
+        elif row.status == "active" and row.lease_expires_at > now and row.agent_id != agent:
+            taken.add(row.artifact_id)
+    candidates = [scoring.Candidate(b.artifact_id, b.remaining, investigations[b.artifact_id],
+                                    Decimal(rewards[b.artifact_id]))
+                  for b in allocator.rank(by="remaining")
+                  if b.remaining is not None and b.remaining > 0 and b.artifact_id not in taken]
     return scoring.score_all(candidates, weight, exploration)
 
 

@@ -10,34 +10,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Iterator
 
-from sqlalchemy import Integer, Select, and_, case, func, literal, or_, select, type_coerce
+from sqlalchemy import Integer, Select, case, func, literal, or_, select, type_coerce
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.expression import ColumnElement
 
+from scidex_alloc.budgets import balances
+from scidex_alloc.budgets.balances import MAX_TOTAL_MICRO, SUMMED
 from scidex_alloc.budgets.results import BudgetRow
 from scidex_alloc.errors import UnknownArtifact, UsageError
 from scidex_alloc.formula import DECIMALS, HALF, MAX_TOTAL, MICRO, Params, plain, terms
 from scidex_alloc.options import SORT_KEYS
-from scidex_alloc.storage.schema import (
-    Timestamp,
-    artifacts,
-    markets,
-    positions,
-    resource_allocations,
-    token_bounties,
-    utcnow,
-)
-from scidex_alloc.storage.sql import (
-    MICRO_PER_TOKEN,
-    AmountSum,
-    Clamp01,
-    IsFinite,
-    LaterThan,
-    MicroTokens,
-    Summand,
-)
+from scidex_alloc.storage.schema import artifact_balances, artifacts, utcnow
+from scidex_alloc.storage.sql import Clamp01, IsFinite, WholeNumber
 
-MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
+KEYED = ("budget", "remaining")  # sort keys the balances keep indexed
 STREAM_BATCH = 2000  # rows fetched at a time by a streamed read
 
 
@@ -46,87 +31,63 @@ def check_sort_key(by: str) -> None:
         raise UsageError(f"{{by}} must be one of {', '.join(SORT_KEYS)}", "by")
 
 
-def _checked_total(amount, columns, table, where, artifact_id) -> ColumnElement:
-    """Correlated total of an amount (micro-tokens) for `artifact_id`, or NULL when it is not
-    finite or beyond MAX_TOTAL (both databases compute the repeated aggregate once)."""
-    total = AmountSum(Summand(amount, *columns))
-    return (select(case((total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO), total)))
-            .where(table.c.artifact_id == artifact_id, *where).scalar_subquery())
+def budget_expression(params: Params, demand, bounty, price):
+    """The formula in SQL over micro-token totals: (price is usable, effective price,
+    budget). The maintained ranking keys are this same expression with the defaults."""
+    price_ok = or_(price.is_(None), IsFinite(price))
+    effective = case((price_ok, Clamp01(func.round(func.coalesce(price,
+                                                                 literal(params.default_price)),
+                                                   DECIMALS))))
+    uncertainty = 1 - func.abs(effective - literal(HALF)) * 2
+    floor = literal(params.multiplier_floor)
+    multiplier = floor + (1 - floor) * uncertainty
+    return price_ok, effective, func.round((literal(params.research_share) * demand + bounty)
+                                           * multiplier)
 
 
-def _why_invalid(name: str, amount, columns, table, where, artifact_id) -> ColumnElement:
-    """Why a checked total is NULL; evaluated only for such artifacts."""
-    total = AmountSum(Summand(amount, *columns))
-    return (select(case((IsFinite(total), f"{name} exceeds {plain(MAX_TOTAL)} tokens"),
-                        else_=f"{name} is not a finite number"))
-            .where(table.c.artifact_id == artifact_id, *where).scalar_subquery())
-
-
-def _totals(now: datetime) -> dict:
-    """Each total's name: its amount in micro-tokens, the columns that must be finite,
-    its table and its row filter."""
-    offered, paid = token_bounties.c.tokens_offered, token_bounties.c.tokens_paid
-    open_bounty = (
-        token_bounties.c.status == "open",
-        or_(
-            token_bounties.c.expires_at.is_(None),
-            LaterThan(token_bounties.c.expires_at, literal(now, Timestamp())),
-        ),
-    )
-    return {
-        "demand": (MicroTokens(positions.c.tokens), [positions.c.tokens], positions,
-                   [positions.c.status == "open"]),
-        "bounty": (MicroTokens(offered) - MicroTokens(paid), [offered, paid], token_bounties, open_bounty),
-        "spent": (MicroTokens(resource_allocations.c.tokens), [resource_allocations.c.tokens],
-                  resource_allocations, []),
-    }
-
-
-def beyond_limit(now: datetime, name: str) -> Select:
+def beyond_limit(name: str) -> Select:
     """The first artifact whose finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
-    amount, columns, table, where = _totals(now)[name]
-    total = AmountSum(Summand(amount, *columns))
-    return (select(table.c.artifact_id).where(*where).group_by(table.c.artifact_id)
-            .having(and_(IsFinite(total), ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
-            .order_by(table.c.artifact_id).limit(1))
+    b = artifact_balances.c
+    total, invalid = b[name], b[f"{name}_invalid"]
+    return (select(b.artifact_id)
+            .where(invalid == 0, or_(~WholeNumber(total),
+                                     ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
+            .order_by(b.artifact_id).limit(1))
 
 
 def budget_select(params: Params, now: datetime, type_: str | None = None, where=(),
-                  extra=()) -> Select:
-    """Every artifact (of one type, and meeting `where`, if given) with its terms in
-    micro-tokens, budget/remaining sort keys, any `extra` columns, and `problem`.
+                  extra=(), within=None) -> Select:
+    """Every artifact of one type and meeting `where` (or, when given, with an id from the
+    subquery `within`, which applies those itself) with its terms in micro-tokens, budget/remaining sort keys, any
+    `extra` columns, and `problem`, read from the maintained balances.
 
-    The totals are computed once per artifact in a derived table (OFFSET 0 keeps both
-    databases from inlining, and so repeating, its correlated aggregates). An artifact
-    whose price is not finite, or whose total is not finite or beyond MAX_TOTAL, is
-    invalid: `problem` says why, and the terms that depend on it, always including
-    `remaining`, are NULL.
+    An artifact whose price is not finite, or whose total is not finite or beyond
+    MAX_TOTAL, is invalid: `problem` says why, and the terms that depend on it, always
+    including `remaining`, are NULL. (OFFSET 0 keeps both databases from inlining, and so
+    repeating, the derived table's expressions.)
     """
-    totals = _totals(now)
+    terms = balances.stored_terms(now)
+    b = artifact_balances
+    source = b.join(artifacts, artifacts.c.id == b.c.artifact_id)
+    if within is not None:
+        source = within.join(source, b.c.artifact_id == within.c.artifact_id)
     inner = (
-        select(
-            artifacts.c.id.label("artifact_id"), artifacts.c.type, artifacts.c.title,
-            markets.c.price,
-            *(_checked_total(*spec, artifacts.c.id).label(name) for name, spec in totals.items()),
-            *extra,
-        )
-        .select_from(artifacts.outerjoin(markets, markets.c.artifact_id == artifacts.c.id))
-        .where(*where, *([] if type_ is None else [artifacts.c.type == type_]))
+        select(b.c.artifact_id, b.c.type, artifacts.c.title, b.c.price,
+               *(terms[name].label(name) for name in SUMMED),
+               *(terms[f"{name}_invalid"].label(f"{name}_invalid") for name in SUMMED),
+               *extra)
+        .select_from(source)
+        .where(*where, *([] if type_ is None or within is not None else [b.c.type == type_]))
         .offset(0)
         .subquery("totals")
     )
     t = inner.c
-    price_ok = or_(t.price.is_(None), IsFinite(t.price))
-    price = case((price_ok, Clamp01(func.round(func.coalesce(t.price,
-                                                             literal(params.default_price)), DECIMALS))))
-    uncertainty = 1 - func.abs(price - literal(HALF)) * 2
-    floor = literal(params.multiplier_floor)
-    multiplier = floor + (1 - floor) * uncertainty
-    budget = func.round((literal(params.research_share) * t.demand + t.bounty) * multiplier)
+    price_ok, price, budget = budget_expression(params, t.demand, t.bounty, t.price)
     problem = case(
         (~price_ok, "price is not a finite number"),
-        *((t[name].is_(None), _why_invalid(name, *spec, t.artifact_id))
-          for name, spec in totals.items()),
+        *((t[name].is_(None), case((t[f"{name}_invalid"] > 0, f"{name} is not a finite number"),
+                                   else_=f"{name} exceeds {plain(MAX_TOTAL)} tokens"))
+          for name in SUMMED),
     )
     return select(
         t.artifact_id, t.type, t.title, t.demand, t.bounty,
@@ -140,11 +101,38 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
     )
 
 
+def of_type_unindexed(type_: str | None) -> list:
+    """The condition "of type `type_`" as an expression that no index serves: for the few
+    rows a partial index finds (expired bounties, explored artifacts), which SQLite, having
+    no statistics, would otherwise find by walking every artifact of the type."""
+    return [] if type_ is None else [artifact_balances.c.type.concat("") == type_]
+
+
+def top_ids(params: Params, now: datetime, type_: str | None, by: str, count: int,
+            where=()):
+    """A subquery of the ids that can be among the first `count` by `by` (budget or
+    remaining): the first `count` by their maintained key, in index order, and every one
+    whose stored bounty has expired since it was summed (its key is out of date). None when
+    the formula's parameters are not the defaults the keys were computed with."""
+    if params != Params() or by not in KEYED:
+        return None
+    b = artifact_balances.c
+    key = b[f"{by}_key"]
+    of_type = [] if type_ is None else [b.type == type_]
+    top = (select(b.artifact_id)
+           .where(balances.current_bounty(b.next_expiry, now), *of_type, *where)
+           .order_by(key.desc().nulls_last(), b.artifact_id).limit(count).subquery())
+    stale = select(b.artifact_id).where(balances.expired_bounty(b.next_expiry, now),
+                                        *of_type_unindexed(type_), *where)
+    return select(top.c.artifact_id).union_all(stale).subquery("top_ids")
+
+
 def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
            offset: int = 0) -> Select:
     """Valid artifacts by `by`, descending, then invalid ones (those whose key is unknown
     last, on both databases); ties by id."""
-    stmt = budget_select(params, now, type_)
+    within = None if limit is None else top_ids(params, now, type_, by, limit + offset)
+    stmt = budget_select(params, now, type_, within=within)
     columns = stmt.selected_columns
     stmt = stmt.order_by(columns.problem.is_not(None), columns[by].desc().nulls_last(),
                          columns.artifact_id.asc())
@@ -154,14 +142,14 @@ def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int
 
 
 def one(params: Params, now: datetime, artifact_id: str) -> Select:
-    return budget_select(params, now, where=[artifacts.c.id == artifact_id])
+    return budget_select(params, now, where=[artifact_balances.c.artifact_id == artifact_id])
 
 
 def budget_terms(params: Params, now: datetime, ids: list[str]) -> Select:
     """What a spend decision needs of these artifacts (the caller computes the budget):
     price, `problem`, and demand, bounty and spent as the driver returns micro-tokens,
     whole numbers that need no conversion per row."""
-    full = budget_select(params, now, where=[artifacts.c.id.in_(ids)])
+    full = budget_select(params, now, where=[artifact_balances.c.artifact_id.in_(ids)])
     columns = full.selected_columns
     return full.with_only_columns(
         columns.artifact_id, columns.price,

@@ -39,6 +39,8 @@ def run(connection: Connection, params: Params) -> list[AuditCheck]:
         ("bounties-within-offer", "no bounty is paid beyond its offer", _overpaid_bounties),
         ("amounts-valid", "every amount and price is a finite number, and every artifact's "
          "totals lie within the limit", _invalid_amounts),
+        ("balances-exact", "every artifact's maintained balance equals its recomputation from "
+         "the source tables (mend with alloc db rebuild-balances)", _balance_mismatch),
     ]
     return [AuditCheck(name, text, check(connection, params)) for name, text, check in checks]
 
@@ -168,3 +170,27 @@ def _invalid_amounts(connection, params):
     return found + _rows(connection, select(budgets.c.artifact_id, budgets.c.problem)
                          .where(budgets.c.problem.is_not(None))
                          .order_by(budgets.c.artifact_id))
+
+
+def _balance_mismatch(connection, params):
+    """Artifacts whose balance row differs from the source tables summed again, and which
+    of its columns differ."""
+    from scidex_alloc.budgets import balances
+    from scidex_alloc.storage.schema import artifact_balances
+
+    now = utcnow()
+    ids = [row.artifact_id for row in connection.execute(balances.mismatches(now).limit(SHOWN))]
+    if not ids:
+        return []
+    stored = {row.artifact_id: row._mapping for row in connection.execute(
+        select(artifact_balances).where(artifact_balances.c.artifact_id.in_(ids)))}
+    source = balances.recomputed_all(now).subquery()
+    expected = {row.artifact_id: row._mapping for row in connection.execute(
+        select(source).where(source.c.artifact_id.in_(ids)))}
+    found = []
+    for artifact_id in ids:
+        have, want = stored.get(artifact_id), expected.get(artifact_id)
+        columns = ("row" if have is None or want is None else
+                   ", ".join(c for c in ("type", *balances.COLUMNS) if have[c] != want[c]))
+        found.append({"artifact_id": artifact_id, "differs": columns})
+    return found

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from scidex_alloc.budgets import queries
+from scidex_alloc.budgets import balances, queries
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_TOTAL
 from scidex_alloc.loading import reader
@@ -38,10 +38,13 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     """Load a whole file in the caller's write transaction, which is rolled back when any
     row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
     with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
+        balances.suspend(connection)
         report = _insert_file(connection, what, stream, fmt, progress)
         if not report.ok:
-            connection.rollback()
-        elif what in LOADED_TOTALS:
+            connection.rollback()  # the triggers' suspension with the rest
+            return report
+        balances.resume(connection, utcnow())
+        if what in LOADED_TOTALS:
             _check_totals(connection, what)
     return report
 
@@ -50,9 +53,11 @@ def populate(connection: Connection, batches) -> dict[str, int]:
     """Bulk-insert (table, columns, rows) batches in the caller's transaction; counts per
     table."""
     counts: dict[str, int] = {}
+    balances.suspend(connection)
     for name, columns, rows in batches:
         bulk.insert_rows(connection, artifacts.metadata.tables[name], columns, rows)
         counts[name] = counts.get(name, 0) + len(rows)
+    balances.resume(connection, utcnow())
     return counts
 
 
@@ -148,7 +153,7 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
 def _check_totals(connection: Connection, what: str) -> None:
     """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back)."""
     name = LOADED_TOTALS[what]
-    found = connection.execute(queries.beyond_limit(utcnow(), name)).scalar()
+    found = connection.execute(queries.beyond_limit(name)).scalar()
     if found is not None:
         raise UsageError(f"{what} rejected, nothing loaded: {found}'s {name} would exceed "
                          f"the maximum {MAX_TOTAL.normalize():f} tokens")

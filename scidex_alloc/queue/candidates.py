@@ -10,39 +10,38 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, literal, select
+from sqlalchemy import Select, and_, literal, select
 
-from scidex_alloc.budgets.queries import budget_select
+from scidex_alloc.budgets.queries import budget_select, of_type_unindexed, top_ids
 from scidex_alloc.formula import Params
-from scidex_alloc.storage.schema import (
-    Timestamp,
-    artifacts,
-)
+from scidex_alloc.storage.schema import Timestamp, artifact_balances, claims
 from scidex_alloc.storage.sql import LaterThan
 
 
 def queue_candidates(params: Params, now: datetime, type_: str | None, agent: str | None,
                      explored: bool, limit: int | None = None) -> Select:
     """Artifacts with budget left and no live claim by another agent, with their
-    investigation counts and reward totals, and the asking agent's own live claim: the
-    explored ones, or the unexplored ones by remaining budget (the best `limit`)."""
-    from scidex_alloc.storage.schema import claims
+    investigation counts and reward totals (billionths), and the asking agent's own live
+    claim: the explored ones, or the unexplored ones by remaining budget (the best `limit`,
+    read in the order of the maintained remaining key)."""
+    b = artifact_balances.c
 
     def live(*where):
-        return and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "active",
+        return and_(claims.c.artifact_id == b.artifact_id, claims.c.status == "active",
                     LaterThan(claims.c.lease_expires_at, literal(now, Timestamp())), *where)
 
-    done = and_(claims.c.artifact_id == artifacts.c.id, claims.c.status == "done")
     others = live() if agent is None else live(claims.c.agent_id != agent)
     own = live(claims.c.agent_id == agent) if agent is not None else None
-    investigated = select(claims.c.id).where(done).exists()
-    base = budget_select(params, now, type_, where=[
-        ~select(claims.c.id).where(others).exists(),
-        investigated if explored else ~investigated,
-    ], extra=[
-        select(func.count()).where(done).scalar_subquery().label("investigations"),
-        func.coalesce(select(func.sum(claims.c.reward)).where(done).scalar_subquery(), 0)
-        .label("reward_total"),
+    where = [~select(claims.c.id).where(others).exists(),
+             b.investigations > 0 if explored else b.investigations == 0]
+    if explored:
+        within, where = None, [*where, *of_type_unindexed(type_)]
+        type_ = None
+    else:
+        within = top_ids(params, now, type_, "remaining", limit, where)
+    base = budget_select(params, now, type_, where=where if within is None else (),
+                         within=within, extra=[
+        b.investigations, b.reward_total,
         (select(claims.c.id).where(own).scalar_subquery() if own is not None
          else literal(None)).label("claim_id"),
         (select(claims.c.lease_expires_at).where(own).scalar_subquery() if own is not None

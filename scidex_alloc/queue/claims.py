@@ -48,10 +48,15 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
         budget = queries.budget_row(0, row, params)
         by_id[row.artifact_id] = (budget, row)
         candidates.append(scoring.Candidate(row.artifact_id, budget.remaining,
-                                            row.investigations, Decimal(row.reward_total)))
+                                            row.investigations, rewards(row.reward_total)))
     more = sum(1 for c in candidates if not c.investigations) == unexplored
     return [(s, *by_id[s.candidate.artifact_id])
             for s in scoring.score_all(candidates, weight, exploration)], more
+
+
+def rewards(billionths) -> Decimal:
+    """A maintained reward total (in billionths) as an exact Decimal."""
+    return Decimal(int(billionths)).scaleb(-9)
 
 
 def preview(connection: Connection, params: Params, type_: str | None, agent: str | None,

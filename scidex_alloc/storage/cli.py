@@ -33,3 +33,13 @@ def db_current(ctx: typer.Context, db: Db = None):
     current, head = open_allocator(ctx, db).current()
     state = "up to date" if current == head else f"behind {head}: run alloc db upgrade"
     print(f"{current or 'none'} ({state})")
+
+
+@db_app.command("rebuild-balances")
+def db_rebuild_balances(ctx: typer.Context, db: Db = None):
+    """Sum every artifact's maintained balance again from the source tables (after manual
+    surgery or a restore; alloc audit's balances-exact tells when)."""
+    from scidex_alloc import rendering
+
+    artifacts, wrong = open_allocator(ctx, db).rebuild_balances()
+    rendering.message(f"rebuilt the balances of {artifacts} artifacts; {wrong} differed")

@@ -207,5 +207,31 @@ budget_snapshots = Table(
     Index("ix_budget_snapshots_period_bucket", "period", "bucket"),
 )
 
+# Every term of each artifact's budget, kept by triggers on the tables above (revision
+# 0005; storage/balances.py): sums of micro-tokens over the rows whose amounts are finite,
+# and how many rows are not. `bounty` counts the open bounties unexpired when it was last
+# summed, and `next_expiry` (an instant key: a Julian day number on SQLite) is when the
+# first of them expires: past it, readers sum the bounties again. `budget_key` and
+# `remaining_key` are generated columns (the default formula; NULL when the artifact has
+# no valid budget) that the ranking indexes order by.
+artifact_balances = Table(
+    "artifact_balances",
+    metadata,
+    Column("artifact_id", ArtifactId(), primary_key=True),
+    Column("type", String, nullable=False),
+    Column("demand", Numeric(30, 0), nullable=False, server_default="0"),
+    Column("demand_invalid", Integer, nullable=False, server_default="0"),
+    Column("bounty", Numeric(30, 0), nullable=False, server_default="0"),
+    Column("bounty_invalid", Integer, nullable=False, server_default="0"),
+    Column("next_expiry", Timestamp().with_variant(Numeric(), "sqlite")),
+    Column("price", Numeric),
+    Column("spent", Numeric(30, 0), nullable=False, server_default="0"),
+    Column("spent_invalid", Integer, nullable=False, server_default="0"),
+    Column("investigations", Integer, nullable=False, server_default="0"),
+    Column("reward_total", Numeric(30, 0), nullable=False, server_default="0"),  # 1e-9 units
+    Column("budget_key", Numeric),
+    Column("remaining_key", Numeric),
+)
+
 BASE_UNIT = "tokens"
 DEFAULT_RATES = {"llm-tokens": 1000}

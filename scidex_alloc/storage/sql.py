@@ -141,3 +141,62 @@ def _amount_sum_sqlite(element, compiler, **kw):
 def tokens(micro_amount) -> ColumnElement:
     """Micro-tokens back to tokens inside SQL (exact NUMERIC on PostgreSQL)."""
     return micro_amount / literal(Decimal("1000000.0"))
+
+
+class ExactSum(FunctionElement):
+    """The exact sum of whole micro-token amounts, 0 for no rows. SQLite's integer SUM
+    raises on overflow, so it sums the high and the low bits apart, and `+` turns a
+    total beyond 64 bits into a float (which WholeNumber tells apart)."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "exact_sum"
+
+
+@compiles(ExactSum)
+def _exact_sum_default(element, compiler, **kw):
+    return f"coalesce(sum({compiler.process(element.clauses, **kw)}), 0)"
+
+
+@compiles(ExactSum, "sqlite")
+def _exact_sum_sqlite(element, compiler, **kw):
+    value = compiler.process(element.clauses, **kw)
+    return f"(coalesce(sum(({value}) >> 20), 0) * 1048576 + coalesce(sum(({value}) & 1048575), 0))"
+
+
+class WholeNumber(FunctionElement):
+    """Whether a maintained total is still exact: on SQLite a sum beyond 64 bits becomes a
+    float; PostgreSQL's numeric never overflows."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "whole_number"
+
+
+@compiles(WholeNumber)
+def _whole_default(element, compiler, **kw):
+    return f"({compiler.process(element.clauses, **kw)} IS NOT NULL)"
+
+
+@compiles(WholeNumber, "sqlite")
+def _whole_sqlite(element, compiler, **kw):
+    return f"(typeof({compiler.process(element.clauses, **kw)}) = 'integer')"
+
+
+class InstantKey(FunctionElement):
+    """A timestamp as a value that orders instants: itself on PostgreSQL, its Julian day
+    number on SQLite (whose text would order by its format). LaterThan compares either."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "instant_key"
+
+
+@compiles(InstantKey)
+def _instant_default(element, compiler, **kw):
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(InstantKey, "sqlite")
+def _instant_sqlite(element, compiler, **kw):
+    return f"julianday({compiler.process(element.clauses, **kw)})"
