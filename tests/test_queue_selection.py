@@ -16,10 +16,20 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select
 
 from scidex_alloc.allocator import Allocator
+from scidex_alloc.queue import claims as claims_module
 from scidex_alloc.queue import scoring
 from scidex_alloc.storage.schema import claims, utcnow
 
 ARTIFACTS = 120
+
+
+@pytest.fixture(params=["all", "preselected"])
+def explored_reading(request, monkeypatch):
+    """Explored candidates all read and scored, or (as with many) preselected in SQL by a
+    floating-point score and the queue's totals summed per investigation count."""
+    if request.param == "preselected":
+        monkeypatch.setattr(claims_module, "READ_EVERY_EXPLORED", 0)
+    return request.param
 
 
 @pytest.fixture
@@ -75,7 +85,8 @@ def summary(entries):
 @given(seed=st.integers(0, 2**32), limit=st.sampled_from([1, 3, 10, 50, 500]),
        weight=st.sampled_from([0.0, 0.3, 0.7, 1.0]), exploration=st.sampled_from([0.0, 1.4, 20.0]),
        others=st.integers(0, 10))
-def test_next_equals_scoring_every_candidate(generated, seed, limit, weight, exploration, others):
+def test_next_equals_scoring_every_candidate(generated, explored_reading, seed, limit, weight,
+                                             exploration, others):
     with Allocator.open(generated) as allocator:
         record_investigations(allocator, random.Random(seed), others)
         expected = every_candidate(allocator, "me", weight, exploration)[:limit]
@@ -85,7 +96,7 @@ def test_next_equals_scoring_every_candidate(generated, seed, limit, weight, exp
                                 for s in expected]
 
 
-def test_a_claim_takes_the_best_candidates_in_order(generated):
+def test_a_claim_takes_the_best_candidates_in_order(generated, explored_reading):
     with Allocator.open(generated) as allocator:
         record_investigations(allocator, random.Random(5), 4)
         expected = [s.candidate.artifact_id for s in every_candidate(
@@ -95,7 +106,7 @@ def test_a_claim_takes_the_best_candidates_in_order(generated):
 
 
 @pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
-def test_a_claim_passes_by_held_artifacts_and_reads_further(generated):
+def test_a_claim_passes_by_held_artifacts_and_reads_further(generated, explored_reading):
     """Artifacts another claimer holds right now are passed by; when every unexplored
     candidate read is held, the queue reads further, still best first."""
     with Allocator.open(generated) as allocator:

@@ -124,15 +124,44 @@ def recomputed_all(now: datetime):
 
 def rebuild(connection: Connection, now: datetime) -> int:
     """Sum every balance again from the source tables, in the caller's transaction; how many
-    artifacts there are. On PostgreSQL concurrent writers' triggers wait until it commits."""
-    if connection.dialect.name == "postgresql":
+    artifacts there are. On PostgreSQL concurrent writers' triggers wait until it commits;
+    on SQLite, whose writers wait anyway, the indexes are made afresh after the rows."""
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        for name in indexes(connection):
+            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    else:
         connection.execute(text("LOCK TABLE artifact_balances IN EXCLUSIVE MODE"))
     connection.execute(artifact_balances.delete())
-    source = recomputed_all(now)
-    return connection.execute(
-        artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS], source)
+    count = connection.execute(
+        artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS],
+                                               recomputed_all(now))
         .execution_options(preserve_rowcount=True)
     ).rowcount
+    if sqlite:
+        create_indexes(connection)
+    else:  # a table filled at once has no statistics
+        connection.execute(text("ANALYZE artifact_balances"))
+    return count
+
+
+def indexes(connection: Connection) -> dict[str, str]:
+    """The balances' secondary indexes: the ranking keys (also within a type), the balances
+    whose bounties expire, and the explored artifacts."""
+    last = " NULLS LAST" if connection.dialect.name == "postgresql" else ""
+    found = {}
+    for key in ("budget", "remaining"):
+        found[f"ix_artifact_balances_{key}"] = f"({key}_key DESC{last}, artifact_id)"
+        found[f"ix_artifact_balances_type_{key}"] = f"(type, {key}_key DESC{last}, artifact_id)"
+    found["ix_artifact_balances_next_expiry"] = "(next_expiry) WHERE next_expiry IS NOT NULL"
+    found["ix_artifact_balances_explored"] = "(artifact_id) WHERE investigations > 0"
+    return found
+
+
+def create_indexes(connection: Connection) -> None:
+    for name, columns in indexes(connection).items():
+        connection.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON artifact_balances "
+                                   f"{columns}")
 
 
 def fold_expired(connection: Connection, now: datetime) -> int:

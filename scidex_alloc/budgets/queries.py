@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Iterator
 
-from sqlalchemy import Integer, Select, case, func, literal, or_, select, type_coerce
+from sqlalchemy import Integer, Select, String, case, func, literal, or_, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets import balances
@@ -56,10 +56,11 @@ def beyond_limit(name: str) -> Select:
 
 
 def budget_select(params: Params, now: datetime, type_: str | None = None, where=(),
-                  extra=(), within=None) -> Select:
+                  extra=(), within=None, titled: bool = True) -> Select:
     """Every artifact of one type and meeting `where` (or, when given, with an id from the
-    subquery `within`, which applies those itself) with its terms in micro-tokens, budget/remaining sort keys, any
-    `extra` columns, and `problem`, read from the maintained balances.
+    subquery `within`, which applies those itself) with its terms in micro-tokens,
+    budget/remaining sort keys, any `extra` columns, and `problem`, read from the maintained
+    balances; its title too, unless not `titled`.
 
     An artifact whose price is not finite, or whose total is not finite or beyond
     MAX_TOTAL, is invalid: `problem` says why, and the terms that depend on it, always
@@ -68,11 +69,12 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
     """
     terms = balances.stored_terms(now)
     b = artifact_balances
-    source = b.join(artifacts, artifacts.c.id == b.c.artifact_id)
+    source = b.join(artifacts, artifacts.c.id == b.c.artifact_id) if titled else b
     if within is not None:
         source = within.join(source, b.c.artifact_id == within.c.artifact_id)
+    title = artifacts.c.title if titled else literal(None, String).label("title")
     inner = (
-        select(b.c.artifact_id, b.c.type, artifacts.c.title, b.c.price,
+        select(b.c.artifact_id, b.c.type, title, b.c.price,
                *(terms[name].label(name) for name in SUMMED),
                *(terms[f"{name}_invalid"].label(f"{name}_invalid") for name in SUMMED),
                *extra)

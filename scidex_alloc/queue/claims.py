@@ -14,44 +14,106 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
-from sqlalchemy import literal, select
+from sqlalchemy import literal, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import errors
-from scidex_alloc.budgets import queries
+from scidex_alloc.budgets import balances, queries
 from scidex_alloc.formula import Params
 from scidex_alloc.queue import scoring
-from scidex_alloc.queue.candidates import queue_candidates
+from scidex_alloc.queue.candidates import explored_by_score, explored_groups, queue_candidates
 from scidex_alloc.queue.results import ClaimInfo, QueueEntry
 from scidex_alloc.storage import sql
-from scidex_alloc.storage.schema import Timestamp, artifacts, claims, utcnow
+from scidex_alloc.storage.schema import Timestamp, artifact_balances, artifacts, claims, utcnow
 from scidex_alloc.storage.transactions import Transactions
 
 REWARD_PRECISION = Decimal("1e-9")
-# When every unexplored candidate read is taken by others, read this many times as many.
+# When every candidate read is taken by others, read this many times as many.
 CANDIDATE_GROWTH = 4
+# Up to this many explored candidates are all read and scored; beyond, SQL preselects them.
+READ_EVERY_EXPLORED = 2000
+# Bounds on how far SQL's floating-point score and remaining budget may lie from the exact.
+SCORE_MARGIN = 1e-9
+REMAINING_MARGIN_MICRO = 16
 
 
 def ranked(connection: Connection, params: Params, now: datetime, type_: str | None,
-           agent: str | None, weight: float, exploration: float, unexplored: int
+           agent: str | None, weight: float, exploration: float, wanted: int
            ) -> tuple[list[tuple], bool]:
-    """(score, budget row, row) for every explored candidate and the best `unexplored`
-    unexplored ones, best first, and whether more unexplored candidates may follow.
+    """(score, budget row, row), best first, of candidates that include the first `wanted`
+    of the queue, and whether more of the queue lies beyond the list's end.
 
-    The top `unexplored` of this list are the top of the whole queue: an unexplored
-    candidate left out has no more remaining budget, so no better score, than any read."""
-    rows = [row for explored in (True, False) for row in connection.execute(
-        queue_candidates(params, now, type_, agent, explored, unexplored))]
-    by_id = {}
-    candidates = []
-    for row in rows:
-        budget = queries.budget_row(0, row, params)
-        by_id[row.artifact_id] = (budget, row)
-        candidates.append(scoring.Candidate(row.artifact_id, budget.remaining,
-                                            row.investigations, rewards(row.reward_total)))
-    more = sum(1 for c in candidates if not c.investigations) == unexplored
-    return [(s, *by_id[s.candidate.artifact_id])
-            for s in scoring.score_all(candidates, weight, exploration)], more
+    Unexplored candidates are read by remaining budget, the best `wanted`: one left out has
+    no more remaining, so no better score, than any read. Explored ones are all read when
+    they are few; else see _best_explored."""
+    unexplored = list(connection.execute(
+        queue_candidates(params, now, type_, agent, False, wanted)))
+    groups = connection.execute(explored_groups(params, now, type_, agent)).all()
+    count = sum(g.candidates for g in groups)
+    queue = None
+    if count <= READ_EVERY_EXPLORED:
+        explored = list(connection.execute(queue_candidates(params, now, type_, agent, True)))
+    else:
+        queue, explored = _best_explored(connection, params, now, type_, agent, weight,
+                                         exploration, wanted, groups, unexplored)
+    explored_complete = len(explored) >= count
+    by_id = {row.artifact_id: (queries.budget_row(0, row, params), row)
+             for row in explored + unexplored}
+    candidates = [scoring.Candidate(budget.artifact_id, budget.remaining, row.investigations,
+                                    rewards(row.reward_total))
+                  for budget, row in by_id.values()]
+    scored = [(s, *by_id[s.candidate.artifact_id])
+              for s in scoring.score_all(candidates, weight, exploration, queue)]
+    # Past the last of a kind read only in part, an unread candidate may rank higher.
+    cuts = [] if explored_complete else [_position(scored, True, wanted)]
+    if len(unexplored) == wanted:
+        cuts.append(_position(scored, False, wanted))
+    return (scored[:min(cuts) + 1], True) if cuts else (scored, False)
+
+
+def _position(scored: list[tuple], explored: bool, nth: int) -> int:
+    """The position of the `nth` best read candidate that is explored (or unexplored)."""
+    of_kind = [i for i, (s, _, _) in enumerate(scored)
+               if bool(s.candidate.investigations) == explored]
+    return of_kind[min(nth, len(of_kind)) - 1]
+
+
+def _best_explored(connection: Connection, params: Params, now: datetime, type_: str | None,
+                   agent: str | None, weight: float, exploration: float, wanted: int,
+                   groups, unexplored) -> tuple[scoring.Queue, list]:
+    """The whole queue's totals, and the explored candidates that can be among its first
+    `wanted`, when there are too many to read them all.
+
+    The totals come from one aggregate per investigation count (the best UCB of a count is
+    that of its best reward) and, for the largest remaining budget, the few candidates
+    within a margin of SQL's largest. SQL then ranks the explored candidates by a
+    floating-point score; those within SCORE_MARGIN of the `wanted`-th are read and scored
+    exactly: any left out scores below every one of the first `wanted`."""
+    total = sum(g.investigations * g.candidates for g in groups)
+    top_ucb = max(scoring.ucb(scoring.Candidate("", Decimal(0), g.investigations,
+                                                rewards(g.best_reward)), total, exploration)
+                  for g in groups)
+    least = max(g.most_remaining for g in groups) - REMAINING_MARGIN_MICRO
+    b = artifact_balances.c
+    near_key = ([] if params != Params() else  # the maintained key narrows it down
+                [or_(b.remaining_key >= least, balances.expired_bounty(b.next_expiry, now))])
+    stmt = queue_candidates(params, now, type_, agent, True, where=near_key)
+    best = connection.execute(stmt.where(stmt.selected_columns.remaining >= least)).all()
+    top_remaining = max(queries.budget_row(0, row, params).remaining
+                        for row in best + unexplored)
+    queue = scoring.Queue(total, top_ucb, top_remaining)
+    bonus = exploration * math.sqrt(math.log(total + 1))
+
+    def by_score(**bounds):
+        return connection.execute(explored_by_score(
+            params, now, type_, agent, bonus, top_ucb, top_remaining, weight, **bounds)).all()
+
+    read = by_score(limit=wanted + 32)
+    if len(read) > wanted and read[-1].sql_score >= read[wanted - 1].sql_score - SCORE_MARGIN:
+        read = by_score(at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
+    ids = sorted({row.artifact_id for row in read + best})
+    return queue, list(connection.execute(
+        queue_candidates(params, now, type_, agent, True, ids=ids)))
 
 
 def rewards(billionths) -> Decimal:
@@ -88,15 +150,12 @@ def claim_top(tx: Transactions, params: Params, type_: str | None, agent: str,
     that a claimer holds SQLite's write lock for milliseconds, not for the ranking."""
     taken: list[QueueEntry] = []
     tried: set[str] = set()
-    unexplored = limit
+    wanted = limit
     while True:
         now = utcnow()
         scored, more = tx.read(partial(
             ranked, params=params, now=now, type_=type_, agent=agent, weight=weight,
-            exploration=exploration, unexplored=unexplored))
-        if more:  # past the last unexplored candidate read, an unread one may rank higher
-            last = max(i for i, (s, _, _) in enumerate(scored) if not s.candidate.investigations)
-            scored = scored[:last + 1]
+            exploration=exploration, wanted=wanted))
         pending = [(score, budget) for score, budget, _ in scored
                    if budget.artifact_id not in tried]
         leased, examined = tx.write_retried(partial(
@@ -107,7 +166,7 @@ def claim_top(tx: Transactions, params: Params, type_: str | None, agent: str,
                   for i, (score, budget, claim_id, expires) in enumerate(leased, start=1)]
         if len(taken) == limit or not more:
             return taken
-        unexplored *= CANDIDATE_GROWTH
+        wanted *= CANDIDATE_GROWTH
 
 
 def _lease_best(connection: Connection, params: Params, pending: list, agent: str,

@@ -56,20 +56,36 @@ def ucb(candidate: Candidate, total: int, exploration: float) -> float | None:
     return candidate.mean_reward + bonus
 
 
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """What every score depends on besides its own candidate: the whole queue's completed
+    investigations, its largest finite UCB and its largest remaining budget."""
+
+    total: int
+    top_ucb: float
+    top_remaining: Decimal
+
+
+def queue_of(candidates: list[Candidate], exploration: float) -> Queue:
+    total = sum(c.investigations for c in candidates)
+    finite_ucbs = [u for u in (ucb(c, total, exploration) for c in candidates) if u is not None]
+    return Queue(total, max(finite_ucbs, default=0.0),
+                 max((c.remaining for c in candidates), default=Decimal(0)))
+
+
 def score_all(candidates: list[Candidate], weight: float = UCB_WEIGHT,
-              exploration: float = EXPLORATION) -> list[Score]:
-    """Every candidate's score, best first: by score, then remaining budget, then id."""
+              exploration: float = EXPLORATION, queue: Queue | None = None) -> list[Score]:
+    """Every candidate's score, best first: by score, then remaining budget, then id. The
+    candidates are the whole queue, or, given its `queue`, some of it."""
     if not candidates:
         return []
-    total = sum(c.investigations for c in candidates)
-    ucbs = [ucb(c, total, exploration) for c in candidates]
-    finite_ucbs = [u for u in ucbs if u is not None]
-    top_ucb = max(finite_ucbs, default=0.0)
-    top_remaining = max(c.remaining for c in candidates)
+    queue = queue or queue_of(candidates, exploration)
     scores = []
-    for c, u in zip(candidates, ucbs):
-        ucb_norm = 1.0 if u is None else (u / top_ucb if top_ucb > 0 else 0.0)
-        budget_norm = float(c.remaining / top_remaining) if top_remaining > 0 else 0.0
+    for c in candidates:
+        u = ucb(c, queue.total, exploration)
+        ucb_norm = 1.0 if u is None else (u / queue.top_ucb if queue.top_ucb > 0 else 0.0)
+        budget_norm = (float(c.remaining / queue.top_remaining) if queue.top_remaining > 0
+                       else 0.0)
         scores.append(Score(c, u, ucb_norm, budget_norm,
                             weight * ucb_norm + (1 - weight) * budget_norm))
     # Stable sorts, least significant key first: id ascending, remaining and score descending.

@@ -7,17 +7,18 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import Numeric
 
+from scidex_alloc.budgets import balances
 from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
 from scidex_alloc.formula import MICRO, ONE, Params
 from scidex_alloc.history import snapshots
 from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
-from scidex_alloc.storage.schema import utcnow
+from scidex_alloc.storage.schema import artifact_balances, utcnow
 from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, MicroTokens
 
 PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
@@ -46,7 +47,8 @@ class WholeTokens(FunctionElement):
 
 @compiles(WholeTokens)
 def _whole_default(element, compiler, **kw):
-    return f"trunc({compiler.process(element.clauses, **kw)} / {MICRO_PER_TOKEN})"
+    # PostgreSQL's numeric SUM never overflows: the whole amount stays in the micro part.
+    return "0"
 
 
 @compiles(WholeTokens, "sqlite")
@@ -73,13 +75,33 @@ def split_total(row, name: str) -> Decimal:
 def pipeline_by_type(params: Params, now: datetime) -> Select:
     """Capital to research per artifact type: committed demand, bounty, budget, spent over
     its valid artifacts, and how many are invalid."""
-    b = budget_select(params, now).subquery()
+    b = _budgets(params, now)
     valid = b.c.problem.is_(None)
     return (select(b.c.type, func.count().label("artifacts"),
                    func.count(b.c.problem).label("invalid"),
                    *(column for name in PIPELINE_TOTALS
                      for column in _split_sum(case((valid, b.c[name])), name)))
             .group_by(b.c.type).order_by(b.c.type))
+
+
+def _budgets(params: Params, now: datetime):
+    """Every artifact's type, terms, budget, remaining and whether it has a problem. With
+    the default formula the maintained keys serve, and only the balances whose bounties
+    expired since they were summed go through the budget SELECT."""
+    terms = ("demand", "bounty", "spent", "budget", "remaining")
+    if params != Params():
+        full = budget_select(params, now).subquery()
+        return select(full.c.type, *(full.c[name] for name in terms), full.c.problem).subquery()
+    a = artifact_balances.c
+    current = select(a.type, a.demand, a.bounty, a.spent, a.budget_key.label("budget"),
+                     a.remaining_key.label("remaining"),
+                     case((a.budget_key.is_(None), literal("invalid"))).label("problem")
+                     ).where(balances.current_bounty(a.next_expiry, now))
+    expired = budget_select(params, now, where=[balances.expired_bounty(a.next_expiry, now)])
+    columns = expired.selected_columns
+    expired = expired.with_only_columns(columns.type, *(columns[name] for name in terms),
+                                        columns.problem)
+    return current.union_all(expired).subquery()
 
 
 def snapshot_totals(period: str, buckets: int) -> Select:

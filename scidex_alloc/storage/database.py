@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -135,6 +136,10 @@ def _sqlite_engine(target: Target) -> Engine:
         if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        try:  # the queue's scores use sqrt, which some SQLite builds leave out
+            cursor.execute("SELECT sqrt(1)")
+        except dbapi_connection.OperationalError:
+            dbapi_connection.create_function("sqrt", 1, math.sqrt, deterministic=True)
         cursor.close()
 
     @event.listens_for(engine, "begin")

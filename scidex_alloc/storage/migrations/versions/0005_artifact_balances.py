@@ -22,7 +22,6 @@ def upgrade() -> None:
     connection = op.get_bind()
     postgresql = connection.dialect.name == "postgresql"
     amount = "NUMERIC" if postgresql else "INTEGER"
-    generated = "STORED" if postgresql else "VIRTUAL"
     keys = balances.key_columns(connection, budget_expression)
     connection.exec_driver_sql(f"""
         CREATE TABLE artifact_balances (
@@ -38,23 +37,14 @@ def upgrade() -> None:
             spent_invalid INTEGER NOT NULL DEFAULT 0,
             investigations INTEGER NOT NULL DEFAULT 0,
             reward_total {amount} NOT NULL DEFAULT 0,
-            budget_key NUMERIC GENERATED ALWAYS AS ({keys['budget_key']}) {generated},
-            remaining_key NUMERIC GENERATED ALWAYS AS ({keys['remaining_key']}) {generated},
+            budget_key NUMERIC GENERATED ALWAYS AS ({keys['budget_key']}) STORED,
+            remaining_key NUMERIC GENERATED ALWAYS AS ({keys['remaining_key']}) STORED,
             CONSTRAINT pk_artifact_balances PRIMARY KEY (artifact_id)
         )""")
-    last = " NULLS LAST" if postgresql else ""
-    for key in ("budget_key", "remaining_key"):
-        name = key.removesuffix("_key")
-        op.execute(f"CREATE INDEX ix_artifact_balances_{name} ON artifact_balances "
-                   f"({key} DESC{last}, artifact_id)")
-        op.execute(f"CREATE INDEX ix_artifact_balances_type_{name} ON artifact_balances "
-                   f"(type, {key} DESC{last}, artifact_id)")
-    op.execute("CREATE INDEX ix_artifact_balances_next_expiry ON artifact_balances "
-               "(next_expiry) WHERE next_expiry IS NOT NULL")
-    op.execute("CREATE INDEX ix_artifact_balances_explored ON artifact_balances "
-               "(artifact_id) WHERE investigations > 0")
-    balances.create_triggers(connection)
     balances.rebuild(connection, utcnow())
+    if postgresql:  # made after the rows, which is faster (SQLite's rebuild does the same)
+        balances.create_indexes(connection)
+    balances.create_triggers(connection)
 
 
 def downgrade() -> None:
