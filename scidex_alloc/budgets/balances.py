@@ -43,8 +43,10 @@ from scidex_alloc.storage.sql import (
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
 REWARD_SCALE = 1_000_000_000  # reward_total counts billionths: exact sums on both databases
 SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside alloc load
-# Tables whose writers may be other services: their triggers wait for the commit.
+# PostgreSQL: tables whose writers may be other services, whose triggers wait for the
+# commit; and alloc's own, whose triggers run once per statement.
 DEFERRED = ("artifacts", "markets", "positions", "token_bounties")
+STATEMENT_LEVEL = ("resource_allocations", "claims")
 SUMMED = ("demand", "bounty", "spent")
 COLUMNS = ("demand", "demand_invalid", "bounty", "bounty_invalid", "next_expiry", "price",
            "spent", "spent_invalid", "investigations", "reward_total")
@@ -234,9 +236,9 @@ def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
             "remaining_key": _sql(connection, case((valid, budget - terms["spent"])))}
 
 
-def _additions(connection: Connection, row: str, sign: str) -> dict[str, dict[str, str]]:
-    """Per table whose rows add to a balance: SQL of what one row (`row` is NEW or OLD) adds,
-    with `sign`, per column, and the condition for it to count."""
+def _additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, str], str | None]]:
+    """Per table whose rows add to a balance: SQL of what one row (`row` is NEW, OLD or an
+    alias) adds, per column, and the condition for it to count."""
     r = {name: literal_column(f"{row}.{name}") for name in
          ("tokens", "status", "reward")}
     finite = _finite([r["tokens"]])
@@ -248,18 +250,18 @@ def _additions(connection: Connection, row: str, sign: str) -> dict[str, dict[st
         "claims": ({"investigations": literal(1), "reward_total": _billionths(r["reward"])},
                    r["status"] == "done"),
     }
-    return {table: ({column: f"{sign} ({_sql(connection, value)})"
-                     for column, value in columns.items()},
+    return {table: ({column: f"({_sql(connection, value)})" for column, value in columns.items()},
                     None if condition is None else _sql(connection, condition))
             for table, (columns, condition) in amount.items()}
 
 
 def _update_additive(connection, table: str, row: str, sign: str) -> str:
     """UPDATE of the balance that one row of `table` adds to (or, with '-', takes from)."""
-    columns, condition = _additions(connection, row, sign)[table]
+    columns, condition = _additions(connection, row)[table]
     sets = []
     heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection))
-    for column, change in columns.items():
+    for column, amount in columns.items():
+        change = f"{sign} {amount}"
         if connection.dialect.name == "sqlite" and column in SUMMED:
             # A sum past 64 bits became a float: sum it again, exactly, from the source.
             sets.append(f"{column} = CASE WHEN typeof({column} {change}) = 'integer' "
@@ -288,8 +290,8 @@ def _insert_recomputed(connection, row: str) -> str:
 
 
 def _statements(connection) -> dict[str, dict[str, list[str]]]:
-    """Per source table and event (INSERT, DELETE, UPDATE), the statements that keep the
-    balances, in terms of NEW and OLD."""
+    """Per source table and event (INSERT, DELETE, UPDATE), the row trigger's statements
+    that keep the balances, in terms of NEW and OLD."""
     bounty = ("bounty", "bounty_invalid", "next_expiry")
 
     def additive(table):
@@ -297,13 +299,32 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         minus = _update_additive(connection, table, "OLD", "-")
         return {"INSERT": [plus], "DELETE": [minus], "UPDATE": [minus, plus]}
 
-    return {
-        "artifacts": {
+    def bounties(row):
+        # PostgreSQL: lock the row first, so that the sum (a statement of its own, with a
+        # snapshot of its own) sees a concurrent writer's bounty committed meanwhile.
+        lock = f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id FOR UPDATE"
+        return ([lock] if connection.dialect.name == "postgresql" else []) + \
+            [_update_recomputed(connection, row, bounty)]
+
+    if connection.dialect.name == "postgresql":
+        # Deferred to commit, after which no row of the artifact can precede it (the foreign
+        # keys hold at once): it starts from nothing, and its rows' triggers add to it.
+        zero = "INSERT INTO artifact_balances (artifact_id, type) VALUES (NEW.id, NEW.type)"
+        artifact = {
+            "INSERT": [zero],
+            "DELETE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id"],
+            "UPDATE": ["UPDATE artifact_balances SET artifact_id = NEW.id, type = NEW.type "
+                       "WHERE artifact_id = OLD.id"],
+        }
+    else:  # rows may precede their artifact (foreign keys are off for other connections)
+        artifact = {
             "INSERT": [_insert_recomputed(connection, "NEW")],
             "DELETE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id"],
             "UPDATE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id",
                        _insert_recomputed(connection, "NEW")],
-        },
+        }
+    return {
+        "artifacts": artifact,
         "markets": {
             "INSERT": ["UPDATE artifact_balances SET price = NEW.price "
                        "WHERE artifact_id = NEW.artifact_id"],
@@ -316,14 +337,43 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         },
         "positions": additive("positions"),
         "token_bounties": {
-            "INSERT": [_update_recomputed(connection, "NEW", bounty)],
-            "DELETE": [_update_recomputed(connection, "OLD", bounty)],
-            "UPDATE": [_update_recomputed(connection, "OLD", bounty),
-                       _update_recomputed(connection, "NEW", bounty)],
+            "INSERT": bounties("NEW"),
+            "DELETE": bounties("OLD"),
+            "UPDATE": bounties("OLD") + bounties("NEW"),
         },
         "resource_allocations": additive("resource_allocations"),
         "claims": additive("claims"),
     }
+
+
+def _statement_level(connection, table: str) -> dict[str, str]:
+    """PostgreSQL, for alloc's own tables: per event, one UPDATE that adds what a whole
+    statement's rows (its transition tables new_rows and old_rows) change, per artifact, so
+    that a batch of many lines on one artifact updates its balance once, not per line.
+    The rows are locked in artifact order first, so that two batches cannot deadlock."""
+
+    def changes(row: str, sign: str) -> str:
+        columns, condition = _additions(connection, row)[table]
+        parts = ", ".join(f"{sign}{amount} AS {c}" for c, amount in columns.items())
+        where = f" WHERE {condition}" if condition else ""
+        return f"SELECT {row}.artifact_id, {parts} FROM {row}_rows {row}{where}"
+
+    columns = list(_additions(connection, "n")[table][0])
+    sources = {"INSERT": [changes("n", "")], "DELETE": [changes("o", "-")],
+               "UPDATE": [changes("o", "-"), changes("n", "")]}
+    found = {}
+    sums = ", ".join(f"sum({c}) AS {c}" for c in columns)
+    moved = " OR ".join(f"sum({c}) <> 0" for c in columns)
+    sets = ", ".join(f"{c} = b.{c} + d.{c}" for c in columns)
+    for event, selects in sources.items():
+        deltas = (f"SELECT artifact_id, {sums} FROM ({' UNION ALL '.join(selects)}) c "
+                  f"GROUP BY artifact_id HAVING {moved}")
+        found[event] = (
+            f"PERFORM 1 FROM artifact_balances WHERE artifact_id IN (SELECT artifact_id FROM "
+            f"({deltas}) d) ORDER BY artifact_id FOR UPDATE;\n"
+            f"    UPDATE artifact_balances b SET {sets} FROM ({deltas}) d "
+            f"WHERE b.artifact_id = d.artifact_id")
+    return found
 
 
 # The columns whose change moves a balance: an UPDATE of any other leaves it alone.
@@ -357,6 +407,9 @@ def create_triggers(connection: Connection) -> None:
 
 
 def _create_postgresql_trigger(connection: Connection, table: str, events) -> None:
+    if table in STATEMENT_LEVEL:
+        events = {event: [statement] for event, statement
+                  in _statement_level(connection, table).items()}
     branches = "".join(
         f"  IF TG_OP = '{event}' THEN\n" + "".join(f"    {s};\n" for s in statements)
         + "  END IF;\n" for event, statements in events.items())
@@ -366,6 +419,13 @@ def _create_postgresql_trigger(connection: Connection, table: str, events) -> No
         f"BEGIN\n"
         f"  IF current_setting('{SUSPEND_SETTING}', true) = 'suspended' THEN RETURN NULL; END IF;\n"
         f"{branches}  RETURN NULL;\nEND\n$body$")
+    if table in STATEMENT_LEVEL:  # transition tables need one trigger per event
+        for event, tables in (("INSERT", "NEW TABLE AS n_rows"), ("DELETE", "OLD TABLE AS o_rows"),
+                              ("UPDATE", "NEW TABLE AS n_rows OLD TABLE AS o_rows")):
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER {_trigger_name(table, event)} AFTER {event} ON {table} "
+                f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
+        return
     kind, timing = (("CONSTRAINT TRIGGER", " DEFERRABLE INITIALLY DEFERRED")
                     if table in DEFERRED else ("TRIGGER", ""))
     connection.exec_driver_sql(
@@ -379,7 +439,9 @@ def drop_triggers(connection: Connection) -> None:
             for event in ("INSERT", "DELETE", "UPDATE"):
                 connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)}")
         else:
-            connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_trigger_name(table)} ON {table}")
+            for event in (None, "INSERT", "DELETE", "UPDATE"):
+                connection.exec_driver_sql(
+                    f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)} ON {table}")
             connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_trigger_name(table)}()")
 
 

@@ -75,7 +75,7 @@ def _position(scored: list[tuple], explored: bool, nth: int) -> int:
     """The position of the `nth` best read candidate that is explored (or unexplored)."""
     of_kind = [i for i, (s, _, _) in enumerate(scored)
                if bool(s.candidate.investigations) == explored]
-    return of_kind[min(nth, len(of_kind)) - 1]
+    return of_kind[min(nth, len(of_kind)) - 1] if of_kind else len(scored) - 1
 
 
 def _best_explored(connection: Connection, params: Params, now: datetime, type_: str | None,

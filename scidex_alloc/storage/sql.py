@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
-from sqlalchemy.types import Boolean, Numeric
+from sqlalchemy.types import Boolean, NullType, Numeric
 
 MICRO_PER_TOKEN = 1_000_000
 
@@ -187,7 +187,7 @@ class InstantKey(FunctionElement):
     """A timestamp as a value that orders instants: itself on PostgreSQL, its Julian day
     number on SQLite (whose text would order by its format). LaterThan compares either."""
 
-    type = Numeric()
+    type = NullType()  # a timestamp on one database, a number on the other: read as is
     inherit_cache = True
     name = "instant_key"
 

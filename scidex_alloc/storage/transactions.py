@@ -31,10 +31,14 @@ class Transactions:
         self.engine = engine
         # SQLite: a writer takes the write lock at BEGIN, before any of its checks read.
         self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
+        # PostgreSQL: a read of several statements sees one snapshot, as on SQLite (a
+        # transaction at this level that only reads never fails to serialize).
+        self._reader = (engine.execution_options(isolation_level="REPEATABLE READ")
+                        if engine.dialect.name == "postgresql" else engine)
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
+        with self._reader.begin() as connection:
             yield connection
 
     @contextmanager

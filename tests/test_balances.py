@@ -1,0 +1,950 @@
+"""The maintained balances (`artifact_balances`, revision 0005): whatever writes the source
+tables -- another service's bare connection, `alloc load`, a killed batch, sixteen writers
+at once, an upgrade from revision 0004 -- every balance equals its recomputation
+(`alloc audit`'s `balances-exact`), and the readers show what the source rows, summed in
+Python by this file with plain SQL, say the budgets are.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+
+import psycopg
+import pytest
+
+from scidex_alloc.allocator import Allocator
+from scidex_alloc.ledger.batches import SPEND_CHUNK
+
+D = Decimal
+MICRO = D("0.000001")
+CHILD_TABLES = ("markets", "positions", "token_bounties", "resource_allocations", "claims",
+                "budget_snapshots")
+
+
+# --------------------------------------------------------------------------- another service
+
+
+class Direct:
+    """A bare driver connection, writing the tables as another service would: explicit
+    transactions, `?` placeholders on both databases."""
+
+    def __init__(self, db_kind: str, db_url: str):
+        self.kind = db_kind
+        if db_kind == "sqlite":
+            self.connection = sqlite3.connect(db_url, isolation_level=None, timeout=60)
+            self.connection.execute("PRAGMA foreign_keys = ON")
+        else:
+            self.connection = psycopg.connect(db_url)
+
+    def _params(self, params):
+        if self.kind == "postgresql":
+            return params
+        return tuple(str(p) if isinstance(p, Decimal) else
+                     p.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+                     if isinstance(p, datetime) else p for p in params)
+
+    def execute(self, sql: str, *params):
+        if self.kind == "sqlite":
+            if not self.connection.in_transaction:
+                self.connection.execute("BEGIN IMMEDIATE")
+            return self.connection.execute(sql, self._params(params))
+        return self.connection.execute(sql.replace("?", "%s"), params)
+
+    def rows(self, sql: str, *params) -> list[tuple]:
+        return list(self.execute(sql, *params).fetchall())
+
+    def commit(self):
+        self.connection.commit()
+
+    def rollback(self):
+        self.connection.rollback()
+
+    def close(self):
+        self.connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.kind == "sqlite" and self.connection.in_transaction:
+            self.connection.rollback()
+        self.close()
+
+
+def write(db_kind, db_url, *statements):
+    """Run statements (SQL, or (SQL, params)) in one committed transaction."""
+    with Direct(db_kind, db_url) as direct:
+        for statement in statements:
+            sql, params = (statement, ()) if isinstance(statement, str) else statement
+            direct.execute(sql, *params)
+        direct.commit()
+
+
+# --------------------------------------------------------------------------- the oracle
+
+
+MAX_TOTAL = D(9_000_000_000)
+
+
+def amount(value) -> Decimal | None:
+    """A stored amount as an exact Decimal, however the driver returned it; None when it
+    is not a finite number (NaN, infinite, text)."""
+    try:
+        value = D(repr(value)) if isinstance(value, float) else D(value)
+        return value.quantize(MICRO, rounding=ROUND_HALF_UP) if value.is_finite() else None
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+
+
+def instant(value) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def budget_of(demand: Decimal, bounty: Decimal, price: Decimal | None) -> Decimal:
+    """The README's formula with the default parameters, written out again."""
+    p = D("0.5") if price is None else min(max(price, D(0)), D(1))
+    multiplier = D("0.5") + D("0.5") * (1 - abs(p - D("0.5")) * 2)
+    return ((D("0.1") * demand + bounty) * multiplier).quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def source_rows(db_kind, db_url) -> dict:
+    """The source tables' rows, read with plain SQL, and the stored investigation counts."""
+    with Direct(db_kind, db_url) as direct:
+        rows = {
+            "artifacts": direct.rows("SELECT id FROM artifacts"),
+            "markets": direct.rows("SELECT artifact_id, price FROM markets"),
+            "positions": direct.rows("SELECT artifact_id, tokens, status FROM positions"),
+            "bounties": direct.rows("SELECT artifact_id, tokens_offered, tokens_paid, status, "
+                                    "expires_at FROM token_bounties"),
+            "spends": direct.rows("SELECT artifact_id, tokens FROM resource_allocations"),
+            "claims": direct.rows("SELECT artifact_id, status, reward FROM claims"),
+            "balances": direct.rows("SELECT artifact_id, investigations, reward_total "
+                                    "FROM artifact_balances"),
+        }
+        direct.rollback()
+    return rows
+
+
+def expected(rows: dict, now: datetime) -> dict[str, dict]:
+    """Every artifact's terms and budget at `now`, summed in Python from the source rows;
+    `invalid` when a counted amount or the price is not a finite number, or a total lies
+    beyond MAX_TOTAL."""
+    found = {aid: {"demand": D(0), "bounty": D(0), "spent": D(0), "price": None,
+                   "invalid": False, "investigations": 0, "reward_total": 0}
+             for (aid,) in rows["artifacts"]}
+
+    def add(aid, name, value):
+        if value is None:
+            found[aid]["invalid"] = True
+        else:
+            found[aid][name] += value
+
+    for aid, price in rows["markets"]:
+        if price is not None:
+            found[aid]["price"] = amount(price)
+            found[aid]["invalid"] |= found[aid]["price"] is None
+    for aid, tokens, status in rows["positions"]:
+        if status == "open":
+            add(aid, "demand", amount(tokens))
+    for aid, offered, paid, status, expires in rows["bounties"]:
+        if status == "open" and (expires is None or instant(expires) > now):
+            offered, paid = amount(offered), amount(paid)
+            add(aid, "bounty", None if None in (offered, paid) else offered - paid)
+    for aid, tokens in rows["spends"]:
+        add(aid, "spent", amount(tokens))
+    for aid, status, reward in rows["claims"]:
+        if status == "done":
+            found[aid]["investigations"] += 1
+            found[aid]["reward_total"] += int((amount(reward or 0) * 10**9).to_integral_value())
+    for terms in found.values():
+        terms["invalid"] |= any(abs(terms[n]) > MAX_TOTAL for n in ("demand", "bounty", "spent"))
+        terms["budget"] = budget_of(terms["demand"], terms["bounty"], terms["price"])
+    return found
+
+
+def shown(row) -> dict:
+    """What a reader showed of one artifact (a BudgetRow, or a row of `-f json`)."""
+    get = row.get if isinstance(row, dict) else (lambda name: getattr(row, name))
+    if get("problem") is not None:
+        return {"problem": True}
+    return {name: D(str(get(name))) for name in ("demand", "bounty", "spent", "budget", "price")}
+
+
+def oracle_view(terms: dict) -> dict:
+    if terms["invalid"]:
+        return {"problem": True}
+    p = terms["price"]
+    return {"demand": terms["demand"], "bounty": terms["bounty"], "spent": terms["spent"],
+            "budget": terms["budget"],
+            "price": D("0.5") if p is None else min(max(p, D(0)), D(1))}
+
+
+def assert_readers_match_sources(db_kind, db_url, allocator: Allocator, context=""):
+    """`rank` (through the library) shows for every artifact the terms summed in Python
+    from the source rows (or a problem, for invalid data), and the stored investigation
+    counts and reward totals are those of the claims. A bounty expiring during the read
+    may be counted either way."""
+    before = datetime.now(timezone.utc)
+    ranked = {row.artifact_id: shown(row) for row in allocator.rank()}
+    after = datetime.now(timezone.utc)
+    rows = source_rows(db_kind, db_url)
+    early, late = expected(rows, before), expected(rows, after)
+    assert set(ranked) == set(early), context
+    wrong = {aid: (ranked[aid], oracle_view(early[aid])) for aid in ranked
+             if ranked[aid] not in (oracle_view(early[aid]), oracle_view(late[aid]))}
+    assert not wrong, f"{context}: readers differ from the source rows: {wrong}"
+    stored = {aid: (n, int(r)) for aid, n, r in rows["balances"]}
+    counted = {aid: (t["investigations"], t["reward_total"]) for aid, t in early.items()}
+    assert stored == counted, context
+
+
+def balances_check(allocator: Allocator, context="") -> list[dict]:
+    """The rows `balances-exact` reports (empty: ok)."""
+    try:
+        checks = allocator.audit()
+    except Exception as error:  # noqa: BLE001 -- a crash is a failure with its context
+        raise AssertionError(f"{context}: alloc audit failed: {error}") from error
+    [check] = [c for c in checks if c.name == "balances-exact"]
+    return check.rows
+
+
+def audit_json(cli, db_url):
+    """(exit code, checks by name) of `alloc audit --format json`."""
+    result = cli("audit", "--format", "json", "--db", db_url)
+    assert result.exit_code in (0, 6), result.stderr
+    return result.exit_code, {c["name"]: c for c in result.json()["checks"]}
+
+
+def budget_json(cli, db_url, artifact_id):
+    result = cli("budget", artifact_id, "-f", "json", "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout, parse_float=Decimal)
+
+
+def rank_json(cli, db_url, *args):
+    result = cli("rank", "-f", "json", *args, "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout, parse_float=Decimal)
+
+
+def stored_balances(db_kind, db_url) -> list[tuple]:
+    with Direct(db_kind, db_url) as direct:
+        rows = direct.rows("SELECT * FROM artifact_balances ORDER BY artifact_id")
+        direct.rollback()
+    return rows
+
+
+def generate(cli, db_url, artifacts, seed):
+    result = cli("generate", "--artifacts", artifacts, "--seed", seed, "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.fixture
+def allocator(db_url):
+    opened = Allocator.open(db_url)
+    yield opened
+    opened.close()
+
+
+# --------------------------------------------------------------------------- 1. random writes
+
+
+def tokens(rng: random.Random) -> Decimal:
+    return D(rng.randint(0, 5_000_000)) / 1000
+
+
+class RandomWriter:
+    """Random inserts, updates and deletes of every source table, as another service makes
+    them; each op reads what it needs, so a seed replays the same writes."""
+
+    def __init__(self, direct: Direct, rng: random.Random, tag: str):
+        self.d, self.rng, self.tag, self.created = direct, rng, tag, 0
+        self.soon: datetime | None = None  # this transaction's "expires in a second"
+
+    def pick(self, sql, *params):
+        rows = self.d.rows(sql, *params)
+        return self.rng.choice(rows) if rows else None
+
+    def artifact(self) -> str:
+        return self.pick("SELECT id FROM artifacts ORDER BY id")[0]
+
+    def op(self) -> str:
+        name = self.rng.choice([n for n in dir(self) if n.startswith("do_")])
+        getattr(self, name)()
+        return name
+
+    # positions
+    def do_insert_position(self):
+        status = self.rng.choice(["open"] * 4 + ["closed", "settled"])
+        self.d.execute("INSERT INTO positions (artifact_id, agent_id, tokens, status) "
+                       "VALUES (?, 'rnd', ?, ?)", self.artifact(), tokens(self.rng), status)
+
+    def do_update_position(self):
+        row = self.pick("SELECT id FROM positions ORDER BY id")
+        if row is None:
+            return self.do_insert_position()
+        what = self.rng.choice(["tokens", "status", "artifact_id", "all"])
+        if what == "tokens":
+            self.d.execute("UPDATE positions SET tokens = ? WHERE id = ?", tokens(self.rng), row[0])
+        elif what == "status":
+            self.d.execute("UPDATE positions SET status = ? WHERE id = ?",
+                           self.rng.choice(["open", "closed", "settled"]), row[0])
+        elif what == "artifact_id":
+            self.d.execute("UPDATE positions SET artifact_id = ? WHERE id = ?",
+                           self.artifact(), row[0])
+        else:
+            self.d.execute("UPDATE positions SET artifact_id = ?, tokens = ?, status = ? "
+                           "WHERE id = ?", self.artifact(), tokens(self.rng),
+                           self.rng.choice(["open", "closed"]), row[0])
+
+    def do_delete_position(self):
+        row = self.pick("SELECT id FROM positions ORDER BY id")
+        if row is None:
+            return self.do_insert_position()
+        self.d.execute("DELETE FROM positions WHERE id = ?", row[0])
+
+    # markets
+    def price(self):
+        """Mostly in [0, 1]; sometimes none, or out of range (clamped by the formula)."""
+        if self.rng.random() < 0.25:
+            return self.rng.choice([None, D("1.5"), D("-0.25")])
+        return D(self.rng.randint(0, 1000)) / 1000
+
+    def do_market(self):
+        aid = self.artifact()
+        if not self.d.rows("SELECT 1 FROM markets WHERE artifact_id = ?", aid):
+            self.d.execute("INSERT INTO markets (artifact_id, price) VALUES (?, ?)", aid,
+                           self.price())
+            return
+        action = self.rng.choice(["update", "update", "delete", "move"])
+        if action == "update":
+            self.d.execute("UPDATE markets SET price = ? WHERE artifact_id = ?", self.price(), aid)
+        elif action == "delete":
+            self.d.execute("DELETE FROM markets WHERE artifact_id = ?", aid)
+        else:
+            free = self.pick("SELECT id FROM artifacts WHERE id NOT IN "
+                             "(SELECT artifact_id FROM markets) ORDER BY id")
+            if free:
+                self.d.execute("UPDATE markets SET artifact_id = ? WHERE artifact_id = ?",
+                               free[0], aid)
+
+    # bounties
+    def expiry(self):
+        now = datetime.now(timezone.utc)
+        if self.soon is None:
+            self.soon = now + timedelta(seconds=1)
+        return self.rng.choice([None, None, now + timedelta(days=30), now - timedelta(days=1),
+                                self.soon])
+
+    def do_insert_bounty(self):
+        offered = tokens(self.rng)
+        paid = self.rng.choice([D(0), (offered / 3).quantize(D("0.001"))])
+        status = self.rng.choice(["open"] * 4 + ["claimed", "cancelled", "expired"])
+        self.d.execute("INSERT INTO token_bounties (artifact_id, tokens_offered, tokens_paid, "
+                       "status, expires_at) VALUES (?, ?, ?, ?, ?)",
+                       self.artifact(), offered, paid, status, self.expiry())
+
+    def do_update_bounty(self):
+        row = self.pick("SELECT id, tokens_offered FROM token_bounties ORDER BY id")
+        if row is None:
+            return self.do_insert_bounty()
+        what = self.rng.choice(["pay", "status", "expires", "move", "delete"])
+        if what == "pay":
+            offered = amount(row[1])
+            self.d.execute("UPDATE token_bounties SET tokens_paid = ? WHERE id = ?",
+                           (offered * self.rng.randint(0, 4) / 4).quantize(D("0.001")), row[0])
+        elif what == "status":
+            self.d.execute("UPDATE token_bounties SET status = ? WHERE id = ?",
+                           self.rng.choice(["open", "claimed", "cancelled", "expired"]), row[0])
+        elif what == "expires":
+            self.d.execute("UPDATE token_bounties SET expires_at = ? WHERE id = ?",
+                           self.expiry(), row[0])
+        elif what == "move":
+            self.d.execute("UPDATE token_bounties SET artifact_id = ? WHERE id = ?",
+                           self.artifact(), row[0])
+        else:
+            self.d.execute("DELETE FROM token_bounties WHERE id = ?", row[0])
+
+    # spends, written directly
+    def do_insert_spend(self):
+        self.d.execute("INSERT INTO resource_allocations (artifact_id, tokens, kind, agent_id, "
+                       "overdraft) VALUES (?, ?, 'direct', 'rnd', ?)", self.artifact(),
+                       tokens(self.rng) / 100, False)
+
+    def do_change_spend(self):
+        row = self.pick("SELECT id FROM resource_allocations WHERE id NOT IN (SELECT "
+                        "reverses_id FROM resource_allocations WHERE reverses_id IS NOT NULL) "
+                        "AND reverses_id IS NULL ORDER BY id")
+        if row is None:
+            return self.do_insert_spend()
+        if self.rng.random() < 0.5:
+            self.d.execute("DELETE FROM resource_allocations WHERE id = ?", row[0])
+        else:
+            self.d.execute("UPDATE resource_allocations SET tokens = ? WHERE id = ?",
+                           tokens(self.rng) / 100, row[0])
+
+    # claims, written directly
+    def reward(self):
+        return D(self.rng.randint(0, 1000)) / 1000
+
+    def do_insert_claim(self):
+        now = datetime.now(timezone.utc)
+        status = self.rng.choice(["done", "done", "active", "released"])
+        if status == "active":
+            free = self.pick("SELECT id FROM artifacts WHERE id NOT IN (SELECT artifact_id "
+                             "FROM claims WHERE status = 'active') ORDER BY id")
+            aid = free[0]
+        else:
+            aid = self.artifact()
+        self.d.execute("INSERT INTO claims (artifact_id, agent_id, status, claimed_at, "
+                       "lease_expires_at, finished_at, reward) VALUES (?, 'rnd', ?, ?, ?, ?, ?)",
+                       aid, status, now, now + timedelta(hours=1),
+                       None if status == "active" else now,
+                       self.reward() if status == "done" and self.rng.random() < 0.8 else None)
+
+    def do_update_claim(self):
+        row = self.pick("SELECT id, status FROM claims ORDER BY id")
+        if row is None:
+            return self.do_insert_claim()
+        what = self.rng.choice(["finish", "reward", "release", "delete"])
+        if what == "finish":
+            self.d.execute("UPDATE claims SET status = 'done', reward = ? WHERE id = ?",
+                           self.reward(), row[0])
+        elif what == "reward":
+            self.d.execute("UPDATE claims SET reward = ? WHERE id = ?", self.reward(), row[0])
+        elif what == "release":
+            self.d.execute("UPDATE claims SET status = 'released' WHERE id = ?", row[0])
+        else:
+            self.d.execute("DELETE FROM claims WHERE id = ?", row[0])
+
+    # artifacts
+    def do_insert_artifact(self):
+        self.created += 1
+        aid = f"new-{self.tag}-{self.created:03d}"
+        self.d.execute("INSERT INTO artifacts (id, type, title) VALUES (?, 'hypothesis', 'r')", aid)
+        for _ in range(self.rng.randint(0, 3)):
+            self.d.execute("INSERT INTO positions (artifact_id, agent_id, tokens, status) "
+                           "VALUES (?, 'rnd', ?, 'open')", aid, tokens(self.rng))
+
+    def do_delete_artifact(self):
+        childless = " AND ".join(f"id NOT IN (SELECT artifact_id FROM {t})" for t in CHILD_TABLES)
+        row = self.pick(f"SELECT id FROM artifacts WHERE {childless} ORDER BY id")
+        if row:
+            self.d.execute("DELETE FROM artifacts WHERE id = ?", row[0])
+
+    def do_retype_artifact(self):
+        self.d.execute("UPDATE artifacts SET type = ? WHERE id = ?",
+                       self.rng.choice(["hypothesis", "analysis", "experiment"]), self.artifact())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_direct_writes_keep_every_balance_exact(db_kind, db_url, cli, allocator, seed):
+    """Another service's inserts, updates and deletes of every source table, committed in
+    random-sized transactions (a few rolled back): after each one `balances-exact` is ok
+    and the readers agree with the source rows; then a bounty that expires lowers the
+    budget with no write at all."""
+    generate(cli, db_url, 60, seed)
+    rng = random.Random(seed)
+    with Direct(db_kind, db_url) as direct:
+        writer = RandomWriter(direct, rng, str(seed))
+        for number in range(40):
+            writer.soon = None
+            done = [writer.op() for _ in range(rng.randint(1, 6))]
+            rolled_back = rng.random() < 0.1
+            direct.rollback() if rolled_back else direct.commit()
+            context = f"seed {seed}, transaction {number} {done}" + (
+                " (rolled back)" if rolled_back else "")
+            assert_readers_match_sources(db_kind, db_url, allocator, context)
+            assert balances_check(allocator, context) == [], context
+
+        # A bounty big enough to top the ranking, expiring in a second.
+        target = "new-expiring"
+        direct.execute("INSERT INTO artifacts (id, type) VALUES (?, 'hypothesis')", target)
+        direct.commit()
+        soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+        direct.execute("INSERT INTO token_bounties (artifact_id, tokens_offered, expires_at) "
+                       "VALUES (?, 1000000, ?)", target, soon)
+        direct.execute("INSERT INTO positions (artifact_id, agent_id, tokens) VALUES (?, 'x', 50)",
+                       target)
+        direct.commit()
+    before = budget_json(cli, db_url, target)
+    assert (before["bounty"], before["budget"]) == (1000000, D(1000005))
+    assert rank_json(cli, db_url, "--limit", "1")[0]["artifact_id"] == target
+    time.sleep(max(0.0, (soon - datetime.now(timezone.utc)).total_seconds()) + 0.1)
+
+    after = budget_json(cli, db_url, target)  # no write since the bounty expired
+    terms = expected(source_rows(db_kind, db_url), datetime.now(timezone.utc))
+    assert (after["demand"], after["bounty"], after["budget"]) == (50, 0, D(5))
+    assert after["budget"] == terms[target]["budget"]
+    valid = [aid for aid in terms if not terms[aid]["invalid"]]
+    by_budget = sorted(valid, key=lambda aid: (-terms[aid]["budget"], aid))[:5]
+    assert [r["artifact_id"] for r in rank_json(cli, db_url, "--limit", "5")] == by_budget
+    assert_readers_match_sources(db_kind, db_url, allocator, "after the expiry")
+    _, checks = audit_json(cli, db_url)
+    assert checks["balances-exact"]["rows"] == []
+
+
+def test_a_new_artifact_and_its_positions_in_one_transaction(db_kind, db_url, cli, allocator):
+    """The smallest case of the random writes: an artifact inserted in the same
+    transaction as its position counts that position once (PostgreSQL defers both
+    triggers to the commit)."""
+    write(db_kind, db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis')",
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a1', 'x', 10)")
+    assert budget_json(cli, db_url, "a1")["demand"] == 10
+    assert balances_check(allocator) == []
+
+
+def test_an_expired_bounty_is_no_breach(db_kind, db_url, cli):
+    """A stored bounty past its `next_expiry` is summed again by the readers, so the
+    balance is not wrong: `balances-exact` stays ok (and rebuild finds nothing to mend)."""
+    soon = datetime.now(timezone.utc) + timedelta(seconds=1)
+    write(db_kind, db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis')",
+          ("INSERT INTO token_bounties (artifact_id, tokens_offered, expires_at) "
+           "VALUES ('a1', 5, ?)", (soon,)))
+    assert budget_json(cli, db_url, "a1")["bounty"] == 5
+    time.sleep(max(0.0, (soon - datetime.now(timezone.utc)).total_seconds()) + 0.1)
+    assert budget_json(cli, db_url, "a1")["bounty"] == 0
+    code, checks = audit_json(cli, db_url)
+    assert checks["balances-exact"]["rows"] == [] and code == 0
+    rebuilt = cli("db", "rebuild-balances", "--db", db_url)
+    assert rebuilt.stderr == "rebuilt the balances of 1 artifacts; 0 differed\n"
+
+
+only_postgresql = pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
+
+
+def waiting_for_locks(db_url, count, finished=lambda: False, timeout=30):
+    """Return once `count` sessions wait for a lock (or `finished()`)."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db_url, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            if finished() or watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'").fetchone()[0] >= count:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"never {count} sessions waiting for a lock")
+
+
+@only_postgresql
+def test_bounties_of_two_concurrent_transactions_both_count(db_url, cli, allocator):
+    """Two services add a bounty to the same artifact at once; the first one's commit
+    waits (its other balance row is held by a third writer) while holding the artifact's
+    balance, so the second one's trigger waits for it. Both bounties count."""
+    write("postgresql", db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('a', 'hypothesis'), ('b', 'hypothesis')")
+    holder = psycopg.connect(db_url)  # a spend written directly: b's balance row is held
+    holder.execute("INSERT INTO resource_allocations (artifact_id, tokens) VALUES ('b', 1)")
+
+    def first():
+        write("postgresql", db_url,
+              "INSERT INTO token_bounties (artifact_id, tokens_offered) VALUES ('a', 7)",
+              "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('b', 'x', 1)")
+
+    def second():
+        write("postgresql", db_url,
+              "INSERT INTO token_bounties (artifact_id, tokens_offered) VALUES ('a', 5)")
+
+    with ThreadPoolExecutor(2) as pool:
+        firsts = pool.submit(first)
+        waiting_for_locks(db_url, 1)
+        seconds = pool.submit(second)
+        waiting_for_locks(db_url, 2, seconds.done)
+        holder.commit()
+        holder.close()
+        firsts.result(), seconds.result()
+    assert budget_json(cli, db_url, "a")["bounty"] == 12
+    assert balances_check(allocator) == []
+
+
+# --------------------------------------------------------------------------- 2. hostile values
+
+TARGET = "hyp-bad"
+DEMAND, BOUNTY, SPENT, PRICE = (f"{n} is not a finite number" for n in ("demand", "bounty",
+                                                                        "spent", "price"))
+BAD_POSITION = "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('hyp-bad', 'bad', {})"
+BAD_BOUNTY = ("INSERT INTO token_bounties (artifact_id, tokens_offered, tokens_paid) "
+              "VALUES ('hyp-bad', {}, {})")
+BAD_SPEND = ("INSERT INTO resource_allocations (artifact_id, tokens, agent_id) "
+             "VALUES ('hyp-bad', {}, 'bad')")
+BAD_PRICE = "UPDATE markets SET price = {} WHERE artifact_id = 'hyp-bad'"
+DELETE = {"position": "DELETE FROM positions WHERE agent_id = 'bad'",
+          "bounty": "DELETE FROM token_bounties WHERE artifact_id = 'hyp-bad'",
+          "spend": "DELETE FROM resource_allocations WHERE agent_id = 'bad'",
+          "price": "DELETE FROM markets WHERE artifact_id = 'hyp-bad'"}
+# Each case: per database, the statements that write the bad row, which row it is, and
+# the problem it causes.
+HOSTILE = {
+    "text-tokens": ({"sqlite": [BAD_POSITION.format("'abc'")]}, "position", DEMAND),
+    "nan-tokens": ({"postgresql": [BAD_POSITION.format("'NaN'")]}, "position", DEMAND),
+    "tokens-updated-to-nonfinite": (
+        {"sqlite": [BAD_POSITION.format(5), "UPDATE positions SET tokens = -9e999 "
+                                            "WHERE agent_id = 'bad'"],
+         "postgresql": [BAD_POSITION.format(5), "UPDATE positions SET tokens = 'NaN' "
+                                                "WHERE agent_id = 'bad'"]}, "position", DEMAND),
+    "infinite-offer": ({"sqlite": [BAD_BOUNTY.format("9e999", 0)],
+                        "postgresql": [BAD_BOUNTY.format("'NaN'", 0)]}, "bounty", BOUNTY),
+    "text-paid": ({"sqlite": [BAD_BOUNTY.format(5, "'x'")],
+                   "postgresql": [BAD_BOUNTY.format(5, "'NaN'")]}, "bounty", BOUNTY),
+    "bad-spend": ({"sqlite": [BAD_SPEND.format("'lots'")],
+                   "postgresql": [BAD_SPEND.format("'NaN'")]}, "spend", SPENT),
+    "nan-price": ({"postgresql": [BAD_PRICE.format("'NaN'")]}, "price", PRICE),
+    "infinite-price": ({"sqlite": [BAD_PRICE.format("9e999")],
+                        "postgresql": [BAD_PRICE.format("'Infinity'")]}, "price", PRICE),
+    "text-price": ({"sqlite": [BAD_PRICE.format("'high'")],
+                    "postgresql": [BAD_PRICE.format("'-Infinity'")]}, "price", PRICE),
+    "huge-tokens": ({"sqlite": [BAD_POSITION.format("1e300")],
+                     "postgresql": [BAD_POSITION.format("1e17")]}, "position",
+                    "demand exceeds 9000000000 tokens"),
+    "sum-past-64-bits": ({kind: [BAD_POSITION.format(9e12), BAD_POSITION.format(9e12)]
+                          for kind in ("sqlite", "postgresql")}, "position",
+                         "demand exceeds 9000000000 tokens"),
+}
+
+
+@pytest.mark.parametrize("db_kind, case", [(kind, case) for case, (statements, _, _)
+                                           in HOSTILE.items() for kind in statements],
+                         indirect=["db_kind"])
+def test_hostile_values_never_fail_a_write_or_a_reader(db_kind, db_url, cli, allocator, case):
+    """NaN, infinite and text amounts and prices, written directly: the writes succeed, the
+    readers list the artifact with its problem, the balance stays exact through further
+    writes, and deleting the bad row makes the artifact valid again."""
+    statements, row, problem = HOSTILE[case]  # each database's way to store the value
+    generate(cli, db_url, 30, 5)
+    write(db_kind, db_url, "INSERT INTO artifacts (id, type) VALUES ('hyp-bad', 'hypothesis')")
+    write(db_kind, db_url, "INSERT INTO markets (artifact_id, price) VALUES ('hyp-bad', 0.5)",
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('hyp-bad', 'a', 10)")
+    before = {r["artifact_id"]: r for r in rank_json(cli, db_url)}
+
+    write(db_kind, db_url, *statements[db_kind])
+    write(db_kind, db_url,  # a valid write to the invalid artifact
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('hyp-bad', 'more', 2)")
+    rows = rank_json(cli, db_url)
+    assert (rows[-1]["artifact_id"], rows[-1]["problem"], rows[-1]["remaining"]) == (
+        TARGET, problem, None)
+    assert {r["artifact_id"]: {**r, "rank": None} for r in rows[:-1]} == {
+        aid: {**r, "rank": None} for aid, r in before.items() if aid != TARGET}
+    assert budget_json(cli, db_url, TARGET)["problem"] == problem
+    queue = cli("next", "--limit", "100", "-f", "json", "--db", db_url)
+    assert queue.exit_code == 0, queue.stderr
+    assert TARGET not in [entry["artifact_id"] for entry in queue.json()]
+    _, checks = audit_json(cli, db_url)
+    assert checks["balances-exact"]["rows"] == []
+    assert TARGET in json.dumps(checks["amounts-valid"]["rows"])
+    assert_readers_match_sources(db_kind, db_url, allocator, case)
+
+    write(db_kind, db_url, DELETE[row],
+          "DELETE FROM positions WHERE agent_id = 'more'",
+          "INSERT INTO markets (artifact_id, price) SELECT 'hyp-bad', 0.5 WHERE NOT EXISTS "
+          "(SELECT 1 FROM markets WHERE artifact_id = 'hyp-bad')")
+    assert rank_json(cli, db_url) == list(before.values())
+    code, checks = audit_json(cli, db_url)
+    assert checks["balances-exact"]["rows"] == [] and code == 0, checks
+
+
+# --------------------------------------------------------------------------- 3. hand edits
+
+HAND_EDITS = {  # what is done to the balances, and the row the audit must show
+    "changed": ("UPDATE artifact_balances SET demand = demand + 1 "
+                "WHERE artifact_id = 'hyp-0000001'",
+                {"artifact_id": "hyp-0000001", "differs": "demand"}),
+    "missing": ("DELETE FROM artifact_balances WHERE artifact_id = 'hyp-0000001'",
+                {"artifact_id": "hyp-0000001", "differs": "row"}),
+    "extra": ("INSERT INTO artifact_balances (artifact_id, type) VALUES ('ghost', 'hypothesis')",
+              {"artifact_id": "ghost", "differs": "row"}),
+}
+
+
+@pytest.mark.parametrize("edit", list(HAND_EDITS))
+def test_audit_catches_a_balance_changed_by_hand_and_rebuild_mends_it(db_kind, db_url, cli,
+                                                                     edit):
+    """Surgery on artifact_balances (or a bad restore) is what `balances-exact` is for:
+    it names the artifact, `alloc db rebuild-balances` counts it and mends it."""
+    generate(cli, db_url, 60, 7)
+    statement, shown_row = HAND_EDITS[edit]
+    original = budget_json(cli, db_url, "hyp-0000001")
+    write(db_kind, db_url, statement)
+    if edit == "changed":  # the readers read the balance: a micro-token more demand
+        assert budget_json(cli, db_url, "hyp-0000001")["demand"] == original["demand"] + MICRO
+
+    code, checks = audit_json(cli, db_url)
+    assert code == 6
+    assert checks["balances-exact"]["rows"] == [shown_row]
+    assert [name for name, c in checks.items() if not c["ok"]] == ["balances-exact"]
+    rebuilt = cli("db", "rebuild-balances", "--db", db_url)
+    assert (rebuilt.exit_code, rebuilt.stderr) == (
+        0, "rebuilt the balances of 60 artifacts; 1 differed\n")
+    assert audit_json(cli, db_url)[0] == 0
+    assert budget_json(cli, db_url, "hyp-0000001") == original
+    again = cli("db", "rebuild-balances", "--db", db_url)
+    assert again.stderr == "rebuilt the balances of 60 artifacts; 0 differed\n"
+
+
+# --------------------------------------------------------------------------- 4. alloc load
+
+
+def load(cli, db_url, tmp_path, what, text):
+    path = tmp_path / f"{what}-{abs(hash(text))}.csv"
+    path.write_text(text)
+    return cli("load", what, path, "--db", db_url)
+
+
+def test_loads_keep_the_balances_exact_and_a_refused_load_changes_nothing(
+        db_kind, db_url, cli, allocator, tmp_path):
+    """`alloc load` suspends the triggers and sums its artifacts set-based: afterwards the
+    balances are exact; a refused load leaves them (and the triggers) as they were."""
+    generate(cli, db_url, 20, 4)
+    loads = {
+        "artifacts": "id,type\nl1,hypothesis\nl2,analysis\nl3,hypothesis\n",
+        "markets": "artifact_id,price\nl1,0.8\nl2,0.25\n",
+        "positions": "artifact_id,agent_id,tokens,status\nl1,a,100.5,open\nl1,b,7,closed\n"
+                     "l2,a,40,open\nhyp-0000001,a,3.25,open\nl3,c,1,settled\n",
+        "bounties": "artifact_id,tokens_offered,tokens_paid,status,expires_at\n"
+                    "l1,100,25,open,2099-01-01 00:00:00\nl2,50,0,open,2000-01-01 00:00:00\n"
+                    "l3,70,0,cancelled,\nhyp-0000001,9.5,0.5,open,\n",
+    }
+    for what, text in loads.items():
+        result = load(cli, db_url, tmp_path, what, text)
+        assert result.exit_code == 0, result.stderr
+        assert balances_check(allocator, what) == []
+        assert_readers_match_sources(db_kind, db_url, allocator, what)
+    assert (budget_json(cli, db_url, "l1")["demand"], budget_json(cli, db_url, "l1")["bounty"]) \
+        == (D("100.5"), 75)
+
+    refused = {
+        "a bad row": ("positions", "artifact_id,tokens\nl1,5\nl3,12abc\n"),
+        "paid beyond the offer": ("bounties", "artifact_id,tokens_offered,tokens_paid\n"
+                                              "l3,5,0\nl3,10,20\n"),
+        "beyond the limit": ("positions", "artifact_id,tokens\n" + "l3,1000000000\n" * 10),
+        "an unknown artifact": ("bounties", "artifact_id,tokens_offered\nl3,5\nnope,5\n"),
+    }
+    for why, (what, text) in refused.items():
+        stored = stored_balances(db_kind, db_url)
+        result = load(cli, db_url, tmp_path, what, text)
+        assert result.exit_code == 2, (why, result.stderr)
+        assert stored_balances(db_kind, db_url) == stored, why
+        # The triggers still keep the balances.
+        write(db_kind, db_url, "INSERT INTO positions (artifact_id, agent_id, tokens) "
+                               "VALUES ('l3', 'after', 2)")
+        assert balances_check(allocator, why) == []
+        assert_readers_match_sources(db_kind, db_url, allocator, why)
+    assert budget_json(cli, db_url, "l3")["demand"] == 8
+
+
+# --------------------------------------------------------------------------- 5. a killed batch
+
+
+def test_a_killed_spend_batch_leaves_the_balances_exact(db_kind, db_url, cli, allocator,
+                                                        tmp_path):
+    """`alloc spend --file` killed with SIGKILL between chunks: the chunks it committed
+    are in the balances, and nothing else; running the file again completes them."""
+    ids = [f"k{n:04d}" for n in range(1000)]
+    load(cli, db_url, tmp_path, "artifacts",
+         "id,type\n" + "".join(f"{i},hypothesis\n" for i in ids))
+    load(cli, db_url, tmp_path, "positions", "artifact_id,tokens\n" + "".join(
+        f"{i},1000000\n" for i in ids))
+    lines = 3 * SPEND_CHUNK
+    path = tmp_path / "batch.csv"
+    path.write_text("artifact_id,amount,key\n" + "".join(
+        f"{ids[n % len(ids)]},0.5,key{n}\n" for n in range(lines)))
+    process = subprocess.Popen([sys.executable, "-m", "scidex_alloc", "spend", "--file", path,
+                                "--db", db_url], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while (not cli("log", "--limit", "1", "-f", "json", "--db", db_url).json()
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the batch finished before it was killed"
+
+    logged = cli("log", "-f", "json", "--db", db_url).json()
+    assert 0 < len(logged) < lines
+    assert balances_check(allocator) == []
+    assert_readers_match_sources(db_kind, db_url, allocator, "killed")
+    spent = {row["artifact_id"]: row["spent"] for row in rank_json(cli, db_url)}
+    assert spent == {i: D(sum(1 for e in logged if e["artifact_id"] == i)) / 2 for i in ids}
+    rerun = cli("spend", "--file", path, "--db", db_url)
+    assert rerun.exit_code == 0, rerun.stderr
+    assert sum(row["spent"] for row in rank_json(cli, db_url)) == D(lines) / 2
+    assert balances_check(allocator) == []
+
+
+# --------------------------------------------------------------------------- 6. 16 writers
+
+RETRIED_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                  sqlite3.OperationalError)
+
+
+def test_sixteen_concurrent_writers(db_kind, db_url, cli, allocator, alloc_proc):
+    """Spenders (`alloc spend`), agents claiming and finishing work (`alloc next --claim`,
+    `alloc done`) and other services writing positions, all at once on the same few
+    artifacts: afterwards every balance is exact and spent equals the log."""
+    generate(cli, db_url, 40, 6)
+    hot = [r["artifact_id"] for r in rank_json(cli, db_url, "--by", "remaining", "--limit", "6")]
+    env = {"SCIDEX_BUSY_TIMEOUT": "60"}
+    start = threading.Barrier(16)
+
+    def spender(i):
+        start.wait()
+        for k in range(2):
+            result = alloc_proc("spend", hot[(i + k) % len(hot)], "0.01", "--agent", f"s{i}",
+                                "--key", f"s{i}-{k}", "--db", db_url, env=env)
+            assert result.returncode in (0, 3), result.stderr
+
+    def agent(i):
+        start.wait()
+        result = alloc_proc("next", "--claim", "--agent", f"c{i}", "--limit", "2", "-f", "json",
+                            "--db", db_url, env=env)
+        assert result.returncode == 0, result.stderr
+        for k, claim in enumerate(json.loads(result.stdout)):
+            finished = alloc_proc("done", claim["claim_id"], "--reward", f"0.{i}{k}",
+                                  "--db", db_url, env=env)
+            assert finished.returncode == 0, finished.stderr
+
+    def service(i):
+        rng = random.Random(i)
+        start.wait()
+        with Direct(db_kind, db_url) as direct:
+            for _ in range(12):
+                for _attempt in range(20):
+                    try:
+                        for aid in rng.sample(hot, rng.randint(1, 3)):
+                            mine = direct.rows("SELECT id FROM positions WHERE agent_id = ? "
+                                               "ORDER BY id", f"p{i}")
+                            action = rng.choice(["insert", "insert", "update", "close", "delete"])
+                            if action == "insert" or not mine:
+                                direct.execute("INSERT INTO positions (artifact_id, agent_id, "
+                                               "tokens) VALUES (?, ?, ?)", aid, f"p{i}",
+                                               tokens(rng))
+                            elif action == "update":
+                                direct.execute("UPDATE positions SET tokens = ?, artifact_id = ? "
+                                               "WHERE id = ?", tokens(rng), aid, mine[-1][0])
+                            elif action == "close":
+                                direct.execute("UPDATE positions SET status = 'closed' "
+                                               "WHERE id = ?", mine[0][0])
+                            else:
+                                direct.execute("DELETE FROM positions WHERE id = ?", mine[0][0])
+                        direct.commit()
+                        break
+                    except RETRIED_ERRORS:
+                        direct.rollback()
+                        time.sleep(0.05)
+                else:
+                    raise AssertionError("a position writer never committed")
+
+    workers = [(spender, i) for i in range(6)] + [(agent, i) for i in range(5)] + [
+        (service, i) for i in range(5)]
+    with ThreadPoolExecutor(len(workers)) as pool:
+        for future in [pool.submit(work, i) for work, i in workers]:
+            future.result()
+
+    code, checks = audit_json(cli, db_url)
+    assert checks["balances-exact"]["rows"] == []
+    assert checks["spent-matches-log"]["rows"] == []
+    log = cli("log", "-f", "json", "--db", db_url).json()
+    assert any((e["agent"] or "").startswith("s") for e in log)  # the spenders spent
+    assert any(status == "done" for _, status, _ in source_rows(db_kind, db_url)["claims"])
+    for row in rank_json(cli, db_url):
+        assert D(str(row["spent"])) == sum(
+            (D(str(e["tokens"])) for e in log if e["artifact_id"] == row["artifact_id"]), D(0))
+    assert_readers_match_sources(db_kind, db_url, allocator, "after the writers")
+
+
+# --------------------------------------------------------------------------- 7. upgrade
+
+
+def migrate_to(db_url, how: str, revision: str):
+    """Alembic `upgrade` or `downgrade` to `revision`, on alloc's own engine."""
+    from alembic import command
+    from alembic.config import Config
+
+    with Allocator.open(db_url) as opened, opened.engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", "scidex_alloc.storage:migrations")
+        config.attributes["connection"] = connection
+        getattr(command, how)(config, revision)
+
+
+def data_at_0004(db_kind, db_url):
+    """Rows of every kind, written with no balances to keep."""
+    now = datetime.now(timezone.utc)
+    bad = "'abc'" if db_kind == "sqlite" else "'NaN'"
+    write(db_kind, db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('u1', 'hypothesis'), ('u2', 'analysis'), "
+          "('u3', 'hypothesis'), ('u4', 'experiment'), ('u5', 'hypothesis')",
+          "INSERT INTO markets (artifact_id, price) VALUES ('u1', 0.3), ('u2', NULL), ('u4', 0.9)",
+          "INSERT INTO positions (artifact_id, agent_id, tokens, status) VALUES "
+          "('u1', 'a', 120.5, 'open'), ('u1', 'b', 30, 'closed'), ('u2', 'a', 80, 'open'), "
+          f"('u3', 'a', 15, 'open'), ('u5', 'a', {bad}, 'open'), ('u5', 'b', 4, 'open')",
+          ("INSERT INTO token_bounties (artifact_id, tokens_offered, tokens_paid, status, "
+           "expires_at) VALUES ('u1', 40, 10, 'open', ?), ('u1', 99, 0, 'open', ?), "
+           "('u2', 25, 0, 'open', NULL), ('u3', 60, 0, 'cancelled', NULL)",
+           (now + timedelta(days=3), now - timedelta(days=3))),
+          "INSERT INTO resource_allocations (artifact_id, tokens, agent_id) VALUES "
+          "('u1', 2.5, 'x'), ('u2', 1, 'x'), ('u2', 0.25, 'x')",
+          ("INSERT INTO claims (artifact_id, agent_id, status, claimed_at, lease_expires_at, "
+           "finished_at, reward) VALUES ('u1', 'x', 'done', ?, ?, ?, 0.75), "
+           "('u1', 'y', 'done', ?, ?, ?, NULL), ('u2', 'x', 'active', ?, ?, NULL, NULL), "
+           "('u3', 'x', 'released', ?, ?, ?, NULL)",
+           (now, now, now) * 2 + (now, now) + (now, now, now)))
+
+
+@pytest.mark.parametrize("start", ["created at 0004", "downgraded to 0004"])
+def test_upgrade_from_0004_sums_the_existing_rows(db_kind, empty_db_url, cli, allocator_for,
+                                                  start):
+    """A database of revision 0004 holding data (rows of every kind, some invalid) gets
+    exact balances from `alloc db upgrade`, and its triggers keep them afterwards."""
+    db_url = empty_db_url
+    if start == "created at 0004":
+        if db_kind == "sqlite":
+            open(db_url, "w").close()
+        migrate_to(db_url, "upgrade", "0004")
+    else:
+        assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+        generate(cli, db_url, 30, 9)
+        migrate_to(db_url, "downgrade", "0004")
+    assert cli("db", "current", "--db", db_url).stdout.startswith("0004 (behind ")
+    data_at_0004(db_kind, db_url)
+
+    result = cli("db", "upgrade", "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+    allocator = allocator_for(db_url)
+    assert balances_check(allocator) == []
+    assert_readers_match_sources(db_kind, db_url, allocator, "upgraded")
+    u1 = budget_json(cli, db_url, "u1")
+    assert (u1["demand"], u1["bounty"], u1["spent"]) == (D("120.5"), 30, D("2.5"))
+    assert budget_json(cli, db_url, "u5")["problem"] == DEMAND
+    write(db_kind, db_url, "INSERT INTO positions (artifact_id, agent_id, tokens) "
+                           "VALUES ('u3', 'after', 5)")
+    assert budget_json(cli, db_url, "u3")["demand"] == 20
+    assert balances_check(allocator) == []
+
+
+@pytest.fixture
+def allocator_for():
+    opened = []
+
+    def open_(db_url):
+        opened.append(Allocator.open(db_url))
+        return opened[-1]
+
+    yield open_
+    for allocator in opened:
+        allocator.close()
