@@ -6,8 +6,13 @@ not this text."""
 METHOD = """
 ## How it is measured
 
-- Every time is a whole process from spawn to exit (`os.wait4`, which also gives the
-  child's peak RSS and CPU time), stdout to a file, never a terminal. `alloc` is the
+- Every time is a whole process from spawn to exit (`os.wait4`, which also gives its CPU
+  time), stdout to a file, never a terminal. Peak RSS is the command's own, as GNU time
+  (`/usr/bin/time -f %M`) reports it: it forks the command from its own small process,
+  whereas a child forked from the bench itself would count the bench's RSS at the fork
+  (Linux keeps the larger high-water mark across exec): reports made before GNU time was
+  used show alloc and its floor alike at the bench's own ~50-60 MB in case 7, an upper
+  bound of both. `alloc` is the
   installed console script, and the measured package is compiled to bytecode first, as an
   install leaves it (this machine sets PYTHONDONTWRITEBYTECODE, which would otherwise
   make every alloc process compile it again). Floors are `bench/floor.py` (the bare driver and the standard

@@ -1,4 +1,5 @@
-"""Timing whole processes: wall time from spawn to exit, and the child's own peak RSS."""
+"""Timing whole processes: wall time from spawn to exit, the CPU time of the process and
+what it waited for, and the command's own peak RSS."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 FLOOR = str(BENCH / "floor.py")
 NAIVE = str(BENCH / "naive.py")
+# GNU time forks the command from its own small process and reports that child's peak RSS.
+# Without it, wait4's ru_maxrss of a child forked from this process counts this process's
+# RSS at the fork (Linux keeps the larger of the old and the new image's high-water mark
+# across exec), so nothing measured would show less than the bench's own ~60 MB.
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 def alloc_argv() -> list[str]:
@@ -40,6 +46,7 @@ class Run:
     max_rss_kb: int
     stdout: bytes
     stderr: bytes
+    returncode: int = 0
 
 
 def run(argv: list[str], stdout_path: Path | None = None, input_path: Path | None = None,
@@ -55,9 +62,11 @@ def run(argv: list[str], stdout_path: Path | None = None, input_path: Path | Non
     err_path = BENCH / ".data" / "tmp" / f"stderr-{os.getpid()}.txt"
     err_path.parent.mkdir(parents=True, exist_ok=True)
     err = open(err_path, "wb")
+    rss_path = err_path.with_name(f"rss-{os.getpid()}.txt")
+    spawn = [GNU_TIME, "-f", "%M", "-o", str(rss_path), *argv] if GNU_TIME else argv
     try:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=inp, env=full_env)
+        proc = subprocess.Popen(spawn, stdout=out, stderr=err, stdin=inp, env=full_env)
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
@@ -78,13 +87,29 @@ def run(argv: list[str], stdout_path: Path | None = None, input_path: Path | Non
     if check and proc.returncode != 0:
         raise ProcessFailed(f"{' '.join(map(str, argv))} exited {proc.returncode}:\n"
                             f"{stderr.decode(errors='replace')[-3000:]}")
-    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, stdout, stderr)
+    return Run(seconds, usage.ru_utime + usage.ru_stime, _peak_kb(rss_path, usage), stdout,
+               stderr, proc.returncode)
+
+
+def _peak_kb(rss_path: Path, usage) -> int:
+    """The command's own peak RSS in KB (GNU time's %M, its last line), else wait4's."""
+    if GNU_TIME:
+        try:
+            return int(rss_path.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return usage.ru_maxrss
 
 
 @dataclass
 class Samples:
     values: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    rss_kb: list[int] = field(default_factory=list)  # each run's peak RSS
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.rss_kb) / 1024 if self.rss_kb else float("nan")
 
     @property
     def cpu_median(self) -> float:

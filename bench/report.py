@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sqlite3
 import sys
 from datetime import datetime, timezone
@@ -23,8 +24,8 @@ def _cells(row) -> list[str]:
 
 
 def _ordered(rows):
-    order = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 8: 8, 0: 9}
-    return sorted(rows, key=lambda r: (order[r.case], r.db != "sqlite"))
+    # Generation (case 0) last; a case's rows keep their order (sorted() is stable).
+    return sorted(rows, key=lambda r: (r.case or 1000, r.db != "sqlite"))
 
 
 def table(rows, detail: bool = True) -> str:
@@ -73,6 +74,10 @@ def machine(backends) -> dict:
 
 def markdown(ctx, machine_info: dict, elapsed: float, args) -> str:
     from bench.notes import ANALYSIS, INDEXES, METHOD, MISSED
+    from bench.notes_balances import METHOD as METHOD_BALANCES
+    from bench.notes_balances import MISSED as MISSED_BALANCES
+
+    MISSED = {**MISSED, **MISSED_BALANCES}
 
     cfg = ctx.cfg
     rows = ctx.all_rows()
@@ -103,7 +108,10 @@ def markdown(ctx, machine_info: dict, elapsed: float, args) -> str:
         out += ["None.", ""]
     else:
         for row in missed:
-            value = {7: row.ours, 4: row.detail.split(" (")[0]}.get(row.case, row.ratio)
+            value = {7: row.ours, 4: row.detail.split(" (")[0]}.get(row.case, row.ratio or row.ours)
+            peak = re.search(r"peak RSS \d+ MB", row.detail)
+            if row.case in (9, 13) and peak:
+                value += f", {peak.group(0)}"
             out.append(f"- **Case {row.case}, {row.db}** ({row.name}): {value}"
                        f" against a target of {row.target}.")
         out.append("")
@@ -122,7 +130,7 @@ def markdown(ctx, machine_info: dict, elapsed: float, args) -> str:
     if notes:
         out += ["## Notes from the runs", ""] + [f"- {n}" for n in notes] + [""]
     plans = merged.get("plans", ctx.plans)
-    out += [METHOD.strip(), "", INDEXES.strip(), ""]
+    out += [METHOD.strip(), "", METHOD_BALANCES.strip(), "", INDEXES.strip(), ""]
     for kind, title in (("sqlite", "SQLite: EXPLAIN QUERY PLAN"),
                         ("postgresql", "PostgreSQL: EXPLAIN (ANALYZE, BUFFERS)")):
         if kind in plans:

@@ -62,8 +62,17 @@ CASES = {
     6: "snapshot vs the bare INSERT ... SELECT",
     7: "rank --format csv over every artifact: peak memory",
     8: "rank time as the database grows",
+    # Cases 9-15: the maintained balances (bench/balances.py, agents.py, api.py).
+    9: "next --claim (JSON) vs one budget call, with investigated artifacts",
+    10: "16 agents claiming, spending and closing in parallel",
+    11: "rank --limit 50 (JSON) vs one budget call",
+    12: "the API under one uvicorn worker",
+    13: "rank --format csv over every artifact vs the same SQL through the driver",
+    14: "another service's single-row inserts with the balance triggers vs without",
+    15: "db upgrade from 0004 (summing every balance) vs one snapshot",
     0: "database generation (alloc generate)",
 }
+LAST_CASE = 15
 
 
 @dataclass
@@ -93,7 +102,7 @@ class Context:
     notes: list[str] = field(default_factory=list)
     databases: dict = field(default_factory=dict)
 
-    cases: set = field(default_factory=lambda: set(range(1, 9)))
+    cases: set = field(default_factory=lambda: set(range(1, LAST_CASE + 1)))
     results_path: Path | None = None
     previous: dict = field(default_factory=dict)
     kinds: set = field(default_factory=set)
@@ -150,6 +159,7 @@ def pair(ctx: Context, ours: list[str], floor: list[str], n: int, between=None,
             result = procs.run(argv, stdout_path=out)
             samples.add(result.seconds)
             samples.cpu.append(result.cpu_seconds)
+            samples.rss_kb.append(result.max_rss_kb)
             last[key] = result
     return a, b, last
 
@@ -508,6 +518,9 @@ def run_backend(ctx: Context, backend, sqlite_main=None):
         case_spend_file(ctx, backend, dbs, sqlite_main)
     if 5 in want:
         case_load(ctx, backend, dbs, sqlite_main)
+    if want & set(range(9, LAST_CASE + 1)):
+        from bench import balances
+        balances.run(ctx, backend, dbs)
     ctx.save()
     return dbs
 
