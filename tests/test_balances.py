@@ -1,18 +1,15 @@
 """The maintained balances (`artifact_balances`, revision 0005): whatever writes the source
-tables -- another service's bare connection, `alloc load`, a killed batch, sixteen writers
-at once, an upgrade from revision 0004 -- every balance equals its recomputation
-(`alloc audit`'s `balances-exact`), and the readers show what the source rows, summed in
-Python by this file with plain SQL, say the budgets are.
+tables -- another service's bare connection, `alloc load`, sixteen writers at once, an
+upgrade from revision 0004 -- every balance equals its recomputation (`alloc audit`'s
+`balances-exact`), and the readers show what the source rows, summed in Python by this
+file with plain SQL, say the budgets are. (After a killed batch: tests/test_concurrency.py.)
 """
 
 from __future__ import annotations
 
 import json
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +20,6 @@ import psycopg
 import pytest
 
 from scidex_alloc.allocator import Allocator
-from scidex_alloc.ledger.batches import SPEND_CHUNK
 
 D = Decimal
 MICRO = D("0.000001")
@@ -745,45 +741,6 @@ def test_loads_keep_the_balances_exact_and_a_refused_load_changes_nothing(
         assert balances_check(allocator, why) == []
         assert_readers_match_sources(db_kind, db_url, allocator, why)
     assert budget_json(cli, db_url, "l3")["demand"] == 8
-
-
-# --------------------------------------------------------------------------- 5. a killed batch
-
-
-def test_a_killed_spend_batch_leaves_the_balances_exact(db_kind, db_url, cli, allocator,
-                                                        tmp_path):
-    """`alloc spend --file` killed with SIGKILL between chunks: the chunks it committed
-    are in the balances, and nothing else; running the file again completes them."""
-    ids = [f"k{n:04d}" for n in range(1000)]
-    load(cli, db_url, tmp_path, "artifacts",
-         "id,type\n" + "".join(f"{i},hypothesis\n" for i in ids))
-    load(cli, db_url, tmp_path, "positions", "artifact_id,tokens\n" + "".join(
-        f"{i},1000000\n" for i in ids))
-    lines = 3 * SPEND_CHUNK
-    path = tmp_path / "batch.csv"
-    path.write_text("artifact_id,amount,key\n" + "".join(
-        f"{ids[n % len(ids)]},0.5,key{n}\n" for n in range(lines)))
-    process = subprocess.Popen([sys.executable, "-m", "scidex_alloc", "spend", "--file", path,
-                                "--db", db_url], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while (not cli("log", "--limit", "1", "-f", "json", "--db", db_url).json()
-           and time.monotonic() < deadline):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the batch finished before it was killed"
-
-    logged = cli("log", "-f", "json", "--db", db_url).json()
-    assert 0 < len(logged) < lines
-    assert balances_check(allocator) == []
-    assert_readers_match_sources(db_kind, db_url, allocator, "killed")
-    spent = {row["artifact_id"]: row["spent"] for row in rank_json(cli, db_url)}
-    assert spent == {i: D(sum(1 for e in logged if e["artifact_id"] == i)) / 2 for i in ids}
-    rerun = cli("spend", "--file", path, "--db", db_url)
-    assert rerun.exit_code == 0, rerun.stderr
-    assert sum(row["spent"] for row in rank_json(cli, db_url)) == D(lines) / 2
-    assert balances_check(allocator) == []
 
 
 # --------------------------------------------------------------------------- 6. 16 writers

@@ -86,7 +86,7 @@ def test_killed_batch_leaves_only_whole_lines(funded, cli, tmp_path):
     # Chunks commit in order: exactly the first N lines, each one whole.
     assert [(e["key"], e["note"], e["tokens"]) for e in log] == \
         [(f"k{i}", str(i), 0.5) for i in range(1, len(log) + 1)]
-    assert cli("audit", "--db", funded).exit_code == 0
+    assert cli("audit", "--db", funded).exit_code == 0  # balances-exact among the checks
     # Running the same file again completes it without counting any line twice.
     rerun = cli("spend", "--file", path, "-f", "json", "--db", funded)
     assert rerun.json()["replayed"] == len(log)
