@@ -109,12 +109,12 @@ def engine(db: Database):
 
 def drop_balance_triggers(db: Database) -> None:
     """The copy without the triggers that keep artifact_balances (the package's own DDL)."""
-    from scidex_alloc.budgets import balances
+    from scidex_alloc.budgets import ddl
 
     eng = engine(db)
     try:
         with eng.begin() as conn:
-            balances.drop_triggers(conn)
+            ddl.drop_triggers(conn)
     finally:
         eng.dispose()
 

@@ -38,7 +38,7 @@ METHOD = """
   bare driver and written with the csv module (`bench/floor.py sql ... csv`).
 - **14**: `bench/writer.py` inserts positions one row per transaction through the bare
   driver (sqlite3 in autocommit with alloc's pragmas; psycopg in autocommit), into a copy
-  with the balance triggers and into one without them (`balances.drop_triggers`),
+  with the balance triggers and into one without them (`ddl.drop_triggers`),
   interleaved; the time is the insert loop's. One `alloc spend` process against its
   floor is case 3, whose floor's insert fires the same triggers.
 - **15**: a copy taken back to revision 0004 with the package's Alembic scripts

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from scidex_alloc.budgets import balances, queries
+from scidex_alloc.budgets import ddl, queries
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_TOTAL
 from scidex_alloc.loading import reader
@@ -38,12 +38,12 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     """Load a whole file in the caller's write transaction, which is rolled back when any
     row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
     with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
-        balances.suspend(connection)
+        ddl.suspend(connection)
         report = _insert_file(connection, what, stream, fmt, progress)
         if not report.ok:
             connection.rollback()  # the triggers' suspension with the rest
             return report
-        balances.resume(connection, utcnow())
+        ddl.resume(connection, utcnow())
         if what in LOADED_TOTALS:
             _check_totals(connection, what)
     return report
@@ -53,11 +53,11 @@ def populate(connection: Connection, batches) -> dict[str, int]:
     """Bulk-insert (table, columns, rows) batches in the caller's transaction; counts per
     table."""
     counts: dict[str, int] = {}
-    balances.suspend(connection)
+    ddl.suspend(connection)
     for name, columns, rows in batches:
         bulk.insert_rows(connection, artifacts.metadata.tables[name], columns, rows)
         counts[name] = counts.get(name, 0) + len(rows)
-    balances.resume(connection, utcnow())
+    ddl.resume(connection, utcnow())
     return counts
 
 

@@ -8,7 +8,7 @@ Revises: 0004
 
 from alembic import op
 
-from scidex_alloc.budgets import balances
+from scidex_alloc.budgets import balances, ddl
 from scidex_alloc.budgets.queries import budget_expression
 from scidex_alloc.storage.schema import utcnow
 
@@ -22,7 +22,7 @@ def upgrade() -> None:
     connection = op.get_bind()
     postgresql = connection.dialect.name == "postgresql"
     amount = "NUMERIC" if postgresql else "INTEGER"
-    keys = balances.key_columns(connection, budget_expression)
+    keys = ddl.key_columns(connection, budget_expression)
     connection.exec_driver_sql(f"""
         CREATE TABLE artifact_balances (
             artifact_id {'VARCHAR COLLATE "C"' if postgresql else 'VARCHAR'} NOT NULL,
@@ -44,9 +44,9 @@ def upgrade() -> None:
     balances.rebuild(connection, utcnow())
     if postgresql:  # made after the rows, which is faster (SQLite's rebuild does the same)
         balances.create_indexes(connection)
-    balances.create_triggers(connection)
+    ddl.create_triggers(connection)
 
 
 def downgrade() -> None:
-    balances.drop_triggers(op.get_bind())
+    ddl.drop_triggers(op.get_bind())
     op.drop_table("artifact_balances")

@@ -1,0 +1,283 @@
+"""The SQL that keeps the balances: the generated ranking keys and the triggers on the
+source tables, for each database, and their suspension during bulk loads.
+
+On PostgreSQL the triggers on the tables other services write (artifacts, markets,
+positions, token_bounties) are row triggers deferred to commit, so that a writer that
+keeps its transaction open never holds a balance row that spends and claims need; those
+on alloc's own tables (resource_allocations, claims) run once per statement, at once. On
+SQLite, whose writers queue for one lock anyway, every trigger is a row trigger that
+applies at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, case, literal, literal_column, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.expression import ColumnElement
+
+from scidex_alloc.budgets.balances import (
+    COLUMNS,
+    SUMMED,
+    billionths,
+    finite,
+    rebuild,
+    recomputed,
+    valid_total,
+)
+from scidex_alloc.formula import Params
+from scidex_alloc.storage.sql import MicroTokens
+
+SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside alloc load
+# PostgreSQL: tables whose writers may be other services, whose triggers wait for the
+# commit; and alloc's own, whose triggers run once per statement.
+DEFERRED = ("artifacts", "markets", "positions", "token_bounties")
+STATEMENT_LEVEL = ("resource_allocations", "claims")
+
+
+def _sql(connection: Connection, element) -> str:
+    return str(element.compile(dialect=connection.dialect,
+                               compile_kwargs={"literal_binds": True}))
+
+
+def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
+    """The generated ranking keys' SQL: budget and remaining by the default formula, NULL
+    for an artifact without a valid budget. `budget_expression(params, demand, bounty,
+    price)` is the budget SELECT's own formula, so both order alike."""
+    b = {name: literal_column(name) for name in COLUMNS}
+    terms = {name: valid_total(b[name], b[f"{name}_invalid"]) for name in SUMMED}
+    price_ok, _, budget = budget_expression(Params(), terms["demand"], terms["bounty"], b["price"])
+    valid = and_(price_ok, *(terms[name].is_not(None) for name in SUMMED))
+    return {"budget_key": _sql(connection, case((valid, budget))),
+            "remaining_key": _sql(connection, case((valid, budget - terms["spent"])))}
+
+
+def _additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, str], str | None]]:
+    """Per table whose rows add to a balance: SQL of what one row (`row` is NEW, OLD or an
+    alias) adds, per column, and the condition for it to count."""
+    r = {name: literal_column(f"{row}.{name}") for name in
+         ("tokens", "status", "reward")}
+    counted = finite([r["tokens"]])
+    amount = {
+        "positions": ({"demand": case((counted, MicroTokens(r["tokens"])), else_=0),
+                       "demand_invalid": case((counted, 0), else_=1)}, r["status"] == "open"),
+        "resource_allocations": ({"spent": case((counted, MicroTokens(r["tokens"])), else_=0),
+                                  "spent_invalid": case((counted, 0), else_=1)}, None),
+        "claims": ({"investigations": literal(1), "reward_total": billionths(r["reward"])},
+                   r["status"] == "done"),
+    }
+    return {table: ({column: f"({_sql(connection, value)})" for column, value in columns.items()},
+                    None if condition is None else _sql(connection, condition))
+            for table, (columns, condition) in amount.items()}
+
+
+def _update_additive(connection, table: str, row: str, sign: str) -> str:
+    """UPDATE of the balance that one row of `table` adds to (or, with '-', takes from)."""
+    columns, condition = _additions(connection, row)[table]
+    sets = []
+    heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection))
+    for column, amount in columns.items():
+        change = f"{sign} {amount}"
+        if connection.dialect.name == "sqlite" and column in SUMMED:
+            # A sum past 64 bits became a float: sum it again, exactly, from the source.
+            sets.append(f"{column} = CASE WHEN typeof({column} {change}) = 'integer' "
+                        f"THEN {column} {change} ELSE {_sql(connection, heal[column])} END")
+        else:
+            sets.append(f"{column} = {column} {change}")
+    where = f"artifact_id = {row}.artifact_id" + (f" AND {condition}" if condition else "")
+    return f"UPDATE artifact_balances SET {', '.join(sets)} WHERE {where}"
+
+
+def _now(connection: Connection) -> ColumnElement:
+    return literal_column("'now'" if connection.dialect.name == "sqlite" else "now()")
+
+
+def _update_recomputed(connection, row: str, columns) -> str:
+    values = recomputed(literal_column(f"{row}.artifact_id"), _now(connection))
+    sets = ", ".join(f"{c} = {_sql(connection, values[c])}" for c in columns)
+    return f"UPDATE artifact_balances SET {sets} WHERE artifact_id = {row}.artifact_id"
+
+
+def _insert_recomputed(connection, row: str) -> str:
+    values = recomputed(literal_column(f"{row}.id"), _now(connection))
+    return (f"INSERT INTO artifact_balances (artifact_id, type, {', '.join(COLUMNS)}) "
+            f"SELECT {row}.id, {row}.type, "
+            + ", ".join(_sql(connection, values[c]) for c in COLUMNS))
+
+
+def _statements(connection) -> dict[str, dict[str, list[str]]]:
+    """Per source table and event (INSERT, DELETE, UPDATE), the row trigger's statements
+    that keep the balances, in terms of NEW and OLD."""
+    bounty = ("bounty", "bounty_invalid", "next_expiry")
+
+    def additive(table):
+        plus = _update_additive(connection, table, "NEW", "+")
+        minus = _update_additive(connection, table, "OLD", "-")
+        return {"INSERT": [plus], "DELETE": [minus], "UPDATE": [minus, plus]}
+
+    def bounties(row):
+        # PostgreSQL: lock the row first, so that the sum (a statement of its own, with a
+        # snapshot of its own) sees a concurrent writer's bounty committed meanwhile.
+        lock = f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id FOR UPDATE"
+        return ([lock] if connection.dialect.name == "postgresql" else []) + \
+            [_update_recomputed(connection, row, bounty)]
+
+    if connection.dialect.name == "postgresql":
+        # Deferred to commit, after which no row of the artifact can precede it (the foreign
+        # keys hold at once): it starts from nothing, and its rows' triggers add to it.
+        zero = "INSERT INTO artifact_balances (artifact_id, type) VALUES (NEW.id, NEW.type)"
+        artifact = {
+            "INSERT": [zero],
+            "DELETE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id"],
+            "UPDATE": ["UPDATE artifact_balances SET artifact_id = NEW.id, type = NEW.type "
+                       "WHERE artifact_id = OLD.id"],
+        }
+    else:  # rows may precede their artifact (foreign keys are off for other connections)
+        artifact = {
+            "INSERT": [_insert_recomputed(connection, "NEW")],
+            "DELETE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id"],
+            "UPDATE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id",
+                       _insert_recomputed(connection, "NEW")],
+        }
+    return {
+        "artifacts": artifact,
+        "markets": {
+            "INSERT": ["UPDATE artifact_balances SET price = NEW.price "
+                       "WHERE artifact_id = NEW.artifact_id"],
+            "DELETE": ["UPDATE artifact_balances SET price = NULL "
+                       "WHERE artifact_id = OLD.artifact_id"],
+            "UPDATE": ["UPDATE artifact_balances SET price = NULL "
+                       "WHERE artifact_id = OLD.artifact_id",
+                       "UPDATE artifact_balances SET price = NEW.price "
+                       "WHERE artifact_id = NEW.artifact_id"],
+        },
+        "positions": additive("positions"),
+        "token_bounties": {
+            "INSERT": bounties("NEW"),
+            "DELETE": bounties("OLD"),
+            "UPDATE": bounties("OLD") + bounties("NEW"),
+        },
+        "resource_allocations": additive("resource_allocations"),
+        "claims": additive("claims"),
+    }
+
+
+def _statement_level(connection, table: str) -> dict[str, str]:
+    """PostgreSQL, for alloc's own tables: per event, one UPDATE that adds what a whole
+    statement's rows (its transition tables new_rows and old_rows) change, per artifact, so
+    that a batch of many lines on one artifact updates its balance once, not per line.
+    The rows are locked in artifact order first, so that two batches cannot deadlock."""
+
+    def changes(row: str, sign: str) -> str:
+        columns, condition = _additions(connection, row)[table]
+        parts = ", ".join(f"{sign}{amount} AS {c}" for c, amount in columns.items())
+        where = f" WHERE {condition}" if condition else ""
+        return f"SELECT {row}.artifact_id, {parts} FROM {row}_rows {row}{where}"
+
+    columns = list(_additions(connection, "n")[table][0])
+    sources = {"INSERT": [changes("n", "")], "DELETE": [changes("o", "-")],
+               "UPDATE": [changes("o", "-"), changes("n", "")]}
+    found = {}
+    sums = ", ".join(f"sum({c}) AS {c}" for c in columns)
+    moved = " OR ".join(f"sum({c}) <> 0" for c in columns)
+    sets = ", ".join(f"{c} = b.{c} + d.{c}" for c in columns)
+    for event, selects in sources.items():
+        deltas = (f"SELECT artifact_id, {sums} FROM ({' UNION ALL '.join(selects)}) c "
+                  f"GROUP BY artifact_id HAVING {moved}")
+        found[event] = (
+            f"PERFORM 1 FROM artifact_balances WHERE artifact_id IN (SELECT artifact_id FROM "
+            f"({deltas}) d) ORDER BY artifact_id FOR UPDATE;\n"
+            f"    UPDATE artifact_balances b SET {sets} FROM ({deltas}) d "
+            f"WHERE b.artifact_id = d.artifact_id")
+    return found
+
+
+# The columns whose change moves a balance: an UPDATE of any other leaves it alone.
+WATCHED = {
+    "artifacts": "id, type",
+    "markets": "artifact_id, price",
+    "positions": "artifact_id, tokens, status",
+    "token_bounties": "artifact_id, tokens_offered, tokens_paid, status, expires_at",
+    "resource_allocations": "artifact_id, tokens",
+    "claims": "artifact_id, status, reward",
+}
+
+
+def _trigger_name(table: str, event: str | None = None) -> str:
+    return f"balances_{table}" + (f"_{event.lower()}" if event else "")
+
+
+def create_triggers(connection: Connection) -> None:
+    """Create the triggers that keep the balances (replacing any of the same name)."""
+    drop_triggers(connection)
+    for table, events in _statements(connection).items():
+        if connection.dialect.name == "sqlite":
+            for event, statements in events.items():
+                of = f" OF {WATCHED[table]}" if event == "UPDATE" else ""
+                body = "".join(f"{s};\n" for s in statements)
+                connection.exec_driver_sql(
+                    f"CREATE TRIGGER {_trigger_name(table, event)} AFTER {event}{of} "
+                    f"ON {table} FOR EACH ROW BEGIN\n{body}END")
+        else:
+            _create_postgresql_trigger(connection, table, events)
+
+
+def _create_postgresql_trigger(connection: Connection, table: str, events) -> None:
+    if table in STATEMENT_LEVEL:
+        events = {event: [statement] for event, statement
+                  in _statement_level(connection, table).items()}
+    branches = "".join(
+        f"  IF TG_OP = '{event}' THEN\n" + "".join(f"    {s};\n" for s in statements)
+        + "  END IF;\n" for event, statements in events.items())
+    name = _trigger_name(table)
+    connection.exec_driver_sql(
+        f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $body$\n"
+        f"BEGIN\n"
+        f"  IF current_setting('{SUSPEND_SETTING}', true) = 'suspended' THEN RETURN NULL; END IF;\n"
+        f"{branches}  RETURN NULL;\nEND\n$body$")
+    if table in STATEMENT_LEVEL:  # transition tables need one trigger per event
+        for event, tables in (("INSERT", "NEW TABLE AS n_rows"), ("DELETE", "OLD TABLE AS o_rows"),
+                              ("UPDATE", "NEW TABLE AS n_rows OLD TABLE AS o_rows")):
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER {_trigger_name(table, event)} AFTER {event} ON {table} "
+                f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
+        return
+    kind, timing = (("CONSTRAINT TRIGGER", " DEFERRABLE INITIALLY DEFERRED")
+                    if table in DEFERRED else ("TRIGGER", ""))
+    connection.exec_driver_sql(
+        f"CREATE {kind} {name} AFTER INSERT OR DELETE OR UPDATE OF {WATCHED[table]} "
+        f"ON {table}{timing} FOR EACH ROW EXECUTE FUNCTION {name}()")
+
+
+def drop_triggers(connection: Connection) -> None:
+    for table in WATCHED:
+        if connection.dialect.name == "sqlite":
+            for event in ("INSERT", "DELETE", "UPDATE"):
+                connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)}")
+        else:
+            for event in (None, "INSERT", "DELETE", "UPDATE"):
+                connection.exec_driver_sql(
+                    f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)} ON {table}")
+            connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_trigger_name(table)}()")
+
+
+def suspend(connection: Connection) -> None:
+    """Leave the balances alone for the rest of the caller's transaction, for a bulk insert
+    that `resume` then sums set-based: the transaction must write nothing else after it (on
+    PostgreSQL the deferred triggers fire at commit, and still find themselves suspended).
+    Other connections' writes keep their triggers."""
+    if connection.dialect.name == "sqlite":  # the write lock keeps everyone else out
+        drop_triggers(connection)
+    else:
+        connection.execute(text(f"SELECT set_config('{SUSPEND_SETTING}', 'suspended', true)"))
+
+
+def resume(connection: Connection, now: datetime) -> None:
+    """Sum every balance from the source tables, and keep them again from the next
+    transaction on (SQLite: from now on)."""
+    if connection.dialect.name == "sqlite":
+        create_triggers(connection)
+    rebuild(connection, now)
+
+
