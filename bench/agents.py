@@ -119,7 +119,7 @@ def _shell_loop(ctx, db, seconds: float) -> dict:
 
 def case_agents(ctx, backend, dbs: dict) -> None:
     main = ctx.cfg.main_size
-    seconds = SECONDS[ctx.cfg.name]
+    seconds = ctx.agent_seconds or SECONDS[ctx.cfg.name]
     copy = copies.make(backend, dbs[main], "agents", ctx)
     try:
         ctx.log(f"case 10 {backend.kind}: {AGENTS} Python agents for {seconds:g} s")

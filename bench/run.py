@@ -534,6 +534,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, help="repetitions of the quick cases "
                         "(default 5 full, 1 small); the long ones use at most 3")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--agent-seconds", type=float,
+                        help="how long case 10's agents work (default 60 full, 5 small)")
     parser.add_argument("--cases", help="comma-separated case numbers to run (default all); "
                         "the other cases keep their stored results in the report")
     parser.add_argument("--report-only", action="store_true",
@@ -553,6 +555,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = Context(cfg, repeat, max(1, min(repeat, cfg.heavy_repeat if args.repeat is None else 3)),
                   datasets.DATA / "tmp" / str(os.getpid()))
     ctx.seed = args.seed
+    ctx.agent_seconds = args.agent_seconds
     ctx.code = code_description
     ctx.build_only = args.build_only
     if args.cases:

@@ -40,6 +40,7 @@ from scidex_alloc.storage.sql import (
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
 REWARD_SCALE = 1_000_000_000  # reward_total counts billionths: exact sums on both databases
 SUMMED = ("demand", "bounty", "spent")
+BOUNTY = ("bounty", "bounty_invalid", "next_expiry")  # the columns a bounty's change moves
 COLUMNS = ("demand", "demand_invalid", "bounty", "bounty_invalid", "next_expiry", "price",
            "spent", "spent_invalid", "investigations", "reward_total")
 
@@ -64,20 +65,27 @@ def finite(columns) -> ColumnElement:
     return and_(*(IsFinite(column) for column in columns))
 
 
-def _aggregates(now: ColumnElement) -> dict:
-    """Every balance column as an aggregate over its source rows: (table, expression, filter)."""
+def _aggregates(now: ColumnElement, names=COLUMNS) -> dict:
+    """Balance columns (those of `names` but price) as aggregates over their source rows:
+    (table, expression, filter). Only those asked for are built: readers want two."""
+    terms = _terms(now)
     found = {}
-    for name, (table, amount, columns, where) in _terms(now).items():
+    for name, (table, amount, columns, where) in terms.items():
         counted = finite(columns)
-        found[name] = (table, ExactSum(case((counted, amount), else_=0)), where)
-        found[f"{name}_invalid"] = (table, func.count(case((~counted, 1))), where)
-    bounty_rows = _terms(now)["bounty"][3]
-    found["next_expiry"] = (token_bounties, func.min(InstantKey(token_bounties.c.expires_at)),
-                            bounty_rows)
+        if name in names:
+            found[name] = (table, ExactSum(case((counted, amount), else_=0)), where)
+        if f"{name}_invalid" in names:
+            found[f"{name}_invalid"] = (table, func.count(case((~counted, 1))), where)
+    if "next_expiry" in names:
+        found["next_expiry"] = (token_bounties,
+                                func.min(InstantKey(token_bounties.c.expires_at)),
+                                terms["bounty"][3])
     done = [claims.c.status == "done"]
-    found["investigations"] = (claims, func.count(), done)
-    found["reward_total"] = (claims, func.coalesce(func.sum(billionths(claims.c.reward)), 0),
-                             done)
+    if "investigations" in names:
+        found["investigations"] = (claims, func.count(), done)
+    if "reward_total" in names:
+        found["reward_total"] = (claims, func.coalesce(func.sum(billionths(claims.c.reward)), 0),
+                                 done)
     return found
 
 
@@ -85,14 +93,17 @@ def billionths(reward: ColumnElement) -> ColumnElement:
     return cast(func.round(func.coalesce(reward, 0) * REWARD_SCALE), Integer)
 
 
-def recomputed(artifact_id: ColumnElement, now: ColumnElement) -> dict[str, ColumnElement]:
-    """Every balance column of one artifact, summed again from the source tables."""
+def recomputed(artifact_id: ColumnElement, now: ColumnElement, names=COLUMNS
+               ) -> dict[str, ColumnElement]:
+    """Balance columns (all, or those of `names`) of one artifact, summed again from the
+    source tables."""
     columns = {name: select(aggregate).where(table.c.artifact_id == artifact_id, *where)
                .scalar_subquery()
-               for name, (table, aggregate, where) in _aggregates(now).items()}
-    columns["price"] = (select(markets.c.price).where(markets.c.artifact_id == artifact_id)
-                        .scalar_subquery())
-    return {name: columns[name] for name in COLUMNS}
+               for name, (table, aggregate, where) in _aggregates(now, names).items()}
+    if "price" in names:
+        columns["price"] = (select(markets.c.price).where(markets.c.artifact_id == artifact_id)
+                            .scalar_subquery())
+    return {name: columns[name] for name in COLUMNS if name in names}
 
 
 def recomputed_all(now: datetime):
@@ -162,10 +173,9 @@ def fold_expired(connection: Connection, now: datetime) -> int:
     """Sum again the bounties of the balances whose bounties expired by `now` (readers do so
     on every read until then); how many balances."""
     b = artifact_balances
-    values = recomputed(b.c.artifact_id, literal(now, Timestamp()))
+    values = recomputed(b.c.artifact_id, literal(now, Timestamp()), BOUNTY)
     return connection.execute(
-        b.update().where(expired_bounty(b.c.next_expiry, now))
-        .values({name: values[name] for name in ("bounty", "bounty_invalid", "next_expiry")})
+        b.update().where(expired_bounty(b.c.next_expiry, now)).values(values)
     ).rowcount
 
 
@@ -213,7 +223,7 @@ def stored_terms(now: datetime) -> dict[str, ColumnElement]:
     the bounty summed again from the source where one of its bounties expired since."""
     b = artifact_balances.c
     fresh = current_bounty(b.next_expiry, now)
-    source = recomputed(b.artifact_id, literal(now, Timestamp()))
+    source = recomputed(b.artifact_id, literal(now, Timestamp()), ("bounty", "bounty_invalid"))
     return {
         "demand": valid_total(b.demand, b.demand_invalid),
         "bounty": case((fresh, valid_total(b.bounty, b.bounty_invalid)),

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
 from scidex_alloc.budgets.balances import (
+    BOUNTY,
     COLUMNS,
     SUMMED,
     billionths,
@@ -76,7 +77,7 @@ def _update_additive(connection, table: str, row: str, sign: str) -> str:
     """UPDATE of the balance that one row of `table` adds to (or, with '-', takes from)."""
     columns, condition = _additions(connection, row)[table]
     sets = []
-    heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection))
+    heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection), SUMMED)
     for column, amount in columns.items():
         change = f"{sign} {amount}"
         if connection.dialect.name == "sqlite" and column in SUMMED:
@@ -94,7 +95,7 @@ def _now(connection: Connection) -> ColumnElement:
 
 
 def _update_recomputed(connection, row: str, columns) -> str:
-    values = recomputed(literal_column(f"{row}.artifact_id"), _now(connection))
+    values = recomputed(literal_column(f"{row}.artifact_id"), _now(connection), columns)
     sets = ", ".join(f"{c} = {_sql(connection, values[c])}" for c in columns)
     return f"UPDATE artifact_balances SET {sets} WHERE artifact_id = {row}.artifact_id"
 
@@ -109,8 +110,6 @@ def _insert_recomputed(connection, row: str) -> str:
 def _statements(connection) -> dict[str, dict[str, list[str]]]:
     """Per source table and event (INSERT, DELETE, UPDATE), the row trigger's statements
     that keep the balances, in terms of NEW and OLD."""
-    bounty = ("bounty", "bounty_invalid", "next_expiry")
-
     def additive(table):
         plus = _update_additive(connection, table, "NEW", "+")
         minus = _update_additive(connection, table, "OLD", "-")
@@ -121,7 +120,7 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         # snapshot of its own) sees a concurrent writer's bounty committed meanwhile.
         lock = f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id FOR UPDATE"
         return ([lock] if connection.dialect.name == "postgresql" else []) + \
-            [_update_recomputed(connection, row, bounty)]
+            [_update_recomputed(connection, row, BOUNTY)]
 
     if connection.dialect.name == "postgresql":
         # Deferred to commit, after which no row of the artifact can precede it (the foreign
