@@ -144,7 +144,11 @@ class SqliteBackend(Backend):
         return Database(self.kind, str(path), source.artifacts, {**record, "cached": False})
 
     def empty_positions(self, db: Database) -> None:
+        """Without the balance triggers, which would take a row each; the next `alloc load`
+        makes them again and sums every balance."""
         conn = sqlite3.connect(db.url, isolation_level=None)
+        for event in ("insert", "update", "delete"):
+            conn.execute(f"DROP TRIGGER IF EXISTS balances_positions_{event}")
         conn.execute("DELETE FROM positions")
         conn.close()
 
