@@ -111,8 +111,9 @@ def _best_explored(connection: Connection, params: Params, now: datetime, type_:
     read = by_score(limit=wanted + 32)
     if len(read) > wanted and read[-1].sql_score >= read[wanted - 1].sql_score - SCORE_MARGIN:
         read = by_score(at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
-    ids = sorted({row.artifact_id for row in read + best})
-    return queue, list(connection.execute(
+    have = {row.artifact_id for row in best}  # read in full already
+    ids = sorted({row.artifact_id for row in read} - have)
+    return queue, best + list(connection.execute(
         queue_candidates(params, now, type_, agent, True, ids=ids)))
 
 
