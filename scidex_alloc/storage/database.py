@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import ArgumentError, DisconnectionError
+from sqlalchemy.pool import QueuePool
 
 from scidex_alloc.errors import DatabaseError, UsageError
 
@@ -21,6 +21,7 @@ ENV_BUSY_TIMEOUT = "SCIDEX_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before giving up
 LOCK_TIMEOUT = "55P03"  # PostgreSQL's SQLSTATE for a lock wait beyond lock_timeout
+FILE_IDENTITY = "file_identity"  # a SQLite connection's record: (st_dev, st_ino) it opened
 
 
 def default_path() -> Path:
@@ -121,10 +122,26 @@ def _sqlite_engine(target: Target) -> Engine:
         import sqlite3
 
         uri, read_only = _sqlite_uri(path)
-        # No pool: each operation opens the path anew, so a file moved away and back (or
-        # replaced) is seen as it is now, never through a connection to the old one.
-        engine = create_engine(target.url, poolclass=NullPool, creator=lambda: sqlite3.connect(
-            uri, uri=True, timeout=timeout, check_same_thread=False))
+
+        def connect(record):
+            # The identity is taken before the open: a file replaced meanwhile costs a
+            # needless reconnect at checkout, never a connection kept to the old file.
+            record.info[FILE_IDENTITY] = _file_identity(path)
+            return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+
+        # One idle connection is kept; concurrent callers (the server's threads) open more
+        # and close them when done. SQLite finds a file's -wal and -shm by its path: an idle
+        # connection to a replaced file would keep the old ones there for the new file to
+        # read. The only idle connection is the one checked at checkout, closed if stale.
+        engine = create_engine(target.url, poolclass=QueuePool, pool_size=1, max_overflow=-1,
+                               creator=connect)
+
+        @event.listens_for(engine, "checkout")
+        def _on_checkout(_dbapi_connection, record, _proxy):
+            # A file moved away or replaced is opened anew by its path (and an error if
+            # gone), never read or written through a connection to the old one.
+            if _file_identity(path) != record.info.get(FILE_IDENTITY):
+                raise DisconnectionError(f"{path} is not the file this connection opened")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -164,6 +181,15 @@ def _sqlite_uri(path: Path) -> tuple[str, bool]:
         return f"{uri}?mode=rw", False
     shm_possible = os.access(path.parent, os.W_OK) or Path(f"{path}-shm").exists()
     return f"{uri}?{'mode=ro' if shm_possible or not _is_wal(path) else 'immutable=1'}", True
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) the path names now; None when it names nothing."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _is_wal(path: Path) -> bool:
