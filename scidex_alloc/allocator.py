@@ -13,6 +13,7 @@ holds the SQL and the decisions. Usable from Python without the CLI::
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Callable, Iterator
 
 from sqlalchemy.engine import Engine
@@ -23,7 +24,9 @@ from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import Params, parse_amount
 from scidex_alloc.options import (
     EXPLORATION,
+    HOLD_TTL,
     LEASE,
+    MAX_HOLD_TTL,
     NEXT_LIMIT,
     PIPELINE_BUCKETS,
     SORT_KEYS,
@@ -38,6 +41,7 @@ from scidex_alloc.storage.transactions import Transactions
 if TYPE_CHECKING:
     from scidex_alloc.budgets.results import BudgetDetail, BudgetRow, Conversion, Rate
     from scidex_alloc.history.results import HistoryPoint, Mover, PlanPart, SnapshotResult
+    from scidex_alloc.holds.results import HoldRecord
     from scidex_alloc.ledger.results import AuditCheck, BatchSummary, LogEntry, SpendRecord
     from scidex_alloc.loading.results import LoadReport
     from scidex_alloc.queue.results import ClaimInfo, QueueEntry
@@ -146,9 +150,11 @@ class Allocator:
 
     def next(self, type_: str | None = None, limit: int = NEXT_LIMIT, agent: str | None = None,
              claim: bool = False, lease: timedelta = LEASE,
-             ucb_weight: float | None = None, exploration: float | None = None
-             ) -> list[QueueEntry]:
-        """The best next investigations; with `claim`, the top `limit` are leased to `agent`."""
+             ucb_weight: float | None = None, exploration: float | None = None,
+             reserve: str | None = None, unit: str | None = None) -> list[QueueEntry]:
+        """The best next investigations among artifacts with budget available (with
+        `reserve`, at least that much, in `unit`); with `claim`, the top `limit` are leased
+        to `agent`, and with `reserve` each gets a hold of it for as long as its lease."""
         from scidex_alloc.ledger import spending
         from scidex_alloc.queue import claims, scoring
         ucb_weight = UCB_WEIGHT if ucb_weight is None else ucb_weight
@@ -158,26 +164,87 @@ class Allocator:
         scoring.check_weights(ucb_weight, exploration)
         if agent is not None:
             agent = spending.text_field({"agent": agent}, "agent")
+        amount = None if reserve is None else _amount(reserve, unit, "reserve")
         if not claim:
             return self._tx.read(lambda conn: claims.preview(
-                conn, self.params, type_, agent, limit, ucb_weight, exploration))
+                conn, self.params, type_, agent, limit, ucb_weight, exploration, amount))
         if agent is None:
             raise UsageError("{claim} needs {agent}", "claim", "agent")
+        if amount is not None:
+            _check_ttl(lease, "lease")
         return claims.claim_top(self._tx, self.params, type_, agent, lease, limit, ucb_weight,
-                                exploration)
+                                exploration, amount)
 
-    def done(self, claim_id: int, reward: float | None = None) -> ClaimInfo:
-        """Close a claim as a completed investigation, with its reward in [0, 1] if known."""
+    def done(self, claim_id: int, reward: float | None = None, spend: str | None = None,
+             unit: str | None = None, kind: str | None = None) -> ClaimInfo:
+        """Close a claim as a completed investigation, with its reward in [0, 1] if known,
+        and settle its hold for `spend` (default: the held amount); a claim without a hold
+        records `spend`, if given, as a plain spend. All or nothing."""
+        from scidex_alloc.ledger import spending
         from scidex_alloc.queue import claims
         value = claims.checked_reward(reward)
         limits.check_row_id(claim_id, "claim")
-        return self._tx.write_retried(lambda conn: claims.finish(conn, claim_id, "done", value))
+        amount = None if spend is None else _amount(spend, unit, "spend")
+        kind = spending.text_field({"kind": kind}, "kind")
+        return self._tx.write_retried(lambda conn: claims.finish(
+            conn, self.params, claim_id, "done", value, amount, kind))
 
     def release(self, claim_id: int) -> ClaimInfo:
-        """Give a claim back without an outcome."""
+        """Give a claim back without an outcome, and void its hold."""
         from scidex_alloc.queue import claims
         limits.check_row_id(claim_id, "claim")
-        return self._tx.write_retried(lambda conn: claims.finish(conn, claim_id, "released", None))
+        return self._tx.write_retried(lambda conn: claims.finish(
+            conn, self.params, claim_id, "released", None))
+
+    def hold(self, artifact_id: str, amount: str, unit: str | None = None,
+             agent: str | None = None, ttl: timedelta = HOLD_TTL, key: str | None = None,
+             note: str | None = None) -> HoldRecord:
+        """Reserve `amount` of the artifact's available budget until `ttl` from now (or
+        replay the hold placed under `key`); raises InsufficientBudget beyond it."""
+        from scidex_alloc.holds import reserving
+        from scidex_alloc.ledger import spending
+        limits.check_artifact_id(artifact_id)
+        units, unit = _amount(amount, unit, "amount")
+        fields = {"agent": agent, "key": key, "note": note}
+        agent, key, note = (spending.text_field(fields, name) for name in fields)
+        _check_ttl(ttl, "ttl")
+        now = utcnow()
+        return self._tx.write_retried(lambda conn: reserving.place(
+            conn, self.params, artifact_id, units, unit, agent, ttl, key, note, now))
+
+    def settle(self, hold_id: int, amount: str | None = None, unit: str | None = None,
+               kind: str | None = None, note: str | None = None) -> SpendRecord:
+        """Record what the held work cost (default: the held amount) as one spend entry,
+        and end the hold; the same settlement again replays it."""
+        from scidex_alloc.holds import reserving
+        from scidex_alloc.ledger import spending
+        limits.check_row_id(hold_id, "hold")
+        units, unit = (None, _unit(unit)) if amount is None else _amount(amount, unit, "amount")
+        fields = {"kind": kind, "note": note}
+        kind, note = (spending.text_field(fields, name) for name in fields)
+        now = utcnow()
+        return self._tx.write_retried(lambda conn: reserving.settle(
+            conn, self.params, hold_id, units, unit, kind, note, now))
+
+    def void(self, hold_id: int) -> HoldRecord:
+        """Release a hold without spending."""
+        from scidex_alloc.holds import reserving
+        limits.check_row_id(hold_id, "hold")
+        now = utcnow()
+        return self._tx.write_retried(lambda conn: reserving.void(conn, self.params, hold_id,
+                                                                  now))
+
+    def holds(self, artifact_id: str | None = None, agent: str | None = None,
+              every: bool = False, limit: int | None = None, offset: int = 0
+              ) -> list[HoldRecord]:
+        """Live holds, oldest first; with `every`, every hold and its outcome."""
+        from scidex_alloc.holds import reserving
+        if artifact_id is not None:
+            limits.check_artifact_id(artifact_id)
+        limits.check_count(limit, "limit")
+        limits.check_offset(offset)
+        return self._tx.read(lambda conn: reserving.listing(
+            conn, artifact_id, agent, every, utcnow(), limit, offset))
 
     def claims(self, agent: str | None = None, expired: bool = False) -> list[ClaimInfo]:
         from scidex_alloc.queue import claims
@@ -267,3 +334,20 @@ class Allocator:
         """The database's schema revision, and the newest one this version knows."""
         from scidex_alloc.storage import migrate
         return self._tx.read(migrate.current), migrate.head()
+
+
+def _unit(unit: str | None) -> str | None:
+    from scidex_alloc.ledger import spending
+    return spending.text_field({"unit": unit}, "unit")
+
+
+def _amount(amount: str, unit: str | None, param: str) -> tuple[Decimal, str]:
+    """An amount and its unit (default: tokens), checked; errors name `param`."""
+    return parse_amount(amount, param=param), _unit(unit) or BASE_UNIT
+
+
+def _check_ttl(ttl: timedelta, param: str) -> None:
+    """How long a hold lives: more than 0, at most MAX_HOLD_TTL."""
+    if not timedelta(0) < ttl <= MAX_HOLD_TTL:
+        raise UsageError(f"{{{param}}} of a hold must be more than 0 and at most "
+                         f"{MAX_HOLD_TTL.days} days", param)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-SORT_KEYS = ("budget", "remaining", "demand")  # `rank --by` and the API's `by`, first the default
+SORT_KEYS = ("budget", "remaining", "demand", "available")  # `rank --by` and the API's `by`, first the default
 PERIODS = ("hour", "day", "week")  # snapshot periods, finest first
 OUTPUT_FORMATS = ("table", "json", "csv")  # first the default
 FILE_FORMATS = ("csv", "jsonl")
@@ -21,6 +21,10 @@ NEXT_LIMIT = 10
 CLAIM_LIMIT = 1
 LEASE_MINUTES = 30
 LEASE = timedelta(minutes=LEASE_MINUTES)
+# `alloc hold`: how long a hold lives unless settled or voided, and at most.
+HOLD_TTL_MINUTES = 30
+HOLD_TTL = timedelta(minutes=HOLD_TTL_MINUTES)
+MAX_HOLD_TTL = timedelta(days=7)
 UCB_WEIGHT = 0.7  # W: the weight of the UCB term against the budget term
 EXPLORATION = math.sqrt(2)  # C: the UCB exploration constant
 

@@ -25,7 +25,7 @@ RATIO_FIELDS = {"price", "uncertainty", "multiplier", "units_per_token", "rate",
                 "score", "ucb", "ucb_norm", "budget_norm", "mean_reward", "reward"}
 # Budget terms, in the formula's order: unknown (invalid data) ones show as a dash in tables.
 TERM_FIELDS = ("demand", "bounty", "price", "uncertainty", "multiplier", "budget", "spent",
-               "remaining")
+               "remaining", "held", "available")
 
 
 def json_value(value: Any) -> str:

@@ -110,7 +110,7 @@ def test_claim_done_and_release(allocator):
 
 @pytest.mark.parametrize("call, message", [
     (lambda a: a.rank(limit=0), "limit must be from 1 to 1000000000"),
-    (lambda a: a.rank(by="price"), "by must be one of budget, remaining, demand"),
+    (lambda a: a.rank(by="price"), "by must be one of budget, remaining, demand, available"),
     (lambda a: a.next(claim=True), "claim needs agent"),
     (lambda a: a.next(ucb_weight=2), "ucb_weight must be from 0 to 1"),
     (lambda a: a.done(1, reward=1.5), "reward must be a number from 0 to 1"),

@@ -24,7 +24,7 @@ from scidex_alloc.allocator import Allocator
 D = Decimal
 MICRO = D("0.000001")
 CHILD_TABLES = ("markets", "positions", "token_bounties", "resource_allocations", "claims",
-                "budget_snapshots")
+                "budget_snapshots", "holds")
 
 
 # --------------------------------------------------------------------------- another service
@@ -128,6 +128,7 @@ def source_rows(db_kind, db_url) -> dict:
                                     "expires_at FROM token_bounties"),
             "spends": direct.rows("SELECT artifact_id, tokens FROM resource_allocations"),
             "claims": direct.rows("SELECT artifact_id, status, reward FROM claims"),
+            "holds": direct.rows("SELECT artifact_id, tokens, status, expires_at FROM holds"),
             "balances": direct.rows("SELECT artifact_id, investigations, reward_total "
                                     "FROM artifact_balances"),
         }
@@ -139,7 +140,7 @@ def expected(rows: dict, now: datetime) -> dict[str, dict]:
     """Every artifact's terms and budget at `now`, summed in Python from the source rows;
     `invalid` when a counted amount or the price is not a finite number, or a total lies
     beyond MAX_TOTAL."""
-    found = {aid: {"demand": D(0), "bounty": D(0), "spent": D(0), "price": None,
+    found = {aid: {"demand": D(0), "bounty": D(0), "spent": D(0), "held": D(0), "price": None,
                    "invalid": False, "investigations": 0, "reward_total": 0}
              for (aid,) in rows["artifacts"]}
 
@@ -162,12 +163,16 @@ def expected(rows: dict, now: datetime) -> dict[str, dict]:
             add(aid, "bounty", None if None in (offered, paid) else offered - paid)
     for aid, tokens in rows["spends"]:
         add(aid, "spent", amount(tokens))
+    for aid, tokens, status, expires in rows["holds"]:
+        if status == "active" and instant(expires) > now:
+            add(aid, "held", amount(tokens))
     for aid, status, reward in rows["claims"]:
         if status == "done":
             found[aid]["investigations"] += 1
             found[aid]["reward_total"] += int((amount(reward or 0) * 10**9).to_integral_value())
     for terms in found.values():
-        terms["invalid"] |= any(abs(terms[n]) > MAX_TOTAL for n in ("demand", "bounty", "spent"))
+        terms["invalid"] |= any(abs(terms[n]) > MAX_TOTAL
+                                for n in ("demand", "bounty", "spent", "held"))
         terms["budget"] = budget_of(terms["demand"], terms["bounty"], terms["price"])
     return found
 
@@ -177,7 +182,8 @@ def shown(row) -> dict:
     get = row.get if isinstance(row, dict) else (lambda name: getattr(row, name))
     if get("problem") is not None:
         return {"problem": True}
-    return {name: D(str(get(name))) for name in ("demand", "bounty", "spent", "budget", "price")}
+    return {name: D(str(get(name)))
+            for name in ("demand", "bounty", "spent", "budget", "price", "held", "available")}
 
 
 def oracle_view(terms: dict) -> dict:
@@ -186,14 +192,15 @@ def oracle_view(terms: dict) -> dict:
     p = terms["price"]
     return {"demand": terms["demand"], "bounty": terms["bounty"], "spent": terms["spent"],
             "budget": terms["budget"],
-            "price": D("0.5") if p is None else min(max(p, D(0)), D(1))}
+            "price": D("0.5") if p is None else min(max(p, D(0)), D(1)),
+            "held": terms["held"], "available": terms["budget"] - terms["spent"] - terms["held"]}
 
 
 def assert_readers_match_sources(db_kind, db_url, allocator: Allocator, context=""):
     """`rank` (through the library) shows for every artifact the terms summed in Python
     from the source rows (or a problem, for invalid data), and the stored investigation
-    counts and reward totals are those of the claims. A bounty expiring during the read
-    may be counted either way."""
+    counts and reward totals are those of the claims. A bounty or hold expiring during the
+    read may be counted either way."""
     before = datetime.now(timezone.utc)
     ranked = {row.artifact_id: shown(row) for row in allocator.rank()}
     after = datetime.now(timezone.utc)
@@ -427,7 +434,36 @@ class RandomWriter:
         else:
             self.d.execute("DELETE FROM claims WHERE id = ?", row[0])
 
-    # artifacts
+    # holds, written directly: some expiring within the second
+    def do_insert_hold(self, aid=None):
+        now = datetime.now(timezone.utc)
+        expires = now + (timedelta(seconds=1) if self.rng.random() < 0.3
+                         else timedelta(minutes=30))
+        self.d.execute("INSERT INTO holds (artifact_id, tokens, agent_id, status, created_at, "
+                       "expires_at) VALUES (?, ?, 'rnd', ?, ?, ?)", aid or self.artifact(),
+                       tokens(self.rng) / 100,
+                       self.rng.choice(["active"] * 3 + ["voided", "settled"]), now, expires)
+
+    def do_change_hold(self):
+        row = self.pick("SELECT id FROM holds ORDER BY id")
+        if row is None:
+            return self.do_insert_hold()
+        what = self.rng.choice(["void", "tokens", "expires", "delete", "move"])
+        if what == "void":
+            self.d.execute("UPDATE holds SET status = 'voided' WHERE id = ?", row[0])
+        elif what == "tokens":
+            self.d.execute("UPDATE holds SET tokens = ? WHERE id = ?", tokens(self.rng) / 100,
+                           row[0])
+        elif what == "expires":
+            self.d.execute("UPDATE holds SET expires_at = ? WHERE id = ?",
+                           datetime.now(timezone.utc) - timedelta(seconds=1), row[0])
+        elif what == "move":
+            self.d.execute("UPDATE holds SET artifact_id = ? WHERE id = ?", self.artifact(),
+                           row[0])
+        else:
+            self.d.execute("DELETE FROM holds WHERE id = ?", row[0])
+
+    # artifacts, some with rows of every kind in the same transaction
     def do_insert_artifact(self):
         self.created += 1
         aid = f"new-{self.tag}-{self.created:03d}"
@@ -435,6 +471,15 @@ class RandomWriter:
         for _ in range(self.rng.randint(0, 3)):
             self.d.execute("INSERT INTO positions (artifact_id, agent_id, tokens, status) "
                            "VALUES (?, 'rnd', ?, 'open')", aid, tokens(self.rng))
+        if self.rng.random() < 0.5:
+            now = datetime.now(timezone.utc)
+            self.d.execute("INSERT INTO resource_allocations (artifact_id, tokens, kind, "
+                           "agent_id, overdraft) VALUES (?, ?, 'direct', 'rnd', ?)", aid,
+                           tokens(self.rng) / 100, False)
+            self.d.execute("INSERT INTO claims (artifact_id, agent_id, status, claimed_at, "
+                           "lease_expires_at, finished_at, reward) VALUES "
+                           "(?, 'rnd', 'done', ?, ?, ?, 0.5)", aid, now, now, now)
+            self.do_insert_hold(aid)
 
     def do_delete_artifact(self):
         childless = " AND ".join(f"id NOT IN (SELECT artifact_id FROM {t})" for t in CHILD_TABLES)
@@ -494,14 +539,22 @@ def test_random_direct_writes_keep_every_balance_exact(db_kind, db_url, cli, all
     assert checks["balances-exact"]["rows"] == []
 
 
-def test_a_new_artifact_and_its_positions_in_one_transaction(db_kind, db_url, cli, allocator):
+def test_a_new_artifact_and_its_rows_in_one_transaction(db_kind, db_url, cli, allocator):
     """The smallest case of the random writes: an artifact inserted in the same
-    transaction as its position counts that position once (PostgreSQL defers both
-    triggers to the commit)."""
+    transaction as its position, a spend, a done claim and a hold counts each once
+    (PostgreSQL defers the artifact's and the position's triggers to the commit, while
+    those of the spend, claim and hold run at once)."""
+    now = datetime.now(timezone.utc)
     write(db_kind, db_url,
           "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis')",
-          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a1', 'x', 10)")
-    assert budget_json(cli, db_url, "a1")["demand"] == 10
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a1', 'x', 100)",
+          "INSERT INTO resource_allocations (artifact_id, tokens) VALUES ('a1', 2)",
+          ("INSERT INTO claims (artifact_id, agent_id, status, claimed_at, lease_expires_at, "
+           "finished_at, reward) VALUES ('a1', 'x', 'done', ?, ?, ?, 0.5)", (now, now, now)),
+          ("INSERT INTO holds (artifact_id, tokens, status, created_at, expires_at) "
+           "VALUES ('a1', 3, 'active', ?, ?)", (now, now + timedelta(hours=1))))
+    a1 = budget_json(cli, db_url, "a1")
+    assert (a1["demand"], a1["spent"], a1["held"], a1["available"]) == (100, 2, 3, 5)
     assert balances_check(allocator) == []
 
 

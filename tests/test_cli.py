@@ -37,7 +37,7 @@ def test_shell_completion_is_offered(cli, alloc_proc):
     assert "--install-completion" in cli("--help").stdout
     completed = alloc_proc(env={"_ALLOC_COMPLETE": "complete_bash", "COMP_WORDS": "alloc rank --by ",
                                 "COMP_CWORD": "3"})
-    assert completed.stdout.split() == ["budget", "remaining", "demand"]
+    assert completed.stdout.split() == ["budget", "remaining", "demand", "available"]
 
 
 def test_ctrl_c_exits_130_with_one_line(sqlite_db):

@@ -55,7 +55,7 @@ def test_rank_json_matches_the_formula_for_every_artifact(loaded, cli):
     for row in rows:
         assert list(row) == ["rank", "artifact_id", "type", "title", "demand", "bounty", "price",
                              "uncertainty", "multiplier", "budget", "spent", "remaining",
-                             "problem"]
+                             "problem", "held", "available"]
         demand, bounty, price = EXPECTED[row["artifact_id"]]
         uncertainty, multiplier, budget = by_hand(demand, bounty, price)
         assert (row["demand"], row["bounty"], row["price"]) == (demand, bounty, price)
@@ -79,7 +79,7 @@ def test_rank_filters_limits_and_sorts(loaded, cli):
 def test_rank_csv_has_the_json_columns(loaded, cli):
     lines = cli("rank", "--format", "csv", "--db", loaded).stdout.splitlines()
     assert lines[0] == ("rank,artifact_id,type,title,demand,bounty,price,uncertainty,"
-                        "multiplier,budget,spent,remaining,problem")
+                        "multiplier,budget,spent,remaining,problem,held,available")
     assert len(lines) == 1 + len(EXPECTED)
     assert any('"Comma, and ""quotes"""' in line for line in lines)
 

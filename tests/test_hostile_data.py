@@ -107,15 +107,15 @@ def _without_rank(row: dict) -> dict:
     return {key: value for key, value in row.items() if key != "rank"}
 
 
-@pytest.mark.parametrize("by", ["budget", "remaining", "demand"])
+@pytest.mark.parametrize("by", ["budget", "remaining", "demand", "available"])
 def test_rank_lists_the_invalid_artifact_last_and_the_others_unchanged(cli, db_url, case, by):
     problem, before = case
     rows = rank(cli, db_url, "--by", by)
     assert rows[-1]["artifact_id"] == TARGET
     assert rows[-1]["problem"] == problem
-    assert rows[-1]["remaining"] is None
-    assert list(rows[-1]) == list(rows[0])  # the same keys, `problem` last
-    assert list(rows[0])[-1] == "problem"
+    assert rows[-1]["remaining"] is None and rows[-1]["available"] is None
+    assert list(rows[-1]) == list(rows[0])  # the same keys: `problem`, then the holds' two
+    assert list(rows[0])[-3:] == ["problem", "held", "available"]
     valid = rows[:-1]
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     assert {r["artifact_id"]: _without_rank(r) for r in valid} == {
@@ -128,9 +128,10 @@ def test_rank_tables_and_csv_show_unknown_terms(cli, db_url, case):
     csv = cli("rank", "--format", "csv", "--db", db_url)
     assert csv.exit_code == 0, csv.stderr
     header, *lines = csv.stdout.splitlines()
-    assert header.endswith(",remaining,problem")
-    assert lines[-1].startswith(f"{len(lines)},{TARGET},") and lines[-1].endswith(f",{problem}")
-    assert lines[-1].split(",")[-2] == ""  # remaining: empty
+    assert header.endswith(",remaining,problem,held,available")
+    assert lines[-1].startswith(f"{len(lines)},{TARGET},")
+    assert lines[-1].endswith(f",{problem},0,")  # nothing held; available: empty
+    assert lines[-1].split(",")[-4] == ""  # remaining: empty
     table = cli("rank", "--db", db_url)
     assert table.exit_code == 0, table.stderr
     assert problem in table.stdout and TARGET in table.stdout

@@ -59,7 +59,7 @@ def test_hand_computed_scores(db_url, cli, tmp_path):
         assert row["score"] == pytest.approx(score, abs=1e-9)
     assert list(rows[0]) == ["rank", "artifact_id", "type", "title", "score", "ucb", "ucb_norm",
                              "budget_norm", "remaining", "investigations", "mean_reward",
-                             "claim_id", "lease_expires_at"]
+                             "claim_id", "lease_expires_at", "available", "hold_id"]
     by_id = {r["artifact_id"]: r for r in rows}
     assert by_id["A"]["mean_reward"] == 0.75 and by_id["D"]["mean_reward"] == 0
     # W = 1: B and C tie on score 1.0, and the tie goes to the larger remaining budget.

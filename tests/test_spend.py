@@ -32,7 +32,7 @@ def test_spend_records_and_reports(funded, cli):
     assert result.exit_code == 0, result.stderr
     record = result.json()
     assert list(record) == ["id", "artifact_id", "tokens", "unit", "units", "rate", "kind",
-                            "agent", "replayed", "spent", "remaining"]
+                            "agent", "replayed", "spent", "remaining", "hold_id", "available"]
     assert record["tokens"] == 12.5 and record["spent"] == 12.5 and record["remaining"] == 87.5
     assert record["kind"] == "debate" and record["agent"] == "bot" and not record["replayed"]
     assert remaining(cli, funded) == D("87.5")

@@ -22,6 +22,7 @@ from scidex_alloc.storage.schema import (
     artifact_balances,
     artifacts,
     claims,
+    holds,
     markets,
     positions,
     resource_allocations,
@@ -41,8 +42,11 @@ MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
 REWARD_SCALE = 1_000_000_000  # reward_total counts billionths: exact sums on both databases
 SUMMED = ("demand", "bounty", "spent")
 BOUNTY = ("bounty", "bounty_invalid", "next_expiry")  # the columns a bounty's change moves
+HELD = ("held", "held_invalid", "held_expiry")  # the columns a hold's change moves
 COLUMNS = ("demand", "demand_invalid", "bounty", "bounty_invalid", "next_expiry", "price",
-           "spent", "spent_invalid", "investigations", "reward_total")
+           "spent", "spent_invalid", "investigations", "reward_total", *HELD)
+# The terms that expire with time, and the column keeping when the first of them does.
+EXPIRY = {"bounty": "next_expiry", "held": "held_expiry"}
 
 
 def _terms(now: ColumnElement) -> dict:
@@ -58,6 +62,8 @@ def _terms(now: ColumnElement) -> dict:
                         LaterThan(token_bounties.c.expires_at, now))]),
         "spent": (resource_allocations, MicroTokens(resource_allocations.c.tokens),
                   [resource_allocations.c.tokens], []),
+        "held": (holds, MicroTokens(holds.c.tokens), [holds.c.tokens],
+                 [holds.c.status == "active", LaterThan(holds.c.expires_at, now)]),
     }
 
 
@@ -76,10 +82,10 @@ def _aggregates(now: ColumnElement, names=COLUMNS) -> dict:
             found[name] = (table, ExactSum(case((counted, amount), else_=0)), where)
         if f"{name}_invalid" in names:
             found[f"{name}_invalid"] = (table, func.count(case((~counted, 1))), where)
-    if "next_expiry" in names:
-        found["next_expiry"] = (token_bounties,
-                                func.min(InstantKey(token_bounties.c.expires_at)),
-                                terms["bounty"][3])
+    for term, expiry in EXPIRY.items():
+        if expiry in names:
+            table, _, _, where = terms[term]
+            found[expiry] = (table, func.min(InstantKey(table.c.expires_at)), where)
     done = [claims.c.status == "done"]
     if "investigations" in names:
         found["investigations"] = (claims, func.count(), done)
@@ -120,7 +126,7 @@ def recomputed_all(now: datetime):
                .where(*where).group_by(table.c.artifact_id).subquery(f"source{index}"))
         joins = joins.outerjoin(sub, sub.c.artifact_id == artifacts.c.id)
         for name in aggregates:
-            zero = None if name == "next_expiry" else 0
+            zero = None if name in EXPIRY.values() else 0
             stmt_columns[name] = sub.c[name] if zero is None else func.coalesce(sub.c[name], zero)
     stmt_columns["price"] = markets.c.price
     return select(artifacts.c.id.label("artifact_id"), artifacts.c.type,
@@ -152,13 +158,14 @@ def rebuild(connection: Connection, now: datetime) -> int:
 
 def indexes(connection: Connection) -> dict[str, str]:
     """The balances' secondary indexes: the ranking keys (also within a type), the balances
-    whose bounties expire, and the explored artifacts."""
+    whose bounties or holds expire, and the explored artifacts."""
     last = " NULLS LAST" if connection.dialect.name == "postgresql" else ""
     found = {}
     for key in ("budget", "remaining"):
         found[f"ix_artifact_balances_{key}"] = f"({key}_key DESC{last}, artifact_id)"
         found[f"ix_artifact_balances_type_{key}"] = f"(type, {key}_key DESC{last}, artifact_id)"
-    found["ix_artifact_balances_next_expiry"] = "(next_expiry) WHERE next_expiry IS NOT NULL"
+    for expiry in EXPIRY.values():
+        found[f"ix_artifact_balances_{expiry}"] = f"({expiry}) WHERE {expiry} IS NOT NULL"
     found["ix_artifact_balances_explored"] = "(artifact_id) WHERE investigations > 0"
     return found
 
@@ -169,25 +176,40 @@ def create_indexes(connection: Connection) -> None:
                                    f"{columns}")
 
 
+def install(connection: Connection, now: datetime) -> int:
+    """Sum every balance, make the indexes and (re)create the triggers, as this version
+    defines them: after any schema upgrade, in its transaction. How many artifacts."""
+    from scidex_alloc.budgets import ddl
+
+    count = rebuild(connection, now)
+    create_indexes(connection)
+    ddl.create_triggers(connection)
+    return count
+
+
 def fold_expired(connection: Connection, now: datetime) -> int:
-    """Sum again the bounties of the balances whose bounties expired by `now` (readers do so
-    on every read until then); how many balances."""
+    """Sum again the bounties and holds of the balances where one of them expired by `now`
+    (readers do so on every read until then); how many balances."""
     b = artifact_balances
-    values = recomputed(b.c.artifact_id, literal(now, Timestamp()), BOUNTY)
-    return connection.execute(
-        b.update().where(expired_bounty(b.c.next_expiry, now)).values(values)
-    ).rowcount
+    instant = literal(now, Timestamp())
+    folded = 0
+    for term, expiry in EXPIRY.items():
+        values = recomputed(b.c.artifact_id, instant, (term, f"{term}_invalid", expiry))
+        folded += connection.execute(
+            b.update().where(expired(b.c[expiry], now)).values(values)).rowcount
+    return folded
 
 
 def mismatches(now: datetime):
     """Artifacts whose balance differs from its recomputation (or that lack one, or whose
-    balance has no artifact). The bounty terms are compared only while the stored ones are
-    current: past the stored `next_expiry`, readers sum the bounties again themselves."""
+    balance has no artifact). A term that expires is compared only while the stored one is
+    current: past its stored expiry, readers sum it again themselves."""
     b = artifact_balances.c
-    fresh = current_bounty(b.next_expiry, now)
+    stale = {column: term for term, expiry in EXPIRY.items()
+             for column in (term, f"{term}_invalid", expiry)}
 
     def compared(columns):
-        return [case((fresh, columns[name])) if name.startswith(("bounty", "next_"))
+        return [case((unexpired(b[EXPIRY[stale[name]]], now), columns[name])) if name in stale
                 else columns[name] for name in COLUMNS]
 
     stored = select(b.artifact_id, b.type, *compared(b))
@@ -201,15 +223,16 @@ def mismatches(now: datetime):
     return select(ids.c.artifact_id).order_by(ids.c.artifact_id)
 
 
-def current_bounty(next_expiry: ColumnElement, now: datetime) -> ColumnElement:
-    """Whether a stored bounty still holds at `now`: none of its bounties has expired since."""
-    return or_(next_expiry.is_(None), ~expired_bounty(next_expiry, now))
+def unexpired(expiry: ColumnElement, now: datetime) -> ColumnElement:
+    """Whether a stored term that expires (bounty, held) still holds at `now`: none of the
+    rows it counts has expired since it was summed."""
+    return or_(expiry.is_(None), ~expired(expiry, now))
 
 
-def expired_bounty(next_expiry: ColumnElement, now: datetime) -> ColumnElement:
-    """Whether one of the bounties a stored bounty counts has expired by `now` (an indexed
+def expired(expiry: ColumnElement, now: datetime) -> ColumnElement:
+    """Whether one of the rows a stored term counts has expired by `now` (an indexed
     comparison of instant keys)."""
-    return next_expiry <= InstantKey(literal(now, Timestamp()))
+    return expiry <= InstantKey(literal(now, Timestamp()))
 
 
 def valid_total(column: ColumnElement, invalid: ColumnElement) -> ColumnElement:
@@ -220,16 +243,17 @@ def valid_total(column: ColumnElement, invalid: ColumnElement) -> ColumnElement:
 
 def stored_terms(now: datetime) -> dict[str, ColumnElement]:
     """The balance columns as the budget SELECT reads them: each total NULL when invalid,
-    the bounty summed again from the source where one of its bounties expired since."""
+    a bounty or held total summed again from the source where one of its rows expired
+    since it was summed."""
     b = artifact_balances.c
-    fresh = current_bounty(b.next_expiry, now)
-    source = recomputed(b.artifact_id, literal(now, Timestamp()), ("bounty", "bounty_invalid"))
-    return {
-        "demand": valid_total(b.demand, b.demand_invalid),
-        "bounty": case((fresh, valid_total(b.bounty, b.bounty_invalid)),
-                       else_=valid_total(source["bounty"], source["bounty_invalid"])),
-        "spent": valid_total(b.spent, b.spent_invalid),
-        "demand_invalid": b.demand_invalid,
-        "bounty_invalid": case((fresh, b.bounty_invalid), else_=source["bounty_invalid"]),
-        "spent_invalid": b.spent_invalid,
-    }
+    instant = literal(now, Timestamp())
+    found = {name: valid_total(b[name], b[f"{name}_invalid"]) for name in ("demand", "spent")}
+    found.update({f"{name}_invalid": b[f"{name}_invalid"] for name in ("demand", "spent")})
+    for term, expiry in EXPIRY.items():
+        fresh = unexpired(b[expiry], now)
+        source = recomputed(b.artifact_id, instant, (term, f"{term}_invalid"))
+        found[term] = case((fresh, valid_total(b[term], b[f"{term}_invalid"])),
+                           else_=valid_total(source[term], source[f"{term}_invalid"]))
+        found[f"{term}_invalid"] = case((fresh, b[f"{term}_invalid"]),
+                                        else_=source[f"{term}_invalid"])
+    return found

@@ -4,7 +4,8 @@ source tables, for each database, and their suspension during bulk loads.
 On PostgreSQL the triggers on the tables other services write (artifacts, markets,
 positions, token_bounties) are row triggers deferred to commit, so that a writer that
 keeps its transaction open never holds a balance row that spends and claims need; those
-on alloc's own tables (resource_allocations, claims) run once per statement, at once. On
+on alloc's own tables run at once: once per statement on resource_allocations and claims,
+per row on holds (few per artifact, summed again as bounties are). On
 SQLite, whose writers queue for one lock anyway, every trigger is a row trigger that
 applies at once.
 """
@@ -20,6 +21,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from scidex_alloc.budgets.balances import (
     BOUNTY,
     COLUMNS,
+    HELD,
     SUMMED,
     billionths,
     finite,
@@ -35,6 +37,8 @@ SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside allo
 # commit; and alloc's own, whose triggers run once per statement.
 DEFERRED = ("artifacts", "markets", "positions", "token_bounties")
 STATEMENT_LEVEL = ("resource_allocations", "claims")
+# The balance columns of alloc's own tables, whose triggers run at once.
+IMMEDIATE = ("spent", "spent_invalid", "investigations", "reward_total", *HELD)
 
 
 def _sql(connection: Connection, element) -> str:
@@ -115,19 +119,28 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         minus = _update_additive(connection, table, "OLD", "-")
         return {"INSERT": [plus], "DELETE": [minus], "UPDATE": [minus, plus]}
 
-    def bounties(row):
+    def summed_again(row, columns):
         # PostgreSQL: lock the row first, so that the sum (a statement of its own, with a
-        # snapshot of its own) sees a concurrent writer's bounty committed meanwhile.
+        # snapshot of its own) sees a concurrent writer's row committed meanwhile.
         lock = f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id FOR UPDATE"
         return ([lock] if connection.dialect.name == "postgresql" else []) + \
-            [_update_recomputed(connection, row, BOUNTY)]
+            [_update_recomputed(connection, row, columns)]
+
+    def expiring(columns):  # bounties and holds: summed again, as they expire with time
+        return {"INSERT": summed_again("NEW", columns), "DELETE": summed_again("OLD", columns),
+                "UPDATE": summed_again("OLD", columns) + summed_again("NEW", columns)}
 
     if connection.dialect.name == "postgresql":
         # Deferred to commit, after which no row of the artifact can precede it (the foreign
-        # keys hold at once): it starts from nothing, and its rows' triggers add to it.
-        zero = "INSERT INTO artifact_balances (artifact_id, type) VALUES (NEW.id, NEW.type)"
+        # keys hold at once): it starts from nothing for the deferred tables, whose rows'
+        # triggers add to it next; the rows of alloc's own tables, whose triggers ran at
+        # once and found no balance, are summed.
+        values = recomputed(literal_column("NEW.id"), _now(connection), IMMEDIATE)
+        start = (f"INSERT INTO artifact_balances (artifact_id, type, {', '.join(IMMEDIATE)}) "
+                 f"SELECT NEW.id, NEW.type, "
+                 + ", ".join(_sql(connection, values[c]) for c in IMMEDIATE))
         artifact = {
-            "INSERT": [zero],
+            "INSERT": [start],
             "DELETE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id"],
             "UPDATE": ["UPDATE artifact_balances SET artifact_id = NEW.id, type = NEW.type "
                        "WHERE artifact_id = OLD.id"],
@@ -152,13 +165,10 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
                        "WHERE artifact_id = NEW.artifact_id"],
         },
         "positions": additive("positions"),
-        "token_bounties": {
-            "INSERT": bounties("NEW"),
-            "DELETE": bounties("OLD"),
-            "UPDATE": bounties("OLD") + bounties("NEW"),
-        },
+        "token_bounties": expiring(BOUNTY),
         "resource_allocations": additive("resource_allocations"),
         "claims": additive("claims"),
+        "holds": expiring(HELD),
     }
 
 
@@ -200,6 +210,7 @@ WATCHED = {
     "token_bounties": "artifact_id, tokens_offered, tokens_paid, status, expires_at",
     "resource_allocations": "artifact_id, tokens",
     "claims": "artifact_id, status, reward",
+    "holds": "artifact_id, tokens, status, expires_at",
 }
 
 
@@ -250,14 +261,16 @@ def _create_postgresql_trigger(connection: Connection, table: str, events) -> No
 
 
 def drop_triggers(connection: Connection) -> None:
+    """Drop the triggers of every table that exists (an older revision lacks some)."""
     for table in WATCHED:
         if connection.dialect.name == "sqlite":
             for event in ("INSERT", "DELETE", "UPDATE"):
                 connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)}")
         else:
-            for event in (None, "INSERT", "DELETE", "UPDATE"):
-                connection.exec_driver_sql(
-                    f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)} ON {table}")
+            if connection.exec_driver_sql(f"SELECT to_regclass('{table}')").scalar() is not None:
+                for event in (None, "INSERT", "DELETE", "UPDATE"):
+                    connection.exec_driver_sql(
+                        f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)} ON {table}")
             connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_trigger_name(table)}()")
 
 

@@ -10,7 +10,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Iterator
 
-from sqlalchemy import Integer, Select, String, case, func, literal, or_, select, type_coerce
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets import balances
@@ -22,7 +33,9 @@ from scidex_alloc.options import SORT_KEYS
 from scidex_alloc.storage.schema import artifact_balances, artifacts, utcnow
 from scidex_alloc.storage.sql import Clamp01, IsFinite, WholeNumber
 
-KEYED = ("budget", "remaining")  # sort keys the balances keep indexed
+# Sort keys the balances' indexes serve: available by way of remaining (see top_ids).
+KEYED = {"budget": "budget", "remaining": "remaining", "available": "remaining"}
+READ = (*SUMMED, "held")  # the totals the budget SELECT reads from the balances
 STREAM_BATCH = 2000  # rows fetched at a time by a streamed read
 
 
@@ -59,12 +72,12 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
                   extra=(), within=None, titled: bool = True) -> Select:
     """Every artifact of one type and meeting `where` (or, when given, with an id from the
     subquery `within`, which applies those itself) with its terms in micro-tokens,
-    budget/remaining sort keys, any `extra` columns, and `problem`, read from the maintained
-    balances; its title too, unless not `titled`.
+    budget/remaining/available sort keys, any `extra` columns, and `problem`, read from the
+    maintained balances; its title too, unless not `titled`.
 
     An artifact whose price is not finite, or whose total is not finite or beyond
     MAX_TOTAL, is invalid: `problem` says why, and the terms that depend on it, always
-    including `remaining`, are NULL. (OFFSET 0 keeps both databases from inlining, and so
+    including `remaining` and `available`, are NULL. (OFFSET 0 keeps both databases from inlining, and so
     repeating, the derived table's expressions.)
     """
     terms = balances.stored_terms(now)
@@ -75,8 +88,9 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
     title = artifacts.c.title if titled else literal(None, String).label("title")
     inner = (
         select(b.c.artifact_id, b.c.type, title, b.c.price,
-               *(terms[name].label(name) for name in SUMMED),
-               *(terms[f"{name}_invalid"].label(f"{name}_invalid") for name in SUMMED),
+               *(terms[name].label(name) for name in READ),
+               *(terms[f"{name}_invalid"].label(f"{name}_invalid")
+                 for name in READ),
                *extra)
         .select_from(source)
         .where(*where, *([] if type_ is None or within is not None else [b.c.type == type_]))
@@ -89,7 +103,7 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
         (~price_ok, "price is not a finite number"),
         *((t[name].is_(None), case((t[f"{name}_invalid"] > 0, f"{name} is not a finite number"),
                                    else_=f"{name} exceeds {plain(MAX_TOTAL)} tokens"))
-          for name in SUMMED),
+          for name in READ),
     )
     return select(
         t.artifact_id, t.type, t.title, t.demand, t.bounty,
@@ -99,6 +113,8 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
         budget.label("budget"),
         (budget - t.spent).label("remaining"),
         problem.label("problem"),
+        t.held,
+        case((problem.is_(None), budget - t.spent - t.held)).label("available"),
         *(t[column.name] for column in extra),
     )
 
@@ -112,21 +128,28 @@ def of_type_unindexed(type_: str | None) -> list:
 
 def top_ids(params: Params, now: datetime, type_: str | None, by: str, count: int,
             where=()):
-    """A subquery of the ids that can be among the first `count` by `by` (budget or
-    remaining): the first `count` by their maintained key, in index order, and every one
+    """A subquery of the ids that can be among the first `count` by `by` (budget, remaining
+    or available): the first `count` by their maintained key, in index order, and every one
     whose stored bounty has expired since it was summed (its key is out of date). None when
-    the formula's parameters are not the defaults the keys were computed with."""
+    the formula's parameters are not the defaults the keys were computed with.
+
+    Available is remaining less held, and held is 0 but where an artifact has holds: the
+    first `count` by available are among the first `count` without holds by remaining and
+    the (few) artifacts with holds, which are all taken."""
     if params != Params() or by not in KEYED:
         return None
     b = artifact_balances.c
-    key = b[f"{by}_key"]
+    key = b[f"{KEYED[by]}_key"]
     of_type = [] if type_ is None else [b.type == type_]
+    unheld = [b.held_expiry.is_(None)] if by == "available" else []
     top = (select(b.artifact_id)
-           .where(balances.current_bounty(b.next_expiry, now), *of_type, *where)
+           .where(balances.unexpired(b.next_expiry, now), *unheld, *of_type, *where)
            .order_by(key.desc().nulls_last(), b.artifact_id).limit(count).subquery())
-    stale = select(b.artifact_id).where(balances.expired_bounty(b.next_expiry, now),
+    stale = select(b.artifact_id).where(balances.expired(b.next_expiry, now), *unheld,
                                         *of_type_unindexed(type_), *where)
-    return select(top.c.artifact_id).union_all(stale).subquery("top_ids")
+    held = ([select(b.artifact_id).where(b.held_expiry.is_not(None), *of_type_unindexed(type_),
+                                         *where)] if unheld else [])
+    return union_all(select(top.c.artifact_id), stale, *held).subquery("top_ids")
 
 
 def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
@@ -155,7 +178,8 @@ def budget_terms(params: Params, now: datetime, ids: list[str]) -> Select:
     columns = full.selected_columns
     return full.with_only_columns(
         columns.artifact_id, columns.price,
-        *(type_coerce(columns[name], Integer).label(name) for name in ("demand", "bounty", "spent")),
+        *(type_coerce(columns[name], Integer).label(name)
+          for name in ("demand", "bounty", "spent", "held")),
         columns.problem,
     )
 
@@ -176,9 +200,11 @@ def budget_row(position: int, row, params: Params) -> BudgetRow:
         params,
         price_known=row.effective_price is not None,
     )
+    held = tokens_from_micro(row.held)
+    available = None if row.problem is not None else t.remaining - held
     return BudgetRow(position, row.artifact_id, row.type, row.title, t.demand, t.bounty,
                      t.price, t.uncertainty, t.multiplier, t.budget, t.spent, t.remaining,
-                     row.problem)
+                     row.problem, held, available)
 
 
 def require_artifact(connection: Connection, artifact_id: str) -> None:

@@ -25,6 +25,8 @@ class BudgetRow:
     spent: Decimal | None
     remaining: Decimal | None
     problem: str | None = None
+    held: Decimal | None = None  # the active holds' total; available = remaining - held
+    available: Decimal | None = None
 
 
 BUDGET_COLUMNS = tuple(f.name for f in fields(BudgetRow))

@@ -34,6 +34,8 @@ def budget_detail(detail, fmt: str, params) -> None:
                   f" x {number(r.multiplier)}",
         "spent": "sum of the spend log",
         "remaining": f"{cell('budget', r.budget)} - {cell('spent', r.spent)}",
+        "held": "sum of active, unexpired holds",
+        "available": f"{cell('remaining', r.remaining)} - {cell('held', r.held)}",
     }
     draw([Col("term", style="bold"), Col("value", "right"), Col("how", style="dim")],
          [[name, cell(name, row[name]), explanation] for name, explanation in how.items()],

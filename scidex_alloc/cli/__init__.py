@@ -19,7 +19,7 @@ import typer
 from scidex_alloc.cli.app import Invocation, group_help
 from scidex_alloc.errors import DATABASE, USAGE, AllocError, UsageError
 
-AREAS = ("budgets", "loading", "storage", "ledger", "queue", "history", "serving")  # help order
+AREAS = ("budgets", "loading", "storage", "ledger", "holds", "queue", "history", "serving")  # help order
 INTERRUPTED = 130  # 128 + SIGINT, the shell's convention (and Typer's for Ctrl-C)
 
 

@@ -5,7 +5,7 @@ Each check is one set-based query returning the offending rows.
 
 from __future__ import annotations
 
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets import queries
@@ -13,7 +13,9 @@ from scidex_alloc.formula import Params
 from scidex_alloc.ledger.results import AuditCheck
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import (
+    Timestamp,
     artifacts,
+    holds,
     markets,
     positions,
     resource_allocations,
@@ -41,6 +43,12 @@ def run(connection: Connection, params: Params) -> list[AuditCheck]:
          "totals lie within the limit", _invalid_amounts),
         ("balances-exact", "every artifact's maintained balance equals its recomputation from "
          "the source tables (mend with alloc db rebuild-balances)", _balance_mismatch),
+        ("hold-outcomes", "a settled hold has exactly one spend entry, on its artifact; an "
+         "active or voided one has none", _hold_outcomes),
+        ("settled-within-hold", "no settlement exceeds its hold by more than was available "
+         "then", _settled_beyond_hold),
+        ("holds-within-budget", "spent + held is within the budget (or the largest one a live "
+         "hold was placed under) wherever no overdraft entry exists", _holds_beyond_budget),
     ]
     return [AuditCheck(name, text, check(connection, params)) for name, text, check in checks]
 
@@ -119,6 +127,7 @@ def _negative_tokens(connection, params):
         (token_bounties, token_bounties.c.tokens_offered, None),
         (token_bounties, token_bounties.c.tokens_paid, None),
         (log, log.c.tokens, log.c.reverses_id.is_(None)),
+        (holds, holds.c.tokens, None),
     ):
         where = [column < 0, IsFinite(column)] + ([extra] if extra is not None else [])
         stmt = select(table.c.id, table.c.artifact_id, column.label("tokens")).where(*where)
@@ -135,7 +144,7 @@ def _bad_prices(connection, params):
 
 def _orphans(connection, params):
     found = []
-    for table in (markets, positions, token_bounties, log):
+    for table in (markets, positions, token_bounties, log, holds):
         key = table.c.id if "id" in table.c else table.c.artifact_id
         stmt = (select(key.label("id"), table.c.artifact_id)
                 .outerjoin(artifacts, artifacts.c.id == table.c.artifact_id)
@@ -160,6 +169,7 @@ def _invalid_amounts(connection, params):
         (token_bounties, token_bounties.c.tokens_offered, token_bounties.c.id),
         (token_bounties, token_bounties.c.tokens_paid, token_bounties.c.id),
         (log, log.c.tokens, log.c.id),
+        (holds, holds.c.tokens, holds.c.id),
         (markets, markets.c.price, markets.c.artifact_id),
     ):
         stmt = (select(key.label("id"), table.c.artifact_id, cast(column, String).label("value"))
@@ -194,3 +204,60 @@ def _balance_mismatch(connection, params):
                    ", ".join(c for c in ("type", *balances.COLUMNS) if have[c] != want[c]))
         found.append({"artifact_id": artifact_id, "differs": columns})
     return found
+
+
+def _hold_outcomes(connection, params):
+    """Holds whose spend entries do not match their status, and entries naming a hold that
+    does not exist."""
+    entries = (select(log.c.hold_id, func.count().label("entries"),
+                      func.min(log.c.artifact_id).label("entry_artifact"))
+               .where(log.c.hold_id.is_not(None)).group_by(log.c.hold_id).subquery())
+    count = func.coalesce(entries.c.entries, 0)
+    wrong = (select(holds.c.id.label("hold_id"), holds.c.status, count.label("entries"))
+             .outerjoin(entries, entries.c.hold_id == holds.c.id)
+             .where(or_(and_(holds.c.status == "settled",
+                             or_(count != 1, entries.c.entry_artifact != holds.c.artifact_id)),
+                        and_(holds.c.status != "settled", count > 0)))
+             .order_by(holds.c.id))
+    orphans = (select(log.c.id.label("spend_id"), log.c.hold_id)
+               .outerjoin(holds, holds.c.id == log.c.hold_id)
+               .where(log.c.hold_id.is_not(None), holds.c.id.is_(None)).order_by(log.c.id))
+    return _rows(connection, wrong) + _rows(connection, orphans)
+
+
+def _settled_beyond_hold(connection, params):
+    """Settlements whose excess over the hold exceeds the budget recorded as available to
+    it when it was settled (none recorded: no excess was allowed)."""
+    excess = sql.MicroTokens(log.c.tokens) - sql.MicroTokens(holds.c.tokens)
+    allowed = func.coalesce(sql.MicroTokens(holds.c.available_at_settle), 0)
+    stmt = (select(holds.c.id.label("hold_id"), log.c.id.label("spend_id"),
+                   holds.c.tokens.label("held"), log.c.tokens.label("settled"),
+                   holds.c.available_at_settle)
+            .join(log, log.c.hold_id == holds.c.id)
+            .where(IsFinite(log.c.tokens), IsFinite(holds.c.tokens), excess > 0,
+                   excess > allowed)
+            .order_by(holds.c.id))
+    return _rows(connection, stmt)
+
+
+def _holds_beyond_budget(connection, params):
+    """Artifacts with live holds and no overdraft entry whose spent plus held exceeds both
+    today's budget and every budget one of those holds was placed under (a budget may
+    shrink after holds were granted: they stand)."""
+    now = utcnow()
+    live = (select(holds.c.artifact_id,
+                   func.max(sql.MicroTokens(holds.c.budget_at_hold)).label("granted"))
+            .where(holds.c.status == "active",
+                   sql.LaterThan(holds.c.expires_at, literal(now, Timestamp())))
+            .group_by(holds.c.artifact_id).subquery())
+    budgets = queries.budget_select(params, now).subquery()
+    flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
+    judged = case((live.c.granted > budgets.c.budget, live.c.granted), else_=budgets.c.budget)
+    stmt = (select(budgets.c.artifact_id, budgets.c.budget, budgets.c.spent, budgets.c.held)
+            .join(live, live.c.artifact_id == budgets.c.artifact_id)
+            .where(budgets.c.problem.is_(None), budgets.c.spent + budgets.c.held > judged,
+                   budgets.c.artifact_id.not_in(flagged))
+            .order_by(budgets.c.artifact_id))
+    tokens = queries.tokens_from_micro
+    return [{name: tokens(value) if name != "artifact_id" else value
+             for name, value in row.items()} for row in _rows(connection, stmt)]

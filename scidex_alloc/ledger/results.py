@@ -25,10 +25,12 @@ class SpendRecord:
     overdraft: bool = False
     reverses: int | None = None
     created_at: datetime | None = None
+    hold_id: int | None = None  # the hold this entry settles
+    available: Decimal | None = None  # remaining less what active holds keep
 
 
 SPEND_JSON_FIELDS = ("id", "artifact_id", "tokens", "unit", "units", "rate", "kind", "agent",
-                     "replayed", "spent", "remaining")
+                     "replayed", "spent", "remaining", "hold_id", "available")
 
 
 @dataclass(slots=True)

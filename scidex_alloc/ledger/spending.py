@@ -106,35 +106,56 @@ def request(line: int, fields: dict) -> SpendRequest:
     )
 
 
-def _units_of(row) -> tuple[Decimal, str]:
+def units_of(row) -> tuple[Decimal, str]:
     """A log entry's amount and unit; entries other services wrote may leave both out."""
     return (row.tokens if row.units is None else row.units), row.unit or BASE_UNIT
 
 
-def _record(row, replayed: bool, spent: Decimal, remaining: Decimal) -> SpendRecord:
-    units, unit = _units_of(row)
+def record_of(row, replayed: bool, balance: "Balance") -> SpendRecord:
+    """A log entry as the result object, with its artifact's balance after it."""
+    units, unit = units_of(row)
     return SpendRecord(
         id=row.id, artifact_id=row.artifact_id, tokens=exact(row.tokens),
         unit=unit, units=exact(units),
         rate=exact(row.rate if row.rate is not None else Decimal(1)), kind=row.kind, agent=row.agent_id,
-        replayed=replayed, spent=spent, remaining=remaining,
+        replayed=replayed, spent=balance.spent, remaining=balance.remaining,
         overdraft=bool(row.overdraft), reverses=row.reverses_id, created_at=row.created_at,
+        hold_id=row.hold_id, available=balance.available,
     )
 
 
-class _Balance:
-    """One artifact's budget and spent while a chunk is decided; an artifact with invalid
-    data has a `problem` instead, and None for what cannot be computed."""
+class Balance:
+    """One artifact's budget, spent and held while a decision is made; an artifact with
+    invalid data has a `problem` instead, and None for what cannot be computed."""
 
-    def __init__(self, budget: Decimal | None, spent: Decimal | None, problem: str | None = None):
-        self.budget, self.spent, self.problem = budget, spent, problem
+    def __init__(self, budget: Decimal | None, spent: Decimal | None, held: Decimal | None,
+                 problem: str | None = None):
+        self.budget, self.spent, self.held, self.problem = budget, spent, held, problem
 
     @property
     def remaining(self) -> Decimal | None:
         return None if self.budget is None or self.spent is None else self.budget - self.spent
 
+    @property
+    def available(self) -> Decimal | None:
+        """What neither spending nor holds have taken: what a new spend or hold may use."""
+        remaining = self.remaining
+        return None if remaining is None or self.held is None else remaining - self.held
 
-def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, _Balance]:
+    def shortfall(self, artifact_id: str, tokens: Decimal) -> str | None:
+        """Why `tokens` more cannot be taken from this balance, or None when they can."""
+        if self.problem is not None:
+            return f"{artifact_id} has no valid budget: {self.problem}; see alloc audit"
+        if tokens <= self.available:
+            return None
+        if not self.held:
+            return (f"insufficient budget: {artifact_id} has {plain(self.remaining)} tokens "
+                    f"remaining, {plain(tokens)} asked")
+        return (f"insufficient budget: {artifact_id} has {plain(self.available)} tokens "
+                f"available ({plain(self.held)} held), {plain(tokens)} asked")
+
+
+def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, Balance]:
     """Lock the artifacts (in id order, so lockers never deadlock; FOR NO KEY UPDATE, so
     loads of positions, holding KEY SHARE locks, neither block nor deadlock with us) and
     read their balances."""
@@ -145,14 +166,14 @@ def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dic
         )
     tokens = queries.tokens_from_micro
     balances = {}
-    for artifact_id, price, demand, bounty, spent, problem in connection.execute(
+    for artifact_id, price, demand, bounty, spent, held, problem in connection.execute(
             queries.budget_terms(params, utcnow(), ids)):
         if problem is not None:
-            balances[artifact_id] = _Balance(None, tokens(spent), problem)
+            balances[artifact_id] = Balance(None, tokens(spent), tokens(held), problem)
             continue
         price = clamp_price(None if price is None else Decimal(price), params)
         budget = formula_budget(tokens(demand), tokens(bounty), price, params)
-        balances[artifact_id] = _Balance(budget, tokens(spent))
+        balances[artifact_id] = Balance(budget, tokens(spent), tokens(held))
     return balances
 
 
@@ -194,9 +215,7 @@ def apply(connection: Connection, params: Params, requests: list[SpendRequest]) 
             [dict(zip(ENTRY_COLUMNS, entry_values(row)))],
         ).scalar_one()
     if row is not None:
-        balance = balances[row.artifact_id]
-        outcome.record = _record(row, outcome.status == "replayed", balance.spent,
-                                 balance.remaining)
+        outcome.record = record_of(row, outcome.status == "replayed", balances[row.artifact_id])
     return [outcome]
 
 
@@ -211,7 +230,7 @@ def _decide(r: SpendRequest, balances, known, rates, now):
         return SpendOutcome(r.line, "invalid", errors.USAGE, f"unknown unit {r.unit!r}"), None
     if r.key is not None and r.key in known:
         first = known[r.key]
-        units, unit = _units_of(first)
+        units, unit = units_of(first)
         if (first.artifact_id, to_micro(units), unit) != (
                 r.artifact_id, to_micro(r.amount), r.unit):
             return SpendOutcome(
@@ -227,25 +246,17 @@ def _decide(r: SpendRequest, balances, known, rates, now):
         return SpendOutcome(
             r.line, "invalid", errors.USAGE,
             f"{r.artifact_id}'s spent would exceed the maximum {plain(MAX_TOTAL)} tokens"), None
-    if balance.problem is not None:
-        overdraft = True  # no valid budget: nothing remains
-        if not r.allow_overdraft:
-            return SpendOutcome(
-                r.line, "refused", errors.INSUFFICIENT,
-                f"{r.artifact_id} has no valid budget: {balance.problem}; see alloc audit"), None
-    else:
-        overdraft = tokens > balance.remaining
-        if overdraft and not r.allow_overdraft:
-            return SpendOutcome(
-                r.line, "refused", errors.INSUFFICIENT,
-                f"insufficient budget: {r.artifact_id} has {plain(balance.remaining)} tokens "
-                f"remaining, {plain(tokens)} asked"), None
+    shortfall = balance.shortfall(r.artifact_id, tokens)
+    overdraft = shortfall is not None  # beyond the available budget: only when allowed
+    if overdraft and not r.allow_overdraft:
+        return SpendOutcome(r.line, "refused", errors.INSUFFICIENT, shortfall), None
     if balance.spent is not None:
         balance.spent += tokens
     row = SimpleNamespace(
         id=None, artifact_id=r.artifact_id, tokens=tokens, unit=r.unit, units=r.amount,
         rate=rate, kind=r.kind, agent_id=r.agent, note=r.note, idempotency_key=r.key,
-        overdraft=overdraft, reverses_id=None, created_at=now, budget_at_spend=balance.budget)
+        overdraft=overdraft, reverses_id=None, created_at=now, budget_at_spend=balance.budget,
+        hold_id=None)
     if r.key is not None:
         known[r.key] = row
     return SpendOutcome(r.line, "recorded", errors.OK), row
@@ -274,7 +285,7 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
     ).scalar()
     if already is not None:
         raise errors.IdempotencyConflict(f"spend {spend_id} was already reversed by spend {already}")
-    units, unit = _units_of(original)
+    units, unit = units_of(original)
     balance = balances[original.artifact_id]
     values = {
         "artifact_id": original.artifact_id, "tokens": -exact(original.tokens),
@@ -289,7 +300,7 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
     ).one()
     if balance.spent is not None:
         balance.spent += values["tokens"]
-    return _record(row, False, balance.spent, balance.remaining)
+    return record_of(row, False, balance)
 
 
 def log_entries(connection: Connection, artifact_id: str | None, since: datetime | None,

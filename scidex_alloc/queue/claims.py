@@ -14,17 +14,28 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
-from sqlalchemy import literal, or_, select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import errors
 from scidex_alloc.budgets import balances, queries
-from scidex_alloc.formula import Params
+from scidex_alloc.formula import Params, to_micro
+from scidex_alloc.holds import reserving
+from scidex_alloc.holds.results import HoldRecord
+from scidex_alloc.ledger import spending
 from scidex_alloc.queue import scoring
 from scidex_alloc.queue.candidates import explored_by_score, explored_groups, queue_candidates
 from scidex_alloc.queue.results import ClaimInfo, QueueEntry
 from scidex_alloc.storage import sql
-from scidex_alloc.storage.schema import Timestamp, artifact_balances, artifacts, claims, utcnow
+from scidex_alloc.storage.schema import (
+    BASE_UNIT,
+    Timestamp,
+    artifact_balances,
+    artifacts,
+    claims,
+    holds,
+    utcnow,
+)
 from scidex_alloc.storage.transactions import Transactions
 
 REWARD_PRECISION = Decimal("1e-9")
@@ -38,28 +49,32 @@ REMAINING_MARGIN_MICRO = 16
 
 
 def ranked(connection: Connection, params: Params, now: datetime, type_: str | None,
-           agent: str | None, weight: float, exploration: float, wanted: int
-           ) -> tuple[list[tuple], bool]:
-    """(score, budget row, row), best first, of candidates that include the first `wanted`
-    of the queue, and whether more of the queue lies beyond the list's end.
+           agent: str | None, weight: float, exploration: float, wanted: int,
+           reserve: tuple[Decimal, str] | None = None) -> tuple[list[tuple], bool]:
+    """(score, budget row, row), best first, of candidates (with `reserve`, an amount and
+    its unit, available, or any budget) that include the first `wanted` of the queue, and
+    whether more of the queue lies beyond the list's end.
 
-    Unexplored candidates are read by remaining budget, the best `wanted`: one left out has
-    no more remaining, so no better score, than any read. Explored ones are all read when
+    Unexplored candidates are read by available budget, the best `wanted`: one left out has
+    no more available, so no better score, than any read. Explored ones are all read when
     they are few; else see _best_explored."""
+    at_least = 0 if reserve is None else to_micro(
+        reserving.amount_in(connection, *reserve).tokens)
     unexplored = list(connection.execute(
-        queue_candidates(params, now, type_, agent, False, wanted)))
-    groups = connection.execute(explored_groups(params, now, type_, agent)).all()
+        queue_candidates(params, now, type_, agent, False, wanted, at_least=at_least)))
+    groups = connection.execute(explored_groups(params, now, type_, agent, at_least)).all()
     count = sum(g.candidates for g in groups)
     queue = None
     if count <= READ_EVERY_EXPLORED:
-        explored = list(connection.execute(queue_candidates(params, now, type_, agent, True)))
+        explored = list(connection.execute(
+            queue_candidates(params, now, type_, agent, True, at_least=at_least)))
     else:
         queue, explored = _best_explored(connection, params, now, type_, agent, weight,
-                                         exploration, wanted, groups, unexplored)
+                                         exploration, wanted, groups, unexplored, at_least)
     explored_complete = len(explored) >= count
     by_id = {row.artifact_id: (queries.budget_row(0, row, params), row)
              for row in explored + unexplored}
-    candidates = [scoring.Candidate(budget.artifact_id, budget.remaining, row.investigations,
+    candidates = [scoring.Candidate(budget.artifact_id, budget.available, row.investigations,
                                     rewards(row.reward_total))
                   for budget, row in by_id.values()]
     scored = [(s, *by_id[s.candidate.artifact_id])
@@ -80,12 +95,12 @@ def _position(scored: list[tuple], explored: bool, nth: int) -> int:
 
 def _best_explored(connection: Connection, params: Params, now: datetime, type_: str | None,
                    agent: str | None, weight: float, exploration: float, wanted: int,
-                   groups, unexplored) -> tuple[scoring.Queue, list]:
+                   groups, unexplored, at_least: int) -> tuple[scoring.Queue, list]:
     """The whole queue's totals, and the explored candidates that can be among its first
     `wanted`, when there are too many to read them all.
 
     The totals come from one aggregate per investigation count (the best UCB of a count is
-    that of its best reward) and, for the largest remaining budget, the few candidates
+    that of its best reward) and, for the largest available budget, the few candidates
     within a margin of SQL's largest. SQL then ranks the explored candidates by a
     floating-point score; those within SCORE_MARGIN of the `wanted`-th are read and scored
     exactly: any left out scores below every one of the first `wanted`."""
@@ -93,28 +108,32 @@ def _best_explored(connection: Connection, params: Params, now: datetime, type_:
     top_ucb = max(scoring.ucb(scoring.Candidate("", Decimal(0), g.investigations,
                                                 rewards(g.best_reward)), total, exploration)
                   for g in groups)
-    least = max(g.most_remaining for g in groups) - REMAINING_MARGIN_MICRO
+    least = max(g.most_available for g in groups) - REMAINING_MARGIN_MICRO
     b = artifact_balances.c
-    near_key = ([] if params != Params() else  # the maintained key narrows it down
-                [or_(b.remaining_key >= least, balances.expired_bounty(b.next_expiry, now))])
-    stmt = queue_candidates(params, now, type_, agent, True, where=near_key)
-    best = connection.execute(stmt.where(stmt.selected_columns.remaining >= least)).all()
-    top_remaining = max(queries.budget_row(0, row, params).remaining
+    # The maintained key narrows it down: available is at most remaining, but where an
+    # artifact has holds (whose total another service may have made negative).
+    near_key = ([] if params != Params() else
+                [or_(b.remaining_key >= least, balances.expired(b.next_expiry, now),
+                     b.held_expiry.is_not(None))])
+    stmt = queue_candidates(params, now, type_, agent, True, where=near_key, at_least=at_least)
+    best = connection.execute(stmt.where(stmt.selected_columns.available >= least)).all()
+    top_available = max(queries.budget_row(0, row, params).available
                         for row in best + unexplored)
-    queue = scoring.Queue(total, top_ucb, top_remaining)
+    queue = scoring.Queue(total, top_ucb, top_available)
     bonus = exploration * math.sqrt(math.log(total + 1))
 
     def by_score(**bounds):
         return connection.execute(explored_by_score(
-            params, now, type_, agent, bonus, top_ucb, top_remaining, weight, **bounds)).all()
+            params, now, type_, agent, at_least, bonus, top_ucb, top_available, weight,
+            **bounds)).all()
 
     read = by_score(limit=wanted + 32)
     if len(read) > wanted and read[-1].sql_score >= read[wanted - 1].sql_score - SCORE_MARGIN:
-        read = by_score(at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
+        read = by_score(score_at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
     have = {row.artifact_id for row in best}  # read in full already
     ids = sorted({row.artifact_id for row in read} - have)
     return queue, best + list(connection.execute(
-        queue_candidates(params, now, type_, agent, True, ids=ids)))
+        queue_candidates(params, now, type_, agent, True, ids=ids, at_least=at_least)))
 
 
 def rewards(billionths) -> Decimal:
@@ -123,14 +142,19 @@ def rewards(billionths) -> Decimal:
 
 
 def preview(connection: Connection, params: Params, type_: str | None, agent: str | None,
-            limit: int, weight: float, exploration: float) -> list[QueueEntry]:
-    """The top `limit` candidates, claimed by nobody; the asking agent's own claims show."""
-    scored, _ = ranked(connection, params, utcnow(), type_, agent, weight, exploration, limit)
+            limit: int, weight: float, exploration: float,
+            reserve: tuple[Decimal, str] | None = None) -> list[QueueEntry]:
+    """The top `limit` candidates (with `reserve` available, if given), claimed by nobody;
+    the asking agent's own claims show."""
+    scored, _ = ranked(connection, params, utcnow(), type_, agent, weight, exploration, limit,
+                       reserve)
     return [entry(i, s, budget, row.claim_id, row.lease_expires_at)
             for i, (s, budget, row) in enumerate(scored[:limit], start=1)]
 
 
-def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntry:
+def entry(position: int, score, budget, claim_id, lease_expires_at, hold=None) -> QueueEntry:
+    """A queue entry; `hold`, a claim's hold, gives the hold's id and the available budget
+    after it."""
     return QueueEntry(
         rank=position, artifact_id=budget.artifact_id, type=budget.type, title=budget.title,
         score=score.score, ucb=score.ucb, ucb_norm=score.ucb_norm,
@@ -138,16 +162,20 @@ def entry(position: int, score, budget, claim_id, lease_expires_at) -> QueueEntr
         investigations=score.candidate.investigations,
         mean_reward=score.candidate.mean_reward, claim_id=claim_id,
         lease_expires_at=lease_expires_at,
+        available=budget.available if hold is None else hold.available,
+        hold_id=None if hold is None else hold.id,
     )
 
 
 def claim_top(tx: Transactions, params: Params, type_: str | None, agent: str,
-              lease: timedelta, limit: int, weight: float, exploration: float
-              ) -> list[QueueEntry]:
-    """Lease the best `limit` candidates to `agent`, passing by those others hold.
+              lease: timedelta, limit: int, weight: float, exploration: float,
+              reserve: tuple[Decimal, str] | None = None) -> list[QueueEntry]:
+    """Lease the best `limit` candidates to `agent`, passing by those others hold; with
+    `reserve` (an amount and its unit), only those with that much available, each with a
+    hold of it that lives as long as the lease.
 
     The queue is ranked in a read transaction; only the leases are written, in a short
-    write transaction that re-checks each artifact (its claims, its remaining budget), so
+    write transaction that re-checks each artifact (its claims, its available budget), so
     that a claimer holds SQLite's write lock for milliseconds, not for the ranking."""
     taken: list[QueueEntry] = []
     tried: set[str] = set()
@@ -156,66 +184,87 @@ def claim_top(tx: Transactions, params: Params, type_: str | None, agent: str,
         now = utcnow()
         scored, more = tx.read(partial(
             ranked, params=params, now=now, type_=type_, agent=agent, weight=weight,
-            exploration=exploration, wanted=wanted))
+            exploration=exploration, wanted=wanted, reserve=reserve))
         pending = [(score, budget) for score, budget, _ in scored
                    if budget.artifact_id not in tried]
         leased, examined = tx.write_retried(partial(
             _lease_best, params=params, pending=pending, agent=agent, lease=lease,
-            wanted=limit - len(taken)))
+            wanted=limit - len(taken), reserve=reserve))
         tried.update(examined)
-        taken += [entry(len(taken) + i, score, budget, claim_id, expires)
-                  for i, (score, budget, claim_id, expires) in enumerate(leased, start=1)]
+        taken += [entry(len(taken) + i, score, budget, claim_id, expires, hold)
+                  for i, (score, budget, claim_id, hold, expires)
+                  in enumerate(leased, start=1)]
         if len(taken) == limit or not more:
             return taken
         wanted *= CANDIDATE_GROWTH
 
 
 def _lease_best(connection: Connection, params: Params, pending: list, agent: str,
-                lease: timedelta, wanted: int) -> tuple[list, list[str]]:
+                lease: timedelta, wanted: int, reserve: tuple[Decimal, str] | None
+                ) -> tuple[list, list[str]]:
     """Lease up to `wanted` of the ranked `pending` candidates, best first: the leases
-    (score, budget, claim id, expiry) and the ids examined."""
+    (score, budget, claim id, hold, expiry) and the ids examined."""
     now = utcnow()
+    amount = None if reserve is None else reserving.amount_in(connection, *reserve)
     leased, examined = [], []
     for score, budget in pending:
         if len(leased) == wanted:
             break
         examined.append(budget.artifact_id)
-        claim_id = _lease(connection, params, budget.artifact_id, agent, now, now + lease)
-        if claim_id is not None:
-            leased.append((score, budget, claim_id, now + lease))
+        ids = _lease(connection, params, budget.artifact_id, agent, now, now + lease, amount)
+        if ids is not None:
+            leased.append((score, budget, *ids, now + lease))
     return leased, examined
 
 
 def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
-           now: datetime, expires: datetime) -> int | None:
-    """Lease one artifact to `agent` (a new claim, or its own renewed); None when another
-    claimer holds it right now, has claimed it since the queue was ranked, or its budget
-    has run out since."""
+           now: datetime, expires: datetime, amount: reserving.Amount | None
+           ) -> tuple[int, HoldRecord | None] | None:
+    """Lease one artifact to `agent` (a new claim, or its own renewed, with its hold): the
+    claim's id and its hold, if any; None when another claimer holds it right now, has
+    claimed it since the queue was ranked, or its available budget has run short since."""
     if connection.dialect.name == "postgresql" and connection.execute(
         select(artifacts.c.id).where(artifacts.c.id == artifact_id)
         .with_for_update(key_share=True, skip_locked=True)
     ).first() is None:
         return None
     budget = connection.execute(queries.one(params, now, artifact_id)).first()
-    if budget is None or budget.remaining is None or budget.remaining <= 0:
+    if budget is None or budget.available is None:
         return None
+    available = queries.tokens_from_micro(budget.available)
     current = connection.execute(
         select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
     ).first()
-    if current is not None and current.lease_expires_at > now:
-        if current.agent_id != agent:
-            return None
+    live = current is not None and current.lease_expires_at > now
+    if live and current.agent_id != agent:
+        return None
+    hold = reserving.of_claim(connection, current.id) if live else None
+    if hold is None and not (available >= amount.tokens if amount else available > 0):
+        return None
+    if live:  # the agent's own: its lease and hold renewed
         connection.execute(claims.update().where(claims.c.id == current.id)
                            .values(lease_expires_at=expires))
-        return current.id
+        renewed = reserving.renew(connection, current.id, expires, now, available)
+        return current.id, renewed or _hold(
+            connection, params, artifact_id, agent, amount, current.id, now, expires)
     if current is not None:
         connection.execute(claims.update().where(claims.c.id == current.id)
                            .values(status="expired"))
-    return connection.execute(
+    claim_id = connection.execute(
         claims.insert().returning(claims.c.id),
         [{"artifact_id": artifact_id, "agent_id": agent, "status": "active",
           "claimed_at": now, "lease_expires_at": expires}],
     ).scalar_one()
+    return claim_id, _hold(connection, params, artifact_id, agent, amount, claim_id, now, expires)
+
+
+def _hold(connection, params, artifact_id, agent, amount, claim_id, now, expires
+          ) -> HoldRecord | None:
+    """The hold a reserving claim places, for as long as its lease."""
+    if amount is None:
+        return None
+    return reserving.place(connection, params, artifact_id, amount.units, amount.unit, agent,
+                           expires - now, None, None, now, claim_id=claim_id)
 
 
 def checked_reward(reward: float | None) -> Decimal | None:
@@ -227,31 +276,55 @@ def checked_reward(reward: float | None) -> Decimal | None:
     return Decimal(repr(reward)).quantize(REWARD_PRECISION)
 
 
-def finish(connection: Connection, claim_id: int, status: str, reward: Decimal | None) -> ClaimInfo:
-    """Close an active claim as done (with its reward) or released.
+def finish(connection: Connection, params: Params, claim_id: int, status: str,
+           reward: Decimal | None, spend: tuple[Decimal, str | None] | None = None,
+           kind: str | None = None) -> ClaimInfo:
+    """Close an active claim as done (with its reward) or released. Done settles the
+    claim's hold (for `spend`, an amount and unit, or else the held amount), or without a
+    hold records `spend` as a plain spend; released voids the hold: all in this
+    transaction.
 
     The UPDATE itself checks that the claim is still active: on PostgreSQL a concurrent
-    closer's UPDATE waits for this one's row lock, then finds the claim closed."""
+    closer's UPDATE waits for this one's row lock, then finds the claim closed. Where a
+    hold or spend is involved the artifact is locked first, as spends and claimers do."""
     now = utcnow()
+    hold = reserving.of_claim(connection, claim_id)
+    if hold is not None or spend is not None:
+        artifact_id = connection.execute(
+            select(claims.c.artifact_id).where(claims.c.id == claim_id)).scalar()
+        if artifact_id is not None:
+            spending.lock_and_read(connection, params, [artifact_id])
     row = connection.execute(
         claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
         .values(status=status, finished_at=now, reward=reward).returning(claims)
     ).first()
-    if row is not None:
-        return info({**row._mapping, "reward": reward}, now)
-    current = connection.execute(select(claims.c.status).where(claims.c.id == claim_id)).scalar()
-    if current is None:
-        raise errors.UnknownId(f"no claim with id {claim_id}")
-    raise errors.UsageError(f"claim {claim_id} is {current}, not active")
+    if row is None:
+        current = connection.execute(select(claims.c.status).where(claims.c.id == claim_id)).scalar()
+        if current is None:
+            raise errors.UnknownId(f"no claim with id {claim_id}")
+        raise errors.UsageError(f"claim {claim_id} is {current}, not active")
+    spend_id = None
+    if status == "released":
+        reserving.void_claim(connection, params, claim_id, now)
+    elif hold is not None:
+        units, unit = spend if spend is not None else (None, None)
+        spend_id = reserving.settle(connection, params, hold.id, units, unit, kind, None, now).id
+    elif spend is not None:
+        spend_id = spending.record_one(connection, params, spending.SpendRequest(
+            0, row.artifact_id, spend[0], spend[1] or BASE_UNIT, kind, row.agent_id)).id
+    return info({**row._mapping, "reward": reward}, now,
+                None if hold is None else hold.id, spend_id)
 
 
-def info(row, now: datetime) -> ClaimInfo:
+def info(row, now: datetime, hold_id: int | None = None, spend_id: int | None = None
+         ) -> ClaimInfo:
     return ClaimInfo(
         id=row["id"], artifact_id=row["artifact_id"], agent=row["agent_id"],
         status=row["status"], claimed_at=row["claimed_at"],
         lease_expires_at=row["lease_expires_at"],
         expired=row["status"] == "active" and row["lease_expires_at"] <= now,
-        finished_at=row["finished_at"], reward=row["reward"],
+        finished_at=row["finished_at"], reward=row["reward"], hold_id=hold_id,
+        spend_id=spend_id,
     )
 
 
@@ -259,8 +332,10 @@ def listing(connection: Connection, agent: str | None, expired: bool) -> list[Cl
     """Active claims: live ones, or with `expired` those whose lease ran out."""
     now = utcnow()
     live = sql.LaterThan(claims.c.lease_expires_at, literal(now, Timestamp()))
-    stmt = (select(claims).where(claims.c.status == "active", ~live if expired else live)
+    stmt = (select(claims, holds.c.id.label("hold_id"))
+            .outerjoin(holds, and_(holds.c.claim_id == claims.c.id, holds.c.status == "active"))
+            .where(claims.c.status == "active", ~live if expired else live)
             .order_by(claims.c.id))
     if agent is not None:
         stmt = stmt.where(claims.c.agent_id == agent)
-    return [info(row._mapping, now) for row in connection.execute(stmt)]
+    return [info(row._mapping, now, row.hold_id) for row in connection.execute(stmt)]

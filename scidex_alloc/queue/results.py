@@ -24,6 +24,8 @@ class QueueEntry:
     mean_reward: float | None
     claim_id: int | None
     lease_expires_at: datetime | None
+    available: Decimal | None = None  # remaining less what holds keep: the budget term
+    hold_id: int | None = None  # the hold a reserving claim placed
 
 
 QUEUE_COLUMNS = tuple(f.name for f in fields(QueueEntry))
@@ -40,6 +42,8 @@ class ClaimInfo:
     expired: bool
     finished_at: datetime | None
     reward: Decimal | None
+    hold_id: int | None = None  # its hold, when it reserved budget
+    spend_id: int | None = None  # the spend `done` recorded, if any
 
 
 CLAIM_COLUMNS = tuple(f.name for f in fields(ClaimInfo))

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scidex_alloc import __version__, rendering
 from scidex_alloc.allocator import Allocator
 from scidex_alloc.errors import NOT_FOUND, AllocError, UsageError
+from scidex_alloc.holds.results import HOLD_LIST_COLUMNS as HOLD_FIELDS
 from scidex_alloc.limits import MAX_COUNT
 from scidex_alloc.options import MAX_PAGE_SIZE, PAGE_SIZE, SORT_KEYS
 from scidex_alloc.serving import dashboard
@@ -51,6 +52,23 @@ class BudgetOut(BaseModel):
     spent: float | None
     remaining: float | None
     problem: str | None
+    held: float | None
+    available: float | None
+
+
+class HoldOut(BaseModel):
+    id: int
+    artifact_id: str
+    tokens: float | None
+    unit: str
+    units: float | None
+    agent: str | None
+    status: str
+    created_at: str | None
+    expires_at: str
+    claim_id: int | None
+    spend_id: int | None
+    note: str | None
 
 
 class TypeTotalsOut(BaseModel):
@@ -143,6 +161,18 @@ def create_app(allocator: Allocator) -> FastAPI:
              summary="Committed demand, budget, spent and remaining per type and over time")
     def pipeline():
         return ExactJSON(dashboard.pipeline_data(allocator))
+
+    @app.get("/api/market/holds", response_model=list[HoldOut], responses=ERRORS,
+             summary="Live holds: budget reserved for work in progress, oldest first")
+    def live_holds(
+        artifact_id: Annotated[str | None, Query(max_length=200)] = None,
+        agent: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
+        offset: Annotated[int, Query(ge=0, le=MAX_COUNT)] = 0,
+    ):
+        rows = allocator.holds(artifact_id, agent=agent, limit=limit, offset=offset)
+        return ExactJSON([{k: v for k, v in rendering.as_dict(r).items() if k in HOLD_FIELDS}
+                          for r in rows])
 
     @app.get("/healthz", response_model=HealthOut, responses=ERRORS, summary="Liveness")
     def healthz():

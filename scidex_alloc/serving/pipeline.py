@@ -96,8 +96,8 @@ def _budgets(params: Params, now: datetime):
     current = select(a.type, a.demand, a.bounty, a.spent, a.budget_key.label("budget"),
                      a.remaining_key.label("remaining"),
                      case((a.budget_key.is_(None), literal("invalid"))).label("problem")
-                     ).where(balances.current_bounty(a.next_expiry, now))
-    expired = budget_select(params, now, where=[balances.expired_bounty(a.next_expiry, now)])
+                     ).where(balances.unexpired(a.next_expiry, now))
+    expired = budget_select(params, now, where=[balances.expired(a.next_expiry, now)])
     columns = expired.selected_columns
     expired = expired.with_only_columns(columns.type, *(columns[name] for name in terms),
                                         columns.problem)

@@ -26,6 +26,15 @@ def current(connection: Connection) -> str | None:
 
 
 def upgrade(connection: Connection) -> str:
-    """Create or upgrade the schema to the newest revision; a no-op when already there."""
+    """Create or upgrade the schema to the newest revision; a no-op when already there.
+    Any upgrade ends by installing the maintained balances as this version defines them
+    (their rows summed afresh, indexes, triggers): revisions hold only the tables."""
+    newest = head()
+    if current(connection) == newest:
+        return newest
     command.upgrade(_config(connection), "head")
-    return head()
+    from scidex_alloc.budgets import balances
+    from scidex_alloc.storage.schema import utcnow
+
+    balances.install(connection, utcnow())
+    return newest

@@ -154,7 +154,10 @@ resource_allocations = Table(
     # The artifact's budget when alloc recorded the entry: overdraft is judged against it,
     # since budgets shrink later (bounties expire). NULL from writers that do not know it.
     Column("budget_at_spend", Tokens()),
+    # The hold this entry settles (revision 0006): at most one entry per hold.
+    Column("hold_id", BigInteger().with_variant(Integer, "sqlite")),
     Index("ix_resource_allocations_artifact_tokens", "artifact_id", "tokens"),
+    Index("uq_resource_allocations_hold_id", "hold_id", unique=True),
 )
 
 exchange_rates = Table(
@@ -188,6 +191,39 @@ claims = Table(
     Index("ix_claims_agent_status", "agent_id", "status"),
 )
 
+HOLD_STATUSES = ("active", "settled", "voided")
+
+# Reserved budget (revision 0006): an active hold counts against its artifact's available
+# budget until `expires_at`, when it stops counting by itself; settling it writes the spend
+# entry that names it (resource_allocations.hold_id), voiding releases it. A hold placed by
+# `next --claim --reserve` names its claim and lives as long as the claim's lease.
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("artifact_id", ArtifactId(), ForeignKey("artifacts.id"), nullable=False),
+    Column("tokens", Tokens(), nullable=False),
+    Column("unit", String),
+    Column("units", Numeric(30, TOKEN_SCALE)),
+    Column("rate", Numeric(30, TOKEN_SCALE)),
+    Column("agent_id", String),
+    Column("note", Text),
+    Column("idempotency_key", String, unique=True),
+    Column("status", String, nullable=False, server_default="active"),
+    Column("claim_id", BigInteger().with_variant(Integer, "sqlite"), ForeignKey("claims.id")),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    # What the artifact's budget was when alloc placed the hold, and, when a settlement
+    # exceeded the hold, the budget available to the excess then: audit judges by them.
+    Column("budget_at_hold", Tokens()),
+    Column("available_at_settle", Tokens()),
+    CheckConstraint(_in("status", HOLD_STATUSES), name="status"),
+    Index("ix_holds_artifact_status", "artifact_id", "status", "expires_at", "tokens"),
+    Index("ix_holds_agent_status", "agent_id", "status"),
+    Index("ix_holds_claim_id", "claim_id"),
+)
+
 # Budget history: one row per artifact per period bucket, written by `alloc snapshot`.
 # The primary key makes a second snapshot of the same bucket a no-op.
 budget_snapshots = Table(
@@ -213,7 +249,9 @@ budget_snapshots = Table(
 # summed, and `next_expiry` (an instant key: a Julian day number on SQLite) is when the
 # first of them expires: past it, readers sum the bounties again. `budget_key` and
 # `remaining_key` are generated columns (the default formula; NULL when the artifact has
-# no valid budget) that the ranking indexes order by.
+# no valid budget) that the ranking indexes order by. `held` (revision 0006) sums the
+# active holds unexpired when it was last summed, and `held_expiry` is when the first of
+# them expires: past it, readers sum the holds again.
 artifact_balances = Table(
     "artifact_balances",
     metadata,
@@ -229,6 +267,9 @@ artifact_balances = Table(
     Column("spent_invalid", Integer, nullable=False, server_default="0"),
     Column("investigations", Integer, nullable=False, server_default="0"),
     Column("reward_total", Numeric(30, 0), nullable=False, server_default="0"),  # 1e-9 units
+    Column("held", Numeric(30, 0), nullable=False, server_default="0"),
+    Column("held_invalid", Integer, nullable=False, server_default="0"),
+    Column("held_expiry", Timestamp().with_variant(Numeric(), "sqlite")),
     Column("budget_key", Numeric),
     Column("remaining_key", Numeric),
 )

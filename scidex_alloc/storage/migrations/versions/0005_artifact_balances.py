@@ -1,6 +1,7 @@
 """Balances the database keeps: every term of each artifact's budget in one row, summed by
 triggers on the source tables, with generated ranking keys and their indexes. The
-existing rows are summed once, set-based.
+rows, indexes and triggers are made by `balances.install` once the upgrade reaches the
+newest revision (storage/migrate.py), as that version defines them.
 
 Revision ID: 0005
 Revises: 0004
@@ -8,9 +9,8 @@ Revises: 0004
 
 from alembic import op
 
-from scidex_alloc.budgets import balances, ddl
+from scidex_alloc.budgets import ddl
 from scidex_alloc.budgets.queries import budget_expression
-from scidex_alloc.storage.schema import utcnow
 
 revision = "0005"
 down_revision = "0004"
@@ -41,10 +41,6 @@ def upgrade() -> None:
             remaining_key NUMERIC GENERATED ALWAYS AS ({keys['remaining_key']}) STORED,
             CONSTRAINT pk_artifact_balances PRIMARY KEY (artifact_id)
         )""")
-    balances.rebuild(connection, utcnow())
-    if postgresql:  # made after the rows, which is faster (SQLite's rebuild does the same)
-        balances.create_indexes(connection)
-    ddl.create_triggers(connection)
 
 
 def downgrade() -> None:

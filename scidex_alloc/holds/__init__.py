@@ -1,0 +1,1 @@
+"""Holds: budget reserved before work whose cost is known only afterwards, then settled."""
