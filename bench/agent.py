@@ -1,8 +1,9 @@
 """Case 10's agent: the README's Python loop (claim the best next investigation, spend a
 little on it, close it with a reward), one process with its own Allocator, until a
-deadline.
+deadline; with RESERVE, the loop that reserves RESERVE with its claim and settles its
+hold for AMOUNT as it closes the claim.
 
-    python bench/agent.py DB AGENT AMOUNT
+    python bench/agent.py DB AGENT AMOUNT [RESERVE]
 
 Opens the allocator, prints `ready`, reads the deadline (epoch seconds) from stdin, loops
 until then, and prints {"agent", "completed", "errors", "empty", "seconds", "finished"}:
@@ -17,7 +18,7 @@ import time
 import traceback
 
 
-def main(db, agent, amount):
+def main(db, agent, amount, reserve=None):
     from scidex_alloc import Allocator
 
     rng = random.Random(agent)
@@ -28,14 +29,18 @@ def main(db, agent, amount):
         while time.time() < deadline:
             started = time.perf_counter()
             try:
-                jobs = allocator.next(agent=agent, claim=True, limit=1)
+                jobs = allocator.next(agent=agent, claim=True, limit=1, reserve=reserve)
                 if not jobs:
                     empty += 1
                     break
                 job = jobs[0]
-                allocator.spend(job.artifact_id, amount, kind="analysis", agent=agent,
-                                key=f"{agent}-{job.claim_id}")
-                allocator.done(job.claim_id, reward=round(rng.random(), 3))
+                if reserve is None:
+                    allocator.spend(job.artifact_id, amount, kind="analysis", agent=agent,
+                                    key=f"{agent}-{job.claim_id}")
+                    allocator.done(job.claim_id, reward=round(rng.random(), 3))
+                else:
+                    allocator.done(job.claim_id, reward=round(rng.random(), 3), spend=amount,
+                                   kind="analysis")
                 completed += 1
                 seconds.append(round(time.perf_counter() - started, 4))
                 finished.append(round(time.time(), 3))

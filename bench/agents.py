@@ -1,10 +1,13 @@
-"""Case 10: sixteen agents working the queue at once, on a copy of the main database.
+"""Cases 10 and 16: sixteen agents working the queue at once, on a copy of the main
+database.
 
-First the README's Python loop, one process per agent, each with its own Allocator
-(bench/agent.py): investigations completed within the duration per second, between them,
-and errors (none allowed: no lock timeout, no `database is locked`). Then the README's
-shell loop (16 shells calling `alloc next --claim`, `alloc spend`, `alloc done`) for as
-long, whose rate is bounded by process start-up: three `alloc` processes per
+First the Python loop without holds (claim, spend, done), one process per agent, each
+with its own Allocator (bench/agent.py): investigations completed within the duration
+per second, between them, and errors (none allowed: no lock timeout, no `database is
+locked`). Then (case 16) the README's Python loop, which reserves with its claim and
+settles its hold as it closes it, for as long: its rate against the first. Then the
+README's shell loop (16 shells calling `alloc next --claim --reserve` and `alloc done
+--spend`), whose rate is bounded by process start-up: two `alloc` processes per
 investigation, on 2 cores. Then `alloc audit` on the result.
 """
 
@@ -26,6 +29,7 @@ AGENT = str(procs.BENCH / "agent.py")
 AGENTS = 16
 SECONDS = {"full": 60.0, "small": 5.0}
 AMOUNT = "0.01"  # tokens spent per investigation: small, so no budget runs out
+RESERVE = "0.02"  # tokens held per claim by the loops that reserve, then settle AMOUNT
 
 SHELL_LOOP = r"""
 # The README's loop, bounded by a deadline (microseconds since the epoch) instead of a count.
@@ -33,12 +37,11 @@ alloc() { %(alloc)s "$@"; }
 export SCIDEX_DB=%(db)s
 for n in $(seq %(agents)d); do
   ( while (( ${EPOCHREALTIME/./} < %(deadline)d )); do
-      queue=$(alloc next --claim --agent "s$n" --format csv) || { echo err; continue; }
+      queue=$(alloc next --claim --agent "s$n" --reserve %(reserve)s --format csv) || { echo err; continue; }
       job=$(echo "$queue" | tail -n +2)
       [ -n "$job" ] || { echo empty; break; }
-      artifact=$(echo "$job" | cut -d, -f2); claim=$(echo "$job" | rev | cut -d, -f2 | rev)
-      if alloc spend "$artifact" %(amount)s --kind debate --agent "s$n" --key "s$n-claim-$claim" > /dev/null &&
-         alloc done "$claim" --reward "0.$((RANDOM %% 10))" > /dev/null; then
+      claim=$(echo "$job" | rev | cut -d, -f4 | rev)
+      if alloc done "$claim" --reward "0.$((RANDOM %% 10))" --spend %(amount)s --kind debate > /dev/null; then
         echo "ok $EPOCHREALTIME"
       else
         echo err
@@ -49,12 +52,13 @@ wait
 """
 
 
-def _python_loop(ctx, db, seconds: float) -> dict:
+def _python_loop(ctx, db, seconds: float, reserve: str | None = None) -> dict:
     """Start the agents, wait until every one has opened its allocator, then let them all
-    go at once for `seconds`."""
+    go at once for `seconds`; with `reserve`, the loop that reserves and settles."""
     env = dict(os.environ, NO_COLOR="1")
     errs = [open(ctx.tmp / f"agent{n}.err", "wb") for n in range(AGENTS)]
-    agents = [subprocess.Popen([sys.executable, AGENT, db.url, f"agent-{n}", AMOUNT],
+    extra = [] if reserve is None else [reserve]
+    agents = [subprocess.Popen([sys.executable, AGENT, db.url, f"agent-{n}", AMOUNT, *extra],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                text=True, env=env) for n, err in enumerate(errs)]
     try:
@@ -104,7 +108,7 @@ def _shell_loop(ctx, db, seconds: float) -> dict:
     deadline = started + seconds
     script = SHELL_LOOP % {"alloc": shlex.join(alloc_argv()), "db": shlex.quote(db.url),
                            "agents": AGENTS, "deadline": int(deadline * 1e6),
-                           "amount": AMOUNT, "out": out}
+                           "amount": AMOUNT, "reserve": RESERVE, "out": out}
     procs.run(["bash", "-c", script])
     elapsed = time.time() - started
     lines = [line for n in range(1, AGENTS + 1)
@@ -124,6 +128,8 @@ def case_agents(ctx, backend, dbs: dict) -> None:
     try:
         ctx.log(f"case 10 {backend.kind}: {AGENTS} Python agents for {seconds:g} s")
         py = _python_loop(ctx, copy, seconds)
+        ctx.log(f"case 16 {backend.kind}: {AGENTS} Python agents reserving for {seconds:g} s")
+        held = _python_loop(ctx, copy, seconds, RESERVE)
         ctx.log(f"case 10 {backend.kind}: {AGENTS} shell loops for {seconds:g} s")
         sh = _shell_loop(ctx, copy, seconds)
         audit = procs.run(alloc_argv() + ["audit", "-f", "json", "--db", copy.url],
@@ -138,6 +144,7 @@ def case_agents(ctx, backend, dbs: dict) -> None:
     finally:
         copies.drop(backend, copy)
     _rows(ctx, backend, seconds, py, sh, audit, floor)
+    _holds_row(ctx, backend, seconds, py, held)
 
 
 def _failed_checks(audit) -> list[str]:
@@ -171,7 +178,7 @@ def _rows(ctx, backend, seconds: float, py: dict, sh: dict, audit, floor: Sample
         f"{py['p50'] * 1000:.0f} ms, p99 {py['p99'] * 1000:.0f} ms", rate, None))
     sh_rate = sh["in_time"] / seconds
     cores = os.cpu_count() or 1
-    bound = cores / (3 * floor.cpu_median)
+    bound = cores / (2 * floor.cpu_median)
     if sh["errors"] or sh["stderr"]:
         ctx.notes.append(f"case 10 {backend.kind}: the shell loops met {sh['errors']} errors: "
                          f"{' / '.join(sh['stderr'][:3])[:500]}")
@@ -180,6 +187,26 @@ def _rows(ctx, backend, seconds: float, py: dict, sh: dict, audit, floor: Sample
         f"{_s(floor.median)} per call", "", "(reported)", None,
         f"{sh['in_time']:,} investigations completed within {seconds:g} s by {AGENTS} shells "
         f"({sh['completed']:,} at {sh['elapsed']:.1f} s); {sh['errors']} errors; bounded by "
-        f"process start-up: 3 alloc processes per investigation at {floor.cpu_median:.3f} s "
+        f"process start-up: 2 alloc processes per investigation (`next --claim --reserve`, "
+        f"`done --spend`) at {floor.cpu_median:.3f} s "
         f"CPU each (`alloc budget ID`, the per-call floor) on {cores} cores allow "
         f"~{bound:.1f}/s", sh_rate, floor.median))
+
+
+def _holds_row(ctx, backend, seconds: float, plain: dict, held: dict) -> None:
+    """Case 16: the loop that reserves and settles, against the loop without holds."""
+    errors = sum(held["errors"].values())
+    if errors or held["empty"]:
+        ctx.notes.append(f"case 16 {backend.kind}: the reserving agents met {errors} errors "
+                         f"({'; '.join(f'{n}x {t}' for t, n in held['errors'].items())}) and "
+                         f"{held['empty']} empty queues")
+    rate, base = held["in_time"] / seconds, plain["in_time"] / seconds
+    share = rate / base if base else float("nan")
+    ctx.rows.append(Row(
+        16, CASES[16], backend.kind, _size(ctx.cfg.main_size), f"{rate:,.1f}/s",
+        f"{base:,.1f}/s without holds", f"{share:.0%}", ">= 80%; 0 errors",
+        _met(share >= 0.8 and errors == 0, ctx.cfg.main_size == ctx.cfg.target_size),
+        f"{held['in_time']:,} investigations (claim reserving {RESERVE} tokens, done settling "
+        f"{AMOUNT}) within {seconds:g} s by {AGENTS} processes; {errors} errors; p50 "
+        f"{held['p50'] * 1000:.0f} ms, p99 {held['p99'] * 1000:.0f} ms per investigation",
+        share, None))

@@ -7,7 +7,7 @@
     15  `alloc db upgrade` from revision 0004 vs one `alloc snapshot`
 
 Cases 9, 14 and 15 write, so they work on copies (bench/copies.py); 11 and 13 only read
-the main database. Cases 10 and 12 are in bench/agents.py and bench/api.py.
+the main database. Cases 10 and 16 are in bench/agents.py, 12 in bench/api.py.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def run(ctx, backend, dbs: dict) -> None:
         case_next_claim(ctx, backend, dbs)
     if 13 in want:
         case_rank_csv(ctx, backend, dbs)
-    if 10 in want:
+    if want & {10, 16}:
         from bench import agents
         agents.case_agents(ctx, backend, dbs)
     if 12 in want:

@@ -1,9 +1,9 @@
-"""Prose for docs/benchmarks.md about cases 9-15 (the maintained balances): how they are
+"""Prose for docs/benchmarks.md about cases 9-16 (the maintained balances and holds): how they are
 measured, and what bounds each one when it misses its target. Every number comes from
 the tables; this text only says what the floor of each case is and what lies above it."""
 
 METHOD = """
-## How cases 9-15 are measured (the maintained balances)
+## How cases 9-16 are measured (the maintained balances and holds)
 
 - Cases that write work on a copy of the main database, dropped afterwards (SQLite: the
   backup API into the run's temporary directory; PostgreSQL: `CREATE DATABASE copy
@@ -14,17 +14,22 @@ METHOD = """
   writes deleted before each run. First every 100th artifact by id gets a `done` claim
   with a reward (1 %), then every 10th (10 %), inserted set-based with the triggers on
   (PostgreSQL: then `VACUUM ANALYZE`). Peak RSS is the alloc process's own (`wait4`).
-- **10**: 16 processes run the README's Python loop (`next(claim=True, limit=1)`, a spend
-  of 0.01 token with a key, `done` with a reward), each with its own `Allocator`
+- **10**: 16 processes run the Python loop without holds (`next(claim=True, limit=1)`, a
+  spend of 0.01 token with a key, `done` with a reward), each with its own `Allocator`
   (`bench/agent.py`); they open their allocators first and start together, for 60 s (5 s
   in small mode). Every exception is counted as an error (busy timeouts, `database is
-  locked`, refusals). Then the README's shell loop runs as long (16 shells, three `alloc`
-  processes per investigation), then `alloc audit`. The shell loop's rate has no target:
+  locked`, refusals). Then case 16's loop, then the README's shell loop runs as long (16
+  shells, two `alloc` processes per investigation: `next --claim --reserve 0.02` and
+  `done --spend 0.01`), then `alloc audit`. The shell loop's rate has no target:
   it is bounded by process start-up, and the detail shows the bound that the per-call
   floor's CPU time gives on this machine's cores. Rates count the investigations
   completed within the duration (the detail also gives those completed by the time the
   last iterations ended); in small mode's 5 s the shell loop may complete none, one round
-  of 16 x 3 processes taking longer than that on 2 cores.
+  of 16 x 2 processes taking longer than that on 2 cores.
+- **16**: right after case 10's Python loop, on the same copy and for as long, the same 16
+  processes run the README's Python loop, which reserves: `next(claim=True, limit=1,
+  reserve="0.02")` places a hold with the lease, and `done(spend="0.01")` settles it for
+  less as it closes the claim. Its rate is compared with case 10's.
 - **11**: `alloc rank --limit 50 -f json` against `alloc budget ID -f json`. Only the 1M
   database is measured: the suite builds none of 10M (about 25 minutes of `alloc
   generate` and some 20 GB for the two backends).
@@ -90,6 +95,12 @@ four indexes on those keys (on PostgreSQL not a HOT update: the row gets new ind
 entries). That is about as much writing again as the insert itself; the share it adds
 is smaller where each commit also waits for a WAL flush (PostgreSQL, synchronous_commit
 on) than where commits are cheap (SQLite with synchronous NORMAL: no fsync per commit).
+""",
+    16: """
+**Case 16's floor is case 10's loop without holds.** Reserving adds a hold row (and its
+trigger summing the artifact's holds again) to the lease's transaction, and settling
+turns the spend into a settlement plus an update of the hold, in the one transaction
+that closes the claim; the loop saves the separate spend transaction.
 """,
     15: """
 **Case 15's floor is one snapshot**, a single INSERT ... SELECT that reads the balances.

@@ -62,7 +62,7 @@ CASES = {
     6: "snapshot vs the bare INSERT ... SELECT",
     7: "rank --format csv over every artifact: peak memory",
     8: "rank time as the database grows",
-    # Cases 9-15: the maintained balances (bench/balances.py, agents.py, api.py).
+    # Cases 9-16: the maintained balances and holds (bench/balances.py, agents.py, api.py).
     9: "next --claim (JSON) vs one budget call, with investigated artifacts",
     10: "16 agents claiming, spending and closing in parallel",
     11: "rank --limit 50 (JSON) vs one budget call",
@@ -70,9 +70,10 @@ CASES = {
     13: "rank --format csv over every artifact vs the same SQL through the driver",
     14: "another service's single-row inserts with the balance triggers vs without",
     15: "db upgrade from 0004 (summing every balance) vs one snapshot",
+    16: "16 agents reserving with each claim and settling as they close it, vs without holds",
     0: "database generation (alloc generate)",
 }
-LAST_CASE = 15
+LAST_CASE = 16
 
 
 @dataclass
