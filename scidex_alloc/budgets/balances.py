@@ -11,6 +11,7 @@ instant one of its bounties expired.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import Integer, and_, case, cast, func, literal, or_, select, text
 from sqlalchemy.engine import Connection
@@ -241,10 +242,11 @@ def valid_total(column: ColumnElement, invalid: ColumnElement) -> ColumnElement:
                       column.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)), column))
 
 
+@lru_cache(maxsize=1)
 def stored_terms(now: datetime) -> dict[str, ColumnElement]:
     """The balance columns as the budget SELECT reads them: each total NULL when invalid,
     a bounty or held total summed again from the source where one of its rows expired
-    since it was summed."""
+    since it was summed. Built once per instant: a decision's statements share them."""
     b = artifact_balances.c
     instant = literal(now, Timestamp())
     found = {name: valid_total(b[name], b[f"{name}_invalid"]) for name in ("demand", "spent")}
