@@ -208,9 +208,8 @@ class Allocator:
         fields = {"agent": agent, "key": key, "note": note}
         agent, key, note = (spending.text_field(fields, name) for name in fields)
         _check_ttl(ttl, "ttl")
-        now = utcnow()
         return self._tx.write_retried(lambda conn: reserving.place(
-            conn, self.params, artifact_id, units, unit, agent, ttl, key, note, now))
+            conn, self.params, artifact_id, units, unit, agent, ttl, key, note))
 
     def settle(self, hold_id: int, amount: str | None = None, unit: str | None = None,
                kind: str | None = None, note: str | None = None) -> SpendRecord:
@@ -222,17 +221,14 @@ class Allocator:
         units, unit = (None, _unit(unit)) if amount is None else _amount(amount, unit, "amount")
         fields = {"kind": kind, "note": note}
         kind, note = (spending.text_field(fields, name) for name in fields)
-        now = utcnow()
         return self._tx.write_retried(lambda conn: reserving.settle(
-            conn, self.params, hold_id, units, unit, kind, note, now))
+            conn, self.params, hold_id, units, unit, kind, note))
 
     def void(self, hold_id: int) -> HoldRecord:
         """Release a hold without spending."""
         from scidex_alloc.holds import reserving
         limits.check_row_id(hold_id, "hold")
-        now = utcnow()
-        return self._tx.write_retried(lambda conn: reserving.void(conn, self.params, hold_id,
-                                                                  now))
+        return self._tx.write_retried(lambda conn: reserving.void(conn, self.params, hold_id))
 
     def holds(self, artifact_id: str | None = None, agent: str | None = None,
               every: bool = False, limit: int | None = None, offset: int = 0

@@ -23,7 +23,13 @@ from scidex_alloc.formula import Params, exact, plain, to_micro, to_tokens
 from scidex_alloc.holds.results import HoldRecord
 from scidex_alloc.ledger import spending
 from scidex_alloc.ledger.results import SpendRecord
-from scidex_alloc.storage.schema import BASE_UNIT, Timestamp, holds, resource_allocations
+from scidex_alloc.storage.schema import (
+    BASE_UNIT,
+    Timestamp,
+    holds,
+    resource_allocations,
+    utcnow,
+)
 from scidex_alloc.storage.sql import IsFinite, LaterThan
 
 AMOUNTS = ("tokens", "units", "rate", "budget_at_hold", "available_at_settle")
@@ -54,11 +60,13 @@ def amount_in(connection: Connection, units: Decimal, unit: str) -> Amount:
 
 
 def place(connection: Connection, params: Params, artifact_id: str, units: Decimal, unit: str,
-          agent: str | None, ttl: timedelta, key: str | None, note: str | None, now: datetime,
-          claim_id: int | None = None) -> HoldRecord:
-    """Reserve `units` of `unit` on the artifact until now + `ttl`, or replay the hold
-    placed under `key`; refused (nothing written) beyond the available budget."""
+          agent: str | None, ttl: timedelta, key: str | None, note: str | None,
+          claim: tuple[int, datetime] | None = None) -> HoldRecord:
+    """Reserve `units` of `unit` on the artifact until `ttl` from now (a claim's hold:
+    `claim`, its id and the end of its lease), or replay the hold placed under `key`;
+    refused (nothing written) beyond the available budget."""
     balance = _locked(connection, params, artifact_id)
+    now = utcnow()  # once the lock is held: a wait for it must not age the decision
     if key is not None:
         first = connection.execute(select(*HOLD).where(holds.c.idempotency_key == key)).first()
         if first is not None:
@@ -70,8 +78,10 @@ def place(connection: Connection, params: Params, artifact_id: str, units: Decim
         raise errors.InsufficientBudget(shortfall)
     values = {"artifact_id": artifact_id, "tokens": amount.tokens, "unit": unit,
               "units": units, "rate": amount.rate, "agent_id": agent, "note": note,
-              "idempotency_key": key, "status": "active", "claim_id": claim_id,
-              "created_at": now, "expires_at": now + ttl, "budget_at_hold": balance.budget}
+              "idempotency_key": key, "status": "active",
+              "claim_id": None if claim is None else claim[0], "created_at": now,
+              "expires_at": now + ttl if claim is None else claim[1],
+              "budget_at_hold": balance.budget}
     row = connection.execute(holds.insert().returning(*HOLD), [values]).one()
     balance.held += amount.tokens
     return record(row, now, available=balance.available)
@@ -94,13 +104,13 @@ def _check_replay(first, key: str, artifact_id: str, units: Decimal, unit: str) 
 
 
 def settle(connection: Connection, params: Params, hold_id: int, units: Decimal | None,
-           unit: str | None, kind: str | None, note: str | None, now: datetime
-           ) -> SpendRecord:
+           unit: str | None, kind: str | None, note: str | None) -> SpendRecord:
     """Record what the held work cost as one spend entry naming the hold, and end the hold.
     `units` defaults to the held amount, `unit` to the hold's. Up to the held amount it
     always succeeds; an excess must fit in the available budget. Settling a settled hold
     again replays its entry when the amount is the same."""
     hold, balance = _hold_locked(connection, params, hold_id)
+    now = utcnow()  # once the lock is held: a hold may expire while the lock is awaited
     held = record(hold, now)
     unit = unit or held.unit
     if hold.status == "settled":
@@ -147,9 +157,10 @@ def settle(connection: Connection, params: Params, hold_id: int, units: Decimal 
     return spending.record_of(entry, False, balance)
 
 
-def void(connection: Connection, params: Params, hold_id: int, now: datetime) -> HoldRecord:
+def void(connection: Connection, params: Params, hold_id: int) -> HoldRecord:
     """Release a hold without spending; voiding it again changes nothing."""
     hold, balance = _hold_locked(connection, params, hold_id)
+    now = utcnow()
     if hold.status == "settled":
         raise errors.UsageError(f"hold {hold_id} is settled; to undo its spend: "
                                 f"alloc spend --reverse {_spend_of(connection, hold_id)}")
@@ -250,16 +261,7 @@ def renew(connection: Connection, claim_id: int, expires: datetime, now: datetim
                   available=available)
 
 
-def settle_claim(connection: Connection, params: Params, claim_id: int, units: Decimal | None,
-                 unit: str | None, kind: str | None, now: datetime) -> SpendRecord | None:
-    """Settle the claim's hold, if it has one (None if not)."""
-    hold = of_claim(connection, claim_id)
-    if hold is None:
-        return None
-    return settle(connection, params, hold.id, units, unit, kind, None, now)
-
-
-def void_claim(connection: Connection, params: Params, claim_id: int, now: datetime) -> None:
+def void_claim(connection: Connection, params: Params, claim_id: int) -> None:
     hold = of_claim(connection, claim_id)
     if hold is not None:
-        void(connection, params, hold.id, now)
+        void(connection, params, hold.id)

@@ -264,7 +264,7 @@ def _hold(connection, params, artifact_id, agent, amount, claim_id, now, expires
     if amount is None:
         return None
     return reserving.place(connection, params, artifact_id, amount.units, amount.unit, agent,
-                           expires - now, None, None, now, claim_id=claim_id)
+                           expires - now, None, None, claim=(claim_id, expires))
 
 
 def checked_reward(reward: float | None) -> Decimal | None:
@@ -286,14 +286,15 @@ def finish(connection: Connection, params: Params, claim_id: int, status: str,
 
     The UPDATE itself checks that the claim is still active: on PostgreSQL a concurrent
     closer's UPDATE waits for this one's row lock, then finds the claim closed. Where a
-    hold or spend is involved the artifact is locked first, as spends and claimers do."""
-    now = utcnow()
+    hold or spend is involved the artifact is locked first, as spends and claimers do, and
+    the time is read once it is held: a hold may expire while the lock is awaited."""
     hold = reserving.of_claim(connection, claim_id)
     if hold is not None or spend is not None:
         artifact_id = connection.execute(
             select(claims.c.artifact_id).where(claims.c.id == claim_id)).scalar()
         if artifact_id is not None:
             spending.lock_and_read(connection, params, [artifact_id])
+    now = utcnow()
     row = connection.execute(
         claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
         .values(status=status, finished_at=now, reward=reward).returning(claims)
@@ -305,10 +306,10 @@ def finish(connection: Connection, params: Params, claim_id: int, status: str,
         raise errors.UsageError(f"claim {claim_id} is {current}, not active")
     spend_id = None
     if status == "released":
-        reserving.void_claim(connection, params, claim_id, now)
+        reserving.void_claim(connection, params, claim_id)
     elif hold is not None:
         units, unit = spend if spend is not None else (None, None)
-        spend_id = reserving.settle(connection, params, hold.id, units, unit, kind, None, now).id
+        spend_id = reserving.settle(connection, params, hold.id, units, unit, kind, None).id
     elif spend is not None:
         spend_id = spending.record_one(connection, params, spending.SpendRequest(
             0, row.artifact_id, spend[0], spend[1] or BASE_UNIT, kind, row.agent_id)).id

@@ -171,8 +171,7 @@ def create_app(allocator: Allocator) -> FastAPI:
         offset: Annotated[int, Query(ge=0, le=MAX_COUNT)] = 0,
     ):
         rows = allocator.holds(artifact_id, agent=agent, limit=limit, offset=offset)
-        return ExactJSON([{k: v for k, v in rendering.as_dict(r).items() if k in HOLD_FIELDS}
-                          for r in rows])
+        return ExactJSON([{k: getattr(r, k) for k in HOLD_FIELDS} for r in rows])
 
     @app.get("/healthz", response_model=HealthOut, responses=ERRORS, summary="Liveness")
     def healthz():
