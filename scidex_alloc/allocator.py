@@ -184,7 +184,8 @@ class Allocator:
         from scidex_alloc.queue import claims
         value = claims.checked_reward(reward)
         limits.check_row_id(claim_id, "claim")
-        amount = None if spend is None else _amount(spend, unit, "spend")
+        # Without a unit the amount is in the hold's, as the held amount is.
+        amount = None if spend is None else (parse_amount(spend, param="spend"), _unit(unit))
         kind = spending.text_field({"kind": kind}, "kind")
         return self._tx.write_retried(lambda conn: claims.finish(
             conn, self.params, claim_id, "done", value, amount, kind))
@@ -218,7 +219,9 @@ class Allocator:
         from scidex_alloc.holds import reserving
         from scidex_alloc.ledger import spending
         limits.check_row_id(hold_id, "hold")
-        units, unit = (None, _unit(unit)) if amount is None else _amount(amount, unit, "amount")
+        # Without a unit the amount is in the hold's, as the held amount is.
+        units = None if amount is None else parse_amount(amount, param="amount")
+        unit = _unit(unit)
         fields = {"kind": kind, "note": note}
         kind, note = (spending.text_field(fields, name) for name in fields)
         return self._tx.write_retried(lambda conn: reserving.settle(
