@@ -325,7 +325,7 @@ class Allocator:
 
         def rebuild(connection):
             now = utcnow()
-            wrong = len(connection.execute(balances.mismatches(now)).all())
+            wrong = len(connection.execute(balances.mismatches(), {"now": now}).all())
             return balances.rebuild(connection, now), wrong
         return self._tx.write_retried(rebuild)
 

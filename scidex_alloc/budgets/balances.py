@@ -11,9 +11,9 @@ instant one of its bounties expired.
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 
-from sqlalchemy import Integer, and_, case, cast, func, literal, or_, select, text
+from sqlalchemy import Integer, and_, bindparam, case, cast, func, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -40,6 +40,9 @@ from scidex_alloc.storage.sql import (
 )
 
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
+# The instant a statement is about: statements are built once, with this parameter, and
+# executed with {"now": ...}, so that every statement of one decision sees one instant.
+NOW = bindparam("now", type_=Timestamp())
 REWARD_SCALE = 1_000_000_000  # reward_total counts billionths: exact sums on both databases
 SUMMED = ("demand", "bounty", "spent")
 BOUNTY = ("bounty", "bounty_invalid", "next_expiry")  # the columns a bounty's change moves
@@ -113,12 +116,11 @@ def recomputed(artifact_id: ColumnElement, now: ColumnElement, names=COLUMNS
     return {name: columns[name] for name in COLUMNS if name in names}
 
 
-def recomputed_all(now: datetime):
-    """Every artifact with its balance columns summed again, set-based: one grouped pass over
-    each source table."""
-    instant = literal(now, Timestamp())
+def recomputed_all():
+    """Every artifact with its balance columns summed again at NOW, set-based: one grouped
+    pass over each source table."""
     grouped = {}
-    for name, (table, aggregate, where) in _aggregates(instant).items():
+    for name, (table, aggregate, where) in _aggregates(NOW).items():
         grouped.setdefault((table.name, len(where)), (table, where, {}))[2][name] = aggregate
     stmt_columns = {}
     joins = artifacts.outerjoin(markets, markets.c.artifact_id == artifacts.c.id)
@@ -147,8 +149,8 @@ def rebuild(connection: Connection, now: datetime) -> int:
     connection.execute(artifact_balances.delete())
     count = connection.execute(
         artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS],
-                                               recomputed_all(now))
-        .execution_options(preserve_rowcount=True)
+                                               recomputed_all())
+        .execution_options(preserve_rowcount=True), {"now": now}
     ).rowcount
     if sqlite:
         create_indexes(connection)
@@ -192,29 +194,28 @@ def fold_expired(connection: Connection, now: datetime) -> int:
     """Sum again the bounties and holds of the balances where one of them expired by `now`
     (readers do so on every read until then); how many balances."""
     b = artifact_balances
-    instant = literal(now, Timestamp())
     folded = 0
     for term, expiry in EXPIRY.items():
-        values = recomputed(b.c.artifact_id, instant, (term, f"{term}_invalid", expiry))
+        values = recomputed(b.c.artifact_id, NOW, (term, f"{term}_invalid", expiry))
         folded += connection.execute(
-            b.update().where(expired(b.c[expiry], now)).values(values)).rowcount
+            b.update().where(expired(b.c[expiry])).values(values), {"now": now}).rowcount
     return folded
 
 
-def mismatches(now: datetime):
-    """Artifacts whose balance differs from its recomputation (or that lack one, or whose
-    balance has no artifact). A term that expires is compared only while the stored one is
-    current: past its stored expiry, readers sum it again themselves."""
+def mismatches():
+    """Artifacts whose balance differs from its recomputation at NOW (or that lack one, or
+    whose balance has no artifact). A term that expires is compared only while the stored
+    one is current: past its stored expiry, readers sum it again themselves."""
     b = artifact_balances.c
     stale = {column: term for term, expiry in EXPIRY.items()
              for column in (term, f"{term}_invalid", expiry)}
 
     def compared(columns):
-        return [case((unexpired(b[EXPIRY[stale[name]]], now), columns[name])) if name in stale
+        return [case((unexpired(b[EXPIRY[stale[name]]]), columns[name])) if name in stale
                 else columns[name] for name in COLUMNS]
 
     stored = select(b.artifact_id, b.type, *compared(b))
-    source = recomputed_all(now).subquery()
+    source = recomputed_all().subquery()
     expected = (select(source.c.artifact_id, source.c.type, *compared(source.c))
                 .select_from(source.outerjoin(artifact_balances,
                                               b.artifact_id == source.c.artifact_id)))
@@ -224,16 +225,16 @@ def mismatches(now: datetime):
     return select(ids.c.artifact_id).order_by(ids.c.artifact_id)
 
 
-def unexpired(expiry: ColumnElement, now: datetime) -> ColumnElement:
-    """Whether a stored term that expires (bounty, held) still holds at `now`: none of the
+def unexpired(expiry: ColumnElement) -> ColumnElement:
+    """Whether a stored term that expires (bounty, held) still holds at NOW: none of the
     rows it counts has expired since it was summed."""
-    return or_(expiry.is_(None), ~expired(expiry, now))
+    return or_(expiry.is_(None), ~expired(expiry))
 
 
-def expired(expiry: ColumnElement, now: datetime) -> ColumnElement:
-    """Whether one of the rows a stored term counts has expired by `now` (an indexed
+def expired(expiry: ColumnElement) -> ColumnElement:
+    """Whether one of the rows a stored term counts has expired by NOW (an indexed
     comparison of instant keys)."""
-    return expiry <= InstantKey(literal(now, Timestamp()))
+    return expiry <= InstantKey(NOW)
 
 
 def valid_total(column: ColumnElement, invalid: ColumnElement) -> ColumnElement:
@@ -242,18 +243,17 @@ def valid_total(column: ColumnElement, invalid: ColumnElement) -> ColumnElement:
                       column.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)), column))
 
 
-@lru_cache(maxsize=1)
-def stored_terms(now: datetime) -> dict[str, ColumnElement]:
-    """The balance columns as the budget SELECT reads them: each total NULL when invalid,
-    a bounty or held total summed again from the source where one of its rows expired
-    since it was summed. Built once per instant: a decision's statements share them."""
+@cache
+def stored_terms() -> dict[str, ColumnElement]:
+    """The balance columns as the budget SELECT reads them at NOW: each total NULL when
+    invalid, a bounty or held total summed again from the source where one of its rows
+    expired since it was summed. Built once: every budget SELECT shares them."""
     b = artifact_balances.c
-    instant = literal(now, Timestamp())
     found = {name: valid_total(b[name], b[f"{name}_invalid"]) for name in ("demand", "spent")}
     found.update({f"{name}_invalid": b[f"{name}_invalid"] for name in ("demand", "spent")})
     for term, expiry in EXPIRY.items():
-        fresh = unexpired(b[expiry], now)
-        source = recomputed(b.artifact_id, instant, (term, f"{term}_invalid"))
+        fresh = unexpired(b[expiry])
+        source = recomputed(b.artifact_id, NOW, (term, f"{term}_invalid"))
         found[term] = case((fresh, valid_total(b[term], b[f"{term}_invalid"])),
                            else_=valid_total(source[term], source[f"{term}_invalid"]))
         found[f"{term}_invalid"] = case((fresh, b[f"{term}_invalid"]),

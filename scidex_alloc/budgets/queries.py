@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Iterator
 
 from sqlalchemy import (
     Integer,
     Select,
     String,
+    bindparam,
     case,
     func,
     literal,
@@ -68,8 +70,8 @@ def beyond_limit(name: str) -> Select:
             .order_by(b.artifact_id).limit(1))
 
 
-def budget_select(params: Params, now: datetime, type_: str | None = None, where=(),
-                  extra=(), within=None, titled: bool = True) -> Select:
+def budget_select(params: Params, type_: str | None = None, where=(), extra=(), within=None,
+                  titled: bool = True) -> Select:
     """Every artifact of one type and meeting `where` (or, when given, with an id from the
     subquery `within`, which applies those itself) with its terms in micro-tokens,
     budget/remaining/available sort keys, any `extra` columns, and `problem`, read from the
@@ -80,7 +82,7 @@ def budget_select(params: Params, now: datetime, type_: str | None = None, where
     including `remaining` and `available`, are NULL. (OFFSET 0 keeps both databases from inlining, and so
     repeating, the derived table's expressions.)
     """
-    terms = balances.stored_terms(now)
+    terms = balances.stored_terms()
     b = artifact_balances
     source = b.join(artifacts, artifacts.c.id == b.c.artifact_id) if titled else b
     if within is not None:
@@ -126,12 +128,12 @@ def of_type_unindexed(type_: str | None) -> list:
     return [] if type_ is None else [artifact_balances.c.type.concat("") == type_]
 
 
-def top_ids(params: Params, now: datetime, type_: str | None, by: str, count: int,
-            where=()):
-    """A subquery of the ids that can be among the first `count` by `by` (budget, remaining
-    or available): the first `count` by their maintained key, in index order, and every one
-    whose stored bounty has expired since it was summed (its key is out of date). None when
-    the formula's parameters are not the defaults the keys were computed with.
+def top_ids(params: Params, type_: str | None, by: str, where=()):
+    """A subquery of the ids that can be among the first `count` (a parameter) by `by`
+    (budget, remaining or available): the first `count` by their maintained key, in index
+    order, and every one whose stored bounty has expired since it was summed (its key is
+    out of date). None when the formula's parameters are not the defaults the keys were
+    computed with.
 
     Available is remaining less held, and held is 0 but where an artifact has holds: the
     first `count` by available are among the first `count` without holds by remaining and
@@ -143,38 +145,49 @@ def top_ids(params: Params, now: datetime, type_: str | None, by: str, count: in
     of_type = [] if type_ is None else [b.type == type_]
     unheld = [b.held_expiry.is_(None)] if by == "available" else []
     top = (select(b.artifact_id)
-           .where(balances.unexpired(b.next_expiry, now), *unheld, *of_type, *where)
-           .order_by(key.desc().nulls_last(), b.artifact_id).limit(count).subquery())
-    stale = select(b.artifact_id).where(balances.expired(b.next_expiry, now), *unheld,
+           .where(balances.unexpired(b.next_expiry), *unheld, *of_type, *where)
+           .order_by(key.desc().nulls_last(), b.artifact_id).limit(bindparam("count"))
+           .subquery())
+    stale = select(b.artifact_id).where(balances.expired(b.next_expiry), *unheld,
                                         *of_type_unindexed(type_), *where)
     held = ([select(b.artifact_id).where(b.held_expiry.is_not(None), *of_type_unindexed(type_),
                                          *where)] if unheld else [])
     return union_all(select(top.c.artifact_id), stale, *held).subquery("top_ids")
 
 
-def ranked(params: Params, now: datetime, type_: str | None, by: str, limit: int | None,
-           offset: int = 0) -> Select:
+@lru_cache(maxsize=256)
+def ranked(params: Params, type_: str | None, by: str, limited: bool) -> Select:
     """Valid artifacts by `by`, descending, then invalid ones (those whose key is unknown
-    last, on both databases); ties by id."""
-    within = None if limit is None else top_ids(params, now, type_, by, limit + offset)
-    stmt = budget_select(params, now, type_, within=within)
+    last, on both databases); ties by id: a page of `limit` (if `limited`) from `offset`.
+    Executed with `ranked_params`."""
+    within = top_ids(params, type_, by) if limited else None
+    stmt = budget_select(params, type_, within=within)
     columns = stmt.selected_columns
     stmt = stmt.order_by(columns.problem.is_not(None), columns[by].desc().nulls_last(),
                          columns.artifact_id.asc())
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    return stmt.offset(offset) if offset else stmt
+    if limited:
+        stmt = stmt.limit(bindparam("limit"))
+    return stmt.offset(bindparam("offset"))
 
 
-def one(params: Params, now: datetime, artifact_id: str) -> Select:
-    return budget_select(params, now, where=[artifact_balances.c.artifact_id == artifact_id])
+def ranked_params(now: datetime, limit: int | None, offset: int) -> dict:
+    return {"now": now, "limit": limit, "offset": offset, "count": (limit or 0) + offset}
 
 
-def budget_terms(params: Params, now: datetime, ids: list[str]) -> Select:
-    """What a spend decision needs of these artifacts (the caller computes the budget):
-    price, `problem`, and demand, bounty and spent as the driver returns micro-tokens,
-    whole numbers that need no conversion per row."""
-    full = budget_select(params, now, where=[artifact_balances.c.artifact_id.in_(ids)])
+@lru_cache
+def one(params: Params) -> Select:
+    """One artifact's budget: executed with {"now", "artifact_id"}."""
+    return budget_select(params, where=[artifact_balances.c.artifact_id
+                                        == bindparam("artifact_id")])
+
+
+@lru_cache
+def budget_terms(params: Params) -> Select:
+    """What a spend decision needs of the artifacts `ids` (a parameter; the caller computes
+    the budget): price, `problem`, and demand, bounty and spent as the driver returns
+    micro-tokens, whole numbers that need no conversion per row."""
+    full = budget_select(params, where=[artifact_balances.c.artifact_id.in_(
+        bindparam("ids", expanding=True))])
     columns = full.selected_columns
     return full.with_only_columns(
         columns.artifact_id, columns.price,
@@ -217,7 +230,8 @@ def require_artifact(connection: Connection, artifact_id: str) -> None:
 def ranked_rows(connection: Connection, params: Params, type_: str | None, by: str,
                 limit: int | None, offset: int) -> Iterator[BudgetRow]:
     """`ranked` as result objects, fetched in batches: any size fits in memory."""
-    stmt = ranked(params, utcnow(), type_, by, limit, offset)
-    result = connection.execute(stmt.execution_options(yield_per=STREAM_BATCH))
+    stmt = ranked(params, type_, by, limit is not None)
+    result = connection.execute(stmt.execution_options(yield_per=STREAM_BATCH),
+                                ranked_params(utcnow(), limit, offset))
     for position, row in enumerate(result, start=offset + 1):
         yield budget_row(position, row, params)

@@ -68,7 +68,8 @@ def convert(connection: Connection, amount: str, from_unit: str, to_unit: str) -
 
 def budget_detail(connection: Connection, params: Params, artifact_id: str) -> BudgetDetail:
     """One artifact's budget row, and its budget, spent and remaining in every unit."""
-    row = connection.execute(queries.one(params, utcnow(), artifact_id)).first()
+    row = connection.execute(queries.one(params),
+                             {"now": utcnow(), "artifact_id": artifact_id}).first()
     if row is None:
         raise UnknownArtifact(f"unknown artifact {artifact_id!r}")
     budget_row = queries.budget_row(1, row, params)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Select, select
@@ -22,7 +21,7 @@ def plan(connection: Connection, params: Params, pool: int, unit: str, type_: st
     """Each artifact's share of `pool`, by remaining budget; reads only."""
     rates.rate_of(connection, unit)  # an unknown unit is an error
     rows = {r.artifact_id: queries.budget_row(0, r, params)
-            for r in connection.execute(plan_candidates(params, utcnow(), type_))}
+            for r in connection.execute(plan_candidates(params, type_), {"now": utcnow()})}
     parts = planning.split(pool, {k: r.remaining for k, r in rows.items()},
                            cap=cap, minimum=minimum)
     total = Decimal(pool) or Decimal(1)
@@ -31,8 +30,8 @@ def plan(connection: Connection, params: Params, pool: int, unit: str, type_: st
             for p in parts]
 
 
-def plan_candidates(params: Params, now: datetime, type_: str | None) -> Select:
-    """Artifacts with budget left (an invalid one has no `remaining`)."""
-    inner = queries.budget_select(params, now, type_)
+def plan_candidates(params: Params, type_: str | None) -> Select:
+    """Artifacts with budget left (an invalid one has no `remaining`), at `now`."""
+    inner = queries.budget_select(params, type_)
     b = inner.subquery()
     return select(b).where(b.c.remaining > 0)

@@ -69,7 +69,8 @@ def record(connection: Connection, params: Params, type_: str | None, every: str
     bucket = timeparse.bucket_start(now, every)
     balances.fold_expired(connection, now)
     stmt = snapshot_insert(connection.dialect.name, params, now, type_, every, bucket)
-    added = connection.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+    added = connection.execute(stmt.execution_options(preserve_rowcount=True),
+                               {"now": now}).rowcount
     return SnapshotResult(every, bucket, now, added)
 
 
@@ -90,7 +91,7 @@ def snapshot_insert(dialect: str, params: Params, now: datetime, type_: str | No
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    source = budget_select(params, now, type_)
+    source = budget_select(params, type_)
     b = source.subquery()
     rows = select(
         b.c.artifact_id, literal(period), literal(bucket, Timestamp()), literal(now, Timestamp()),

@@ -5,15 +5,15 @@ Each check is one set-based query returning the offending rows.
 
 from __future__ import annotations
 
-from sqlalchemy import String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import String, and_, case, cast, func, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets import queries
+from scidex_alloc.budgets.balances import NOW
 from scidex_alloc.formula import Params
 from scidex_alloc.ledger.results import AuditCheck
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import (
-    Timestamp,
     artifacts,
     holds,
     markets,
@@ -54,7 +54,9 @@ def run(connection: Connection, params: Params) -> list[AuditCheck]:
 
 
 def _rows(connection: Connection, stmt) -> list[dict]:
-    return [dict(row._mapping) for row in connection.execute(stmt.limit(SHOWN))]
+    """The first rows a check's statement finds, now."""
+    return [dict(row._mapping) for row in connection.execute(stmt.limit(SHOWN),
+                                                             {"now": utcnow()})]
 
 
 def _spent_mismatch(connection, params):
@@ -64,7 +66,7 @@ def _spent_mismatch(connection, params):
                .label("total"))
         .group_by(log.c.artifact_id).subquery()
     )
-    budgets = queries.budget_select(params, utcnow()).subquery()
+    budgets = queries.budget_select(params).subquery()
     return _rows(connection, select(budgets.c.artifact_id, budgets.c.spent, by_log.c.total)
                  .join(by_log, by_log.c.artifact_id == budgets.c.artifact_id)
                  .where(budgets.c.spent != by_log.c.total))
@@ -82,7 +84,7 @@ def _silent_overdraft(connection, params):
         running_sum(sql.MicroTokens(log.c.tokens)).over(
             partition_by=log.c.artifact_id, order_by=log.c.id, rows=(None, 0)).label("spent"),
     ).subquery()
-    budgets = queries.budget_select(params, utcnow()).subquery()
+    budgets = queries.budget_select(params).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
     recorded = running.c.budget_at_spend.is_not(None)
     at_spend = sql.MicroTokens(running.c.budget_at_spend)
@@ -176,7 +178,7 @@ def _invalid_amounts(connection, params):
                 .where(column.is_not(None), ~IsFinite(column)).order_by(key))
         found += [{"table": table.name, "column": column.name, **row}
                   for row in _rows(connection, stmt)]
-    budgets = queries.budget_select(params, utcnow()).subquery()
+    budgets = queries.budget_select(params).subquery()
     return found + _rows(connection, select(budgets.c.artifact_id, budgets.c.problem)
                          .where(budgets.c.problem.is_not(None))
                          .order_by(budgets.c.artifact_id))
@@ -188,15 +190,16 @@ def _balance_mismatch(connection, params):
     from scidex_alloc.budgets import balances
     from scidex_alloc.storage.schema import artifact_balances
 
-    now = utcnow()
-    ids = [row.artifact_id for row in connection.execute(balances.mismatches(now).limit(SHOWN))]
+    at = {"now": utcnow()}
+    ids = [row.artifact_id for row in connection.execute(balances.mismatches().limit(SHOWN),
+                                                         at)]
     if not ids:
         return []
     stored = {row.artifact_id: row._mapping for row in connection.execute(
         select(artifact_balances).where(artifact_balances.c.artifact_id.in_(ids)))}
-    source = balances.recomputed_all(now).subquery()
+    source = balances.recomputed_all().subquery()
     expected = {row.artifact_id: row._mapping for row in connection.execute(
-        select(source).where(source.c.artifact_id.in_(ids)))}
+        select(source).where(source.c.artifact_id.in_(ids)), at)}
     found = []
     for artifact_id in ids:
         have, want = stored.get(artifact_id), expected.get(artifact_id)
@@ -244,13 +247,11 @@ def _holds_beyond_budget(connection, params):
     """Artifacts with live holds and no overdraft entry whose spent plus held exceeds both
     today's budget and every budget one of those holds was placed under (a budget may
     shrink after holds were granted: they stand)."""
-    now = utcnow()
     live = (select(holds.c.artifact_id,
                    func.max(sql.MicroTokens(holds.c.budget_at_hold)).label("granted"))
-            .where(holds.c.status == "active",
-                   sql.LaterThan(holds.c.expires_at, literal(now, Timestamp())))
+            .where(holds.c.status == "active", sql.LaterThan(holds.c.expires_at, NOW))
             .group_by(holds.c.artifact_id).subquery())
-    budgets = queries.budget_select(params, now).subquery()
+    budgets = queries.budget_select(params).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
     judged = case((live.c.granted > budgets.c.budget, live.c.granted), else_=budgets.c.budget)
     stmt = (select(budgets.c.artifact_id, budgets.c.budget, budgets.c.spent, budgets.c.held)

@@ -167,7 +167,7 @@ def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dic
     tokens = queries.tokens_from_micro
     balances = {}
     for artifact_id, price, demand, bounty, spent, held, problem in connection.execute(
-            queries.budget_terms(params, utcnow(), ids)):
+            queries.budget_terms(params), {"now": utcnow(), "ids": ids}):
         if problem is not None:
             balances[artifact_id] = Balance(None, tokens(spent), tokens(held), problem)
             continue

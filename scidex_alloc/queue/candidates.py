@@ -6,61 +6,89 @@ two kinds of candidate can reach the top of the queue, so only they are read: ev
 explored one (an artifact with a completed investigation: its UCB term varies), and the
 unexplored ones with the most available budget (their UCB term is the same, 1, so their
 score rises with available alone). The rest never leaves the database.
+
+Each statement is built once per shape and executed with its values as parameters (see
+`values`): an agent asks for the queue many times a minute.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from functools import lru_cache
 
-from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float, Select, and_, bindparam, case, cast, func, literal, or_, select
 
 from scidex_alloc.budgets import balances
-from scidex_alloc.budgets.balances import REWARD_SCALE
+from scidex_alloc.budgets.balances import NOW, REWARD_SCALE
 from scidex_alloc.budgets.queries import budget_select, of_type_unindexed, top_ids
 from scidex_alloc.formula import Params
 from scidex_alloc.storage.schema import Timestamp, artifact_balances, claims
 from scidex_alloc.storage.sql import LaterThan
 
+CACHED = 64  # statements kept per builder: one per formula, type and shape in use
+AGENT = bindparam("agent")
 
-def _live(now: datetime, *where):
+
+def values(now: datetime, agent: str | None, at_least: int, **more) -> dict:
+    """The parameters of the queue's statements: the instant, the asking agent, and the
+    least available budget a candidate needs, in micro-tokens (at least 1: some)."""
+    return {"now": now, "agent": agent, "at_least": max(at_least, 1), **more}
+
+
+def _live(*where):
     b = artifact_balances.c
     return and_(claims.c.artifact_id == b.artifact_id, claims.c.status == "active",
-                LaterThan(claims.c.lease_expires_at, literal(now, Timestamp())), *where)
+                LaterThan(claims.c.lease_expires_at, NOW), *where)
 
 
-def _free(now: datetime, agent: str | None):
+def _free(has_agent: bool):
     """No live claim of another agent on the artifact."""
-    others = _live(now) if agent is None else _live(now, claims.c.agent_id != agent)
+    others = _live(claims.c.agent_id != AGENT) if has_agent else _live()
     return ~select(claims.c.id).where(others).exists()
 
 
-def enough(available, at_least: int):
-    """Whether an available budget (in micro-tokens) makes a candidate: at least `at_least`
-    micro-tokens, or when that is 0, any."""
-    return available >= at_least if at_least else available > 0
+def _enough(available):
+    """Whether an available budget (in micro-tokens, whole) makes a candidate."""
+    return available >= bindparam("at_least")
 
 
-def queue_candidates(params: Params, now: datetime, type_: str | None, agent: str | None,
-                     explored: bool, limit: int | None = None, lean: bool = False,
-                     ids: list[str] | None = None, where=(), at_least: int = 0) -> Select:
-    """Artifacts with enough available budget (see `enough`) and no live claim by another
-    agent (and meeting `where`), with their investigation counts and reward totals
-    (billionths), and the asking agent's own live claim: the explored ones (those of `ids`,
-    if given), or the unexplored ones by available budget (the best `limit`, found by way
-    of the maintained remaining key). `lean` leaves out the titles and own claims, for
-    scans of many."""
+def _stale():
+    """Balances whose bounty or held total is out of date: summed again by the budget
+    SELECT (each condition indexed)."""
     b = artifact_balances.c
-    own = _live(now, claims.c.agent_id == agent) if agent is not None and not lean else None
-    where = [*where, _free(now, agent),
-             b.investigations > 0 if explored else b.investigations == 0]
+    return or_(*(balances.expired(b[expiry]) for expiry in balances.EXPIRY.values()))
+
+
+def _near():
+    """Balances that may have `least` (a parameter) available or more: available is at
+    most remaining, but where an artifact has holds (whose total another service may have
+    made negative) or a stale bounty."""
+    b = artifact_balances.c
+    return or_(b.remaining_key >= bindparam("least"), balances.expired(b.next_expiry),
+               b.held_expiry.is_not(None))
+
+
+@lru_cache(maxsize=CACHED)
+def queue_candidates(params: Params, type_: str | None, has_agent: bool, explored: bool,
+                     lean: bool = False, only: str | None = None) -> Select:
+    """Artifacts with `at_least` available budget and no live claim by another agent, with
+    their investigation counts and reward totals (billionths), and the asking agent's own
+    live claim: the explored ones, or the unexplored ones by available budget (the best
+    `limit`, found by way of the maintained remaining key). Of the explored, `only` keeps
+    those of `ids` ("ids"), the stale balances ("stale"), or those near `least` ("near").
+    `lean` leaves out the titles and own claims, for scans of many."""
+    b = artifact_balances.c
+    own = _live(claims.c.agent_id == AGENT) if has_agent and not lean else None
+    where = [_free(has_agent), b.investigations > 0 if explored else b.investigations == 0]
     if explored:
-        ids_in = [] if ids is None else [b.artifact_id.in_(ids)]
-        within, where = None, [*where, *of_type_unindexed(type_), *ids_in]
+        narrowed = {None: [], "ids": [b.artifact_id.in_(bindparam("ids", expanding=True))],
+                    "stale": [_stale()],
+                    "near": [_near()] if params == Params() else []}[only]
+        within, where = None, [*where, *of_type_unindexed(type_), *narrowed]
         type_ = None
     else:
-        within = top_ids(params, now, type_, "available", limit, where)
-    base = budget_select(params, now, type_, where=where if within is None else (),
+        within = top_ids(params, type_, "available", where)
+    base = budget_select(params, type_, where=where if within is None else (),
                          within=within, titled=not lean, extra=[
         b.investigations, b.reward_total,
         (select(claims.c.id).where(own).scalar_subquery() if own is not None
@@ -69,64 +97,62 @@ def queue_candidates(params: Params, now: datetime, type_: str | None, agent: st
          else literal(None, Timestamp())).label("lease_expires_at"),
     ])
     inner = base.subquery()
-    stmt = select(inner).where(enough(inner.c.available, at_least))
+    stmt = select(inner).where(_enough(inner.c.available))
+    if only == "near":
+        stmt = stmt.where(inner.c.available >= bindparam("least"))
     if explored:
         return stmt
-    return stmt.order_by(inner.c.available.desc(), inner.c.artifact_id).limit(limit)
+    return (stmt.order_by(inner.c.available.desc(), inner.c.artifact_id)
+            .limit(bindparam("count")))
 
 
-def _explored_pool(params: Params, now: datetime, type_: str | None, agent: str | None,
-                   at_least: int):
+def _explored_pool(params: Params, type_: str | None, has_agent: bool):
     """Every explored candidate's id, investigations, reward total and available budget (as
     SQL computes it), for scans of them all. With the default formula the maintained
     remaining key and held total serve; only the balances whose bounties or holds expired
-    since they were summed, or whose held total is invalid, go through the budget SELECT."""
+    since they were summed go through the budget SELECT."""
     columns = ("artifact_id", "investigations", "reward_total", "available")
     b = artifact_balances.c
     if params != Params():
-        e = queue_candidates(params, now, type_, agent, True, lean=True,
-                             at_least=at_least).subquery()
+        e = queue_candidates(params, type_, has_agent, True, lean=True).subquery()
         return select(*(e.c[name] for name in columns)).subquery()
-    expiries = (b.next_expiry, b.held_expiry)
-    fresh = [balances.unexpired(expiry, now) for expiry in expiries]
-    stale = or_(*(balances.expired(expiry, now) for expiry in expiries))  # indexed, each
+    fresh = [balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()]
     # NULL when a hold's amount is invalid; an expression, so SQLite walks the explored.
     available = case((b.held_invalid == 0, b.remaining_key - b.held + 0))
     current = select(b.artifact_id, b.investigations, b.reward_total,
                      available.label("available")).where(
-        b.investigations > 0, _free(now, agent), *of_type_unindexed(type_), *fresh,
-        enough(available, at_least))
-    rest = queue_candidates(params, now, type_, agent, True, lean=True, where=[stale],
-                            at_least=at_least).subquery()
+        b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), *fresh,
+        _enough(available))
+    rest = queue_candidates(params, type_, has_agent, True, lean=True, only="stale").subquery()
     return current.union_all(select(*(rest.c[name] for name in columns))).subquery()
 
 
-def explored_groups(params: Params, now: datetime, type_: str | None, agent: str | None,
-                    at_least: int) -> Select:
+@lru_cache(maxsize=CACHED)
+def explored_groups(params: Params, type_: str | None, has_agent: bool) -> Select:
     """The explored candidates by investigation count: how many, the best reward total, and
     the most available budget, per count. Enough for the whole queue's totals."""
-    e = _explored_pool(params, now, type_, agent, at_least)
+    e = _explored_pool(params, type_, has_agent)
     return (select(e.c.investigations, func.count().label("candidates"),
                    func.max(e.c.reward_total).label("best_reward"),
                    func.max(e.c.available).label("most_available"))
             .group_by(e.c.investigations))
 
 
-def explored_by_score(params: Params, now: datetime, type_: str | None, agent: str | None,
-                      at_least: int, bonus: float, top_ucb: float, top_available: Decimal,
-                      weight: float, score_at_least: float | None = None,
-                      limit: int | None = None) -> Select:
+@lru_cache(maxsize=CACHED)
+def explored_by_score(params: Params, type_: str | None, has_agent: bool, bounded: bool
+                      ) -> Select:
     """The ids of explored candidates by their score as SQL computes it in floating point
-    (close to, but not always exactly, the pure scoring's): the best `limit`, or those
-    scoring `score_at_least`. A candidate's UCB exploration bonus is `bonus` / sqrt(its
-    investigations)."""
-    e = _explored_pool(params, now, type_, agent, at_least)
+    (close to, but not always exactly, the pure scoring's): the best `score_limit`, or
+    (`bounded`) those scoring `score_at_least`. The score is `ucb_factor` x (mean reward +
+    `bonus` / sqrt(investigations)) + `available_factor` x available."""
+    e = _explored_pool(params, type_, has_agent)
     n = cast(e.c.investigations, Float)
-    ucb = cast(e.c.reward_total, Float) / REWARD_SCALE / n + literal(bonus) / func.sqrt(n)
-    ucb_norm = ucb / top_ucb if top_ucb > 0 else literal(0.0)
-    score = (literal(weight) * ucb_norm
-             + literal(1 - weight) * cast(e.c.available, Float) / float(top_available))
+    ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
+           + bindparam("bonus", type_=Float) / func.sqrt(n))
+    score = (bindparam("ucb_factor", type_=Float) * ucb
+             + bindparam("available_factor", type_=Float) * cast(e.c.available, Float))
     stmt = select(e.c.artifact_id, score.label("sql_score"))
-    if score_at_least is not None:
-        stmt = stmt.where(score >= score_at_least)
-    return stmt.order_by(score.desc()).limit(limit)
+    if bounded:
+        return stmt.where(score >= bindparam("score_at_least", type_=Float)).order_by(
+            score.desc())
+    return stmt.order_by(score.desc()).limit(bindparam("score_limit"))

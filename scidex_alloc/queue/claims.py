@@ -14,23 +14,27 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
-from sqlalchemy import and_, literal, or_, select
+from sqlalchemy import and_, literal, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import errors
-from scidex_alloc.budgets import balances, queries
+from scidex_alloc.budgets import queries
 from scidex_alloc.formula import Params, to_micro
 from scidex_alloc.holds import reserving
 from scidex_alloc.holds.results import HoldRecord
 from scidex_alloc.ledger import spending
 from scidex_alloc.queue import scoring
-from scidex_alloc.queue.candidates import explored_by_score, explored_groups, queue_candidates
+from scidex_alloc.queue.candidates import (
+    explored_by_score,
+    explored_groups,
+    queue_candidates,
+    values,
+)
 from scidex_alloc.queue.results import ClaimInfo, QueueEntry
 from scidex_alloc.storage import sql
 from scidex_alloc.storage.schema import (
     BASE_UNIT,
     Timestamp,
-    artifact_balances,
     artifacts,
     claims,
     holds,
@@ -60,17 +64,18 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
     they are few; else see _best_explored."""
     at_least = 0 if reserve is None else to_micro(
         reserving.amount_in(connection, *reserve).tokens)
-    unexplored = list(connection.execute(
-        queue_candidates(params, now, type_, agent, False, wanted, at_least=at_least)))
-    groups = connection.execute(explored_groups(params, now, type_, agent, at_least)).all()
+    shape = (params, type_, agent is not None)
+    given = values(now, agent, at_least)
+    unexplored = list(connection.execute(queue_candidates(*shape, False),
+                                         {**given, "count": wanted}))
+    groups = connection.execute(explored_groups(*shape), given).all()
     count = sum(g.candidates for g in groups)
     queue = None
     if count <= READ_EVERY_EXPLORED:
-        explored = list(connection.execute(
-            queue_candidates(params, now, type_, agent, True, at_least=at_least)))
+        explored = list(connection.execute(queue_candidates(*shape, True), given))
     else:
-        queue, explored = _best_explored(connection, params, now, type_, agent, weight,
-                                         exploration, wanted, groups, unexplored, at_least)
+        queue, explored = _best_explored(connection, shape, given, weight, exploration,
+                                         wanted, groups, unexplored)
     explored_complete = len(explored) >= count
     by_id = {row.artifact_id: (queries.budget_row(0, row, params), row)
              for row in explored + unexplored}
@@ -93,47 +98,44 @@ def _position(scored: list[tuple], explored: bool, nth: int) -> int:
     return of_kind[min(nth, len(of_kind)) - 1] if of_kind else len(scored) - 1
 
 
-def _best_explored(connection: Connection, params: Params, now: datetime, type_: str | None,
-                   agent: str | None, weight: float, exploration: float, wanted: int,
-                   groups, unexplored, at_least: int) -> tuple[scoring.Queue, list]:
+def _best_explored(connection: Connection, shape: tuple, given: dict, weight: float,
+                   exploration: float, wanted: int, groups, unexplored
+                   ) -> tuple[scoring.Queue, list]:
     """The whole queue's totals, and the explored candidates that can be among its first
-    `wanted`, when there are too many to read them all.
+    `wanted`, when there are too many to read them all (`shape`: the statements'
+    formula, type and whether an agent asks; `given`: their values).
 
     The totals come from one aggregate per investigation count (the best UCB of a count is
     that of its best reward) and, for the largest available budget, the few candidates
     within a margin of SQL's largest. SQL then ranks the explored candidates by a
     floating-point score; those within SCORE_MARGIN of the `wanted`-th are read and scored
     exactly: any left out scores below every one of the first `wanted`."""
+    params = shape[0]
     total = sum(g.investigations * g.candidates for g in groups)
     top_ucb = max(scoring.ucb(scoring.Candidate("", Decimal(0), g.investigations,
                                                 rewards(g.best_reward)), total, exploration)
                   for g in groups)
     least = max(g.most_available for g in groups) - REMAINING_MARGIN_MICRO
-    b = artifact_balances.c
-    # The maintained key narrows it down: available is at most remaining, but where an
-    # artifact has holds (whose total another service may have made negative).
-    near_key = ([] if params != Params() else
-                [or_(b.remaining_key >= least, balances.expired(b.next_expiry, now),
-                     b.held_expiry.is_not(None))])
-    stmt = queue_candidates(params, now, type_, agent, True, where=near_key, at_least=at_least)
-    best = connection.execute(stmt.where(stmt.selected_columns.available >= least)).all()
+    best = connection.execute(queue_candidates(*shape, True, only="near"),
+                              {**given, "least": least}).all()
     top_available = max(queries.budget_row(0, row, params).available
                         for row in best + unexplored)
     queue = scoring.Queue(total, top_ucb, top_available)
-    bonus = exploration * math.sqrt(math.log(total + 1))
+    factors = {"bonus": exploration * math.sqrt(math.log(total + 1)),
+               "ucb_factor": weight / top_ucb if top_ucb > 0 else 0.0,
+               "available_factor": (1 - weight) / float(top_available)}
 
-    def by_score(**bounds):
-        return connection.execute(explored_by_score(
-            params, now, type_, agent, at_least, bonus, top_ucb, top_available, weight,
-            **bounds)).all()
+    def by_score(bounded: bool, **bound):
+        return connection.execute(explored_by_score(*shape, bounded),
+                                  {**given, **factors, **bound}).all()
 
-    read = by_score(limit=wanted + 32)
+    read = by_score(False, score_limit=wanted + 32)
     if len(read) > wanted and read[-1].sql_score >= read[wanted - 1].sql_score - SCORE_MARGIN:
-        read = by_score(score_at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
+        read = by_score(True, score_at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
     have = {row.artifact_id for row in best}  # read in full already
     ids = sorted({row.artifact_id for row in read} - have)
-    return queue, best + list(connection.execute(
-        queue_candidates(params, now, type_, agent, True, ids=ids, at_least=at_least)))
+    return queue, best + list(connection.execute(queue_candidates(*shape, True, only="ids"),
+                                                 {**given, "ids": ids}))
 
 
 def rewards(billionths) -> Decimal:
@@ -228,7 +230,8 @@ def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
         .with_for_update(key_share=True, skip_locked=True)
     ).first() is None:
         return None
-    budget = connection.execute(queries.one(params, now, artifact_id)).first()
+    budget = connection.execute(queries.one(params),
+                                {"now": now, "artifact_id": artifact_id}).first()
     if budget is None or budget.available is None:
         return None
     available = queries.tokens_from_micro(budget.available)

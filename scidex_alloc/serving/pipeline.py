@@ -4,7 +4,6 @@ over time, summed exactly in SQL.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Select, case, func, literal, select
@@ -29,7 +28,7 @@ def pipeline(connection: Connection, params: Params, buckets: int) -> Pipeline:
     """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
     types = [TypeTotals(r.type, r.artifacts, *(split_total(r, name) for name in PIPELINE_TOTALS),
                         r.invalid)
-             for r in connection.execute(pipeline_by_type(params, utcnow()))]
+             for r in connection.execute(pipeline_by_type(params), {"now": utcnow()})]
     period = snapshots.finest(connection, None)
     points = [] if period is None else [
         PipelinePoint(r.bucket, *(split_total(r, name) for name in SNAPSHOT_TOTALS))
@@ -72,10 +71,10 @@ def split_total(row, name: str) -> Decimal:
     return Decimal(whole).quantize(ONE) + tokens_from_micro(Decimal(rest).quantize(ONE))
 
 
-def pipeline_by_type(params: Params, now: datetime) -> Select:
-    """Capital to research per artifact type: committed demand, bounty, budget, spent over
-    its valid artifacts, and how many are invalid."""
-    b = _budgets(params, now)
+def pipeline_by_type(params: Params) -> Select:
+    """Capital to research per artifact type at `now`: committed demand, bounty, budget,
+    spent over its valid artifacts, and how many are invalid."""
+    b = _budgets(params)
     valid = b.c.problem.is_(None)
     return (select(b.c.type, func.count().label("artifacts"),
                    func.count(b.c.problem).label("invalid"),
@@ -84,20 +83,20 @@ def pipeline_by_type(params: Params, now: datetime) -> Select:
             .group_by(b.c.type).order_by(b.c.type))
 
 
-def _budgets(params: Params, now: datetime):
+def _budgets(params: Params):
     """Every artifact's type, terms, budget, remaining and whether it has a problem. With
     the default formula the maintained keys serve, and only the balances whose bounties
     expired since they were summed go through the budget SELECT."""
     terms = ("demand", "bounty", "spent", "budget", "remaining")
     if params != Params():
-        full = budget_select(params, now).subquery()
+        full = budget_select(params).subquery()
         return select(full.c.type, *(full.c[name] for name in terms), full.c.problem).subquery()
     a = artifact_balances.c
     current = select(a.type, a.demand, a.bounty, a.spent, a.budget_key.label("budget"),
                      a.remaining_key.label("remaining"),
                      case((a.budget_key.is_(None), literal("invalid"))).label("problem")
-                     ).where(balances.unexpired(a.next_expiry, now))
-    expired = budget_select(params, now, where=[balances.expired(a.next_expiry, now)])
+                     ).where(balances.unexpired(a.next_expiry))
+    expired = budget_select(params, where=[balances.expired(a.next_expiry)])
     columns = expired.selected_columns
     expired = expired.with_only_columns(columns.type, *(columns[name] for name in terms),
                                         columns.problem)
