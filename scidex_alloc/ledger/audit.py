@@ -5,7 +5,7 @@ Each check is one set-based query returning the offending rows.
 
 from __future__ import annotations
 
-from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets import queries
@@ -245,18 +245,26 @@ def _settled_beyond_hold(connection, params):
 
 def _holds_beyond_budget(connection, params):
     """Artifacts with live holds and no overdraft entry whose spent plus held exceeds both
-    today's budget and every budget one of those holds was placed under (a budget may
-    shrink after holds were granted: they stand)."""
+    today's budget and every budget a live hold or a spend was granted under: a budget may
+    shrink after holds and spends were granted, each within the budget available then
+    (they stand; the latest of them took spent + held to at most its budget)."""
     live = (select(holds.c.artifact_id,
                    func.max(sql.MicroTokens(holds.c.budget_at_hold)).label("granted"))
             .where(holds.c.status == "active", sql.LaterThan(holds.c.expires_at, NOW))
             .group_by(holds.c.artifact_id).subquery())
+    spends = (select(log.c.artifact_id,
+                     func.max(sql.MicroTokens(log.c.budget_at_spend)).label("granted"))
+              .where(log.c.artifact_id.in_(select(live.c.artifact_id)))
+              .group_by(log.c.artifact_id).subquery())
     budgets = queries.budget_select(params).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
-    judged = case((live.c.granted > budgets.c.budget, live.c.granted), else_=budgets.c.budget)
+    committed = budgets.c.spent + budgets.c.held
+    beyond_granted = [or_(granted.is_(None), committed > granted)  # none recorded: today's
+                      for granted in (live.c.granted, spends.c.granted)]
     stmt = (select(budgets.c.artifact_id, budgets.c.budget, budgets.c.spent, budgets.c.held)
             .join(live, live.c.artifact_id == budgets.c.artifact_id)
-            .where(budgets.c.problem.is_(None), budgets.c.spent + budgets.c.held > judged,
+            .outerjoin(spends, spends.c.artifact_id == budgets.c.artifact_id)
+            .where(budgets.c.problem.is_(None), committed > budgets.c.budget, *beyond_granted,
                    budgets.c.artifact_id.not_in(flagged))
             .order_by(budgets.c.artifact_id))
     tokens = queries.tokens_from_micro
