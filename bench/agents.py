@@ -124,16 +124,22 @@ def _shell_loop(ctx, db, seconds: float) -> dict:
 def case_agents(ctx, backend, dbs: dict) -> None:
     main = ctx.cfg.main_size
     seconds = ctx.agent_seconds or SECONDS[ctx.cfg.name]
+    # Each Python loop on a copy of its own: the first's investigations would make the
+    # second's queue longer to rank.
     copy = copies.make(backend, dbs[main], "agents", ctx)
     try:
         ctx.log(f"case 10 {backend.kind}: {AGENTS} Python agents for {seconds:g} s")
         py = _python_loop(ctx, copy, seconds)
+        audit = _audit(ctx, copy)
+    finally:
+        copies.drop(backend, copy)
+    copy = copies.make(backend, dbs[main], "agents", ctx)
+    try:
         ctx.log(f"case 16 {backend.kind}: {AGENTS} Python agents reserving for {seconds:g} s")
         held = _python_loop(ctx, copy, seconds, RESERVE)
         ctx.log(f"case 10 {backend.kind}: {AGENTS} shell loops for {seconds:g} s")
         sh = _shell_loop(ctx, copy, seconds)
-        audit = procs.run(alloc_argv() + ["audit", "-f", "json", "--db", copy.url],
-                          check=False, stdout_path=ctx.tmp / "audit10.json")
+        audit_held = _audit(ctx, copy)
         # The per-call floor, on the same copy: one short alloc process.
         artifact = _top_remaining(copy, 1)[0]
         floor = Samples()
@@ -144,7 +150,12 @@ def case_agents(ctx, backend, dbs: dict) -> None:
     finally:
         copies.drop(backend, copy)
     _rows(ctx, backend, seconds, py, sh, audit, floor)
-    _holds_row(ctx, backend, seconds, py, held)
+    _holds_row(ctx, backend, seconds, py, held, audit_held)
+
+
+def _audit(ctx, copy):
+    return procs.run(alloc_argv() + ["audit", "-f", "json", "--db", copy.url], check=False,
+                     stdout_path=ctx.tmp / "audit10.json")
 
 
 def _failed_checks(audit) -> list[str]:
@@ -173,7 +184,7 @@ def _rows(ctx, backend, seconds: float, py: dict, sh: dict, audit, floor: Sample
              main == ctx.cfg.target_size),
         f"{py['in_time']:,} investigations completed within {seconds:g} s by {AGENTS} "
         f"processes ({py['completed']:,} when the last iterations ended, at "
-        f"{py['elapsed']:.1f} s); {errors} errors; `alloc audit` after both loops exit "
+        f"{py['elapsed']:.1f} s); {errors} errors; `alloc audit` after it exit "
         f"{audit.returncode}; one investigation (claim, spend, done) p50 "
         f"{py['p50'] * 1000:.0f} ms, p99 {py['p99'] * 1000:.0f} ms", rate, None))
     sh_rate = sh["in_time"] / seconds
@@ -193,9 +204,13 @@ def _rows(ctx, backend, seconds: float, py: dict, sh: dict, audit, floor: Sample
         f"~{bound:.1f}/s", sh_rate, floor.median))
 
 
-def _holds_row(ctx, backend, seconds: float, plain: dict, held: dict) -> None:
-    """Case 16: the loop that reserves and settles, against the loop without holds."""
+def _holds_row(ctx, backend, seconds: float, plain: dict, held: dict, audit) -> None:
+    """Case 16: the loop that reserves and settles, against the loop without holds; then
+    the shell loop on the same copy, and the audit of both."""
     errors = sum(held["errors"].values())
+    if audit.returncode != 0:
+        ctx.notes.append(f"case 16 {backend.kind}: alloc audit exited {audit.returncode} "
+                         f"after the reserving loops: {', '.join(_failed_checks(audit))}")
     if errors or held["empty"]:
         ctx.notes.append(f"case 16 {backend.kind}: the reserving agents met {errors} errors "
                          f"({'; '.join(f'{n}x {t}' for t, n in held['errors'].items())}) and "
@@ -204,9 +219,11 @@ def _holds_row(ctx, backend, seconds: float, plain: dict, held: dict) -> None:
     share = rate / base if base else float("nan")
     ctx.rows.append(Row(
         16, CASES[16], backend.kind, _size(ctx.cfg.main_size), f"{rate:,.1f}/s",
-        f"{base:,.1f}/s without holds", f"{share:.0%}", ">= 80%; 0 errors",
-        _met(share >= 0.8 and errors == 0, ctx.cfg.main_size == ctx.cfg.target_size),
+        f"{base:,.1f}/s without holds", f"{share:.0%}", ">= 80%; 0 errors; audit exit 0",
+        _met(share >= 0.8 and errors == 0 and audit.returncode == 0,
+             ctx.cfg.main_size == ctx.cfg.target_size),
         f"{held['in_time']:,} investigations (claim reserving {RESERVE} tokens, done settling "
-        f"{AMOUNT}) within {seconds:g} s by {AGENTS} processes; {errors} errors; p50 "
+        f"{AMOUNT}) within {seconds:g} s by {AGENTS} processes, on a copy of its own; "
+        f"{errors} errors; `alloc audit` after it and the shell loop exit {audit.returncode}; p50 "
         f"{held['p50'] * 1000:.0f} ms, p99 {held['p99'] * 1000:.0f} ms per investigation",
         share, None))

@@ -18,7 +18,8 @@ METHOD = """
   spend of 0.01 token with a key, `done` with a reward), each with its own `Allocator`
   (`bench/agent.py`); they open their allocators first and start together, for 60 s (5 s
   in small mode). Every exception is counted as an error (busy timeouts, `database is
-  locked`, refusals). Then case 16's loop, then the README's shell loop runs as long (16
+  locked`, refusals), then `alloc audit`. Then case 16's loop, then the README's shell
+  loop runs as long (16
   shells, two `alloc` processes per investigation: `next --claim --reserve 0.02` and
   `done --spend 0.01`), then `alloc audit`. The shell loop's rate has no target:
   it is bounded by process start-up, and the detail shows the bound that the per-call
@@ -26,10 +27,11 @@ METHOD = """
   completed within the duration (the detail also gives those completed by the time the
   last iterations ended); in small mode's 5 s the shell loop may complete none, one round
   of 16 x 2 processes taking longer than that on 2 cores.
-- **16**: right after case 10's Python loop, on the same copy and for as long, the same 16
-  processes run the README's Python loop, which reserves: `next(claim=True, limit=1,
-  reserve="0.02")` places a hold with the lease, and `done(spend="0.01")` settles it for
-  less as it closes the claim. Its rate is compared with case 10's.
+- **16**: after case 10's Python loop, on a fresh copy of its own and for as long, the
+  same 16 processes run the README's Python loop, which reserves: `next(claim=True,
+  limit=1, reserve="0.02")` places a hold with the lease, and `done(spend="0.01")`
+  settles it for less as it closes the claim. Its rate is compared with case 10's. The
+  shell loop then runs on that copy, and `alloc audit` checks each copy.
 - **11**: `alloc rank --limit 50 -f json` against `alloc budget ID -f json`. Only the 1M
   database is measured: the suite builds none of 10M (about 25 minutes of `alloc
   generate` and some 20 GB for the two backends).

@@ -155,15 +155,20 @@ class Balance:
                 f"available ({plain(self.held)} held), {plain(tokens)} asked")
 
 
-def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, Balance]:
+def lock(connection: Connection, ids: list[str]) -> None:
     """Lock the artifacts (in id order, so lockers never deadlock; FOR NO KEY UPDATE, so
-    loads of positions, holding KEY SHARE locks, neither block nor deadlock with us) and
-    read their balances."""
+    loads of positions, holding KEY SHARE locks, neither block nor deadlock with us). On
+    SQLite the write transaction, begun IMMEDIATE, holds the one lock already."""
     if connection.dialect.name == "postgresql":
         connection.execute(
             select(artifacts.c.id).where(artifacts.c.id.in_(ids)).order_by(artifacts.c.id)
             .with_for_update(key_share=True)
         )
+
+
+def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, Balance]:
+    """Lock the artifacts (see `lock`) and read their balances."""
+    lock(connection, ids)
     tokens = queries.tokens_from_micro
     balances = {}
     for artifact_id, price, demand, bounty, spent, held, problem in connection.execute(

@@ -296,7 +296,7 @@ def finish(connection: Connection, params: Params, claim_id: int, status: str,
         artifact_id = connection.execute(
             select(claims.c.artifact_id).where(claims.c.id == claim_id)).scalar()
         if artifact_id is not None:
-            spending.lock_and_read(connection, params, [artifact_id])
+            spending.lock(connection, [artifact_id])
     now = utcnow()
     row = connection.execute(
         claims.update().where(claims.c.id == claim_id, claims.c.status == "active")
