@@ -40,13 +40,15 @@ PG_SETTINGS = {
 
 
 def generator_tag() -> str:
-    """Changes when the generator or the schema revisions change: the cache is then rebuilt."""
+    """Changes when the generator, the schema revisions or the balances' triggers (installed
+    by `alloc db upgrade`) change: the cache is then rebuilt."""
     import scidex_alloc
 
     package = Path(scidex_alloc.__file__).parent
     digest = hashlib.sha1()
     versions = package / "storage" / "migrations" / "versions"
-    for path in [package / "loading" / "sample.py", *sorted(versions.glob("*.py"))]:
+    balances = [package / "budgets" / name for name in ("balances.py", "ddl.py")]
+    for path in [package / "loading" / "sample.py", *balances, *sorted(versions.glob("*.py"))]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:8]

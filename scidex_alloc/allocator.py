@@ -319,14 +319,15 @@ class Allocator:
             return migrate.upgrade(conn)
 
     def rebuild_balances(self) -> tuple[int, int]:
-        """Sum every maintained balance again from the source tables (after manual surgery
-        or a restore): how many artifacts there are, and how many balances were wrong."""
+        """Sum every maintained balance again from the source tables, and make their indexes
+        and triggers again (after manual surgery or a restore): how many artifacts there
+        are, and how many balances were wrong."""
         from scidex_alloc.budgets import balances
 
         def rebuild(connection):
             now = utcnow()
             wrong = len(connection.execute(balances.mismatches(), {"now": now}).all())
-            return balances.rebuild(connection, now), wrong
+            return balances.install(connection, now), wrong
         return self._tx.write_retried(rebuild)
 
     def current(self) -> tuple[str | None, str]:

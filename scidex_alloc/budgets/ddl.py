@@ -98,10 +98,10 @@ def _now(connection: Connection) -> ColumnElement:
     return literal_column("'now'" if connection.dialect.name == "sqlite" else "now()")
 
 
-def _update_recomputed(connection, row: str, columns) -> str:
+def _update_recomputed(connection, row: str, columns, only: str = "") -> str:
     values = recomputed(literal_column(f"{row}.artifact_id"), _now(connection), columns)
     sets = ", ".join(f"{c} = {_sql(connection, values[c])}" for c in columns)
-    return f"UPDATE artifact_balances SET {sets} WHERE artifact_id = {row}.artifact_id"
+    return f"UPDATE artifact_balances SET {sets} WHERE artifact_id = {row}.artifact_id{only}"
 
 
 def _insert_recomputed(connection, row: str) -> str:
@@ -119,16 +119,20 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         minus = _update_additive(connection, table, "OLD", "-")
         return {"INSERT": [plus], "DELETE": [minus], "UPDATE": [minus, plus]}
 
-    def summed_again(row, columns):
+    def summed_again(row, columns, only=""):
         # PostgreSQL: lock the row first, so that the sum (a statement of its own, with a
         # snapshot of its own) sees a concurrent writer's row committed meanwhile.
-        lock = f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id FOR UPDATE"
+        lock = (f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id"
+                f"{only} FOR UPDATE")
         return ([lock] if connection.dialect.name == "postgresql" else []) + \
-            [_update_recomputed(connection, row, columns)]
+            [_update_recomputed(connection, row, columns, only)]
 
     def expiring(columns):  # bounties and holds: summed again, as they expire with time
+        # An update summing the new row's artifact again sums the old one's too, unless
+        # it moved the row to another artifact.
+        moved = " AND OLD.artifact_id <> NEW.artifact_id"
         return {"INSERT": summed_again("NEW", columns), "DELETE": summed_again("OLD", columns),
-                "UPDATE": summed_again("OLD", columns) + summed_again("NEW", columns)}
+                "UPDATE": summed_again("OLD", columns, moved) + summed_again("NEW", columns)}
 
     if connection.dialect.name == "postgresql":
         # Deferred to commit, after which no row of the artifact can precede it (the foreign
