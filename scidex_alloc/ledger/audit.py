@@ -245,16 +245,19 @@ def _settled_beyond_hold(connection, params):
 
 def _holds_beyond_budget(connection, params):
     """Artifacts with live holds and no overdraft entry whose spent plus held exceeds both
-    today's budget and every budget a live hold or a spend was granted under: a budget may
-    shrink after holds and spends were granted, each within the budget available then
-    (they stand; the latest of them took spent + held to at most its budget)."""
+    today's budget and every budget a live hold, or a spend since the first of them, was
+    granted under: a budget may shrink after holds and spends were granted, each within the
+    budget available then (they stand: the latest grant took spent + held to at most its
+    budget, and only settling, voiding and expiry came after it)."""
     live = (select(holds.c.artifact_id,
-                   func.max(sql.MicroTokens(holds.c.budget_at_hold)).label("granted"))
+                   func.max(sql.MicroTokens(holds.c.budget_at_hold)).label("granted"),
+                   func.min(holds.c.created_at).label("since"))
             .where(holds.c.status == "active", sql.LaterThan(holds.c.expires_at, NOW))
             .group_by(holds.c.artifact_id).subquery())
     spends = (select(log.c.artifact_id,
                      func.max(sql.MicroTokens(log.c.budget_at_spend)).label("granted"))
-              .where(log.c.artifact_id.in_(select(live.c.artifact_id)))
+              .join(live, live.c.artifact_id == log.c.artifact_id)
+              .where(~sql.LaterThan(live.c.since, log.c.created_at))
               .group_by(log.c.artifact_id).subquery())
     budgets = queries.budget_select(params).subquery()
     flagged = select(log.c.artifact_id).where(log.c.overdraft.is_(True))
