@@ -71,9 +71,10 @@ CASES = {
     14: "another service's single-row inserts with the balance triggers vs without",
     15: "db upgrade from 0004 (summing every balance) vs one snapshot",
     16: "16 agents reserving with each claim and settling as they close it, vs without holds",
+    17: "the dashboard's API calls under one uvicorn worker",
     0: "database generation (alloc generate)",
 }
-LAST_CASE = 16
+LAST_CASE = 17
 
 
 @dataclass
