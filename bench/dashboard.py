@@ -3,7 +3,7 @@ database, as case 12 measures it: one sequential keep-alive client, p50 and p99 
 
 The server keeps the results of its summing reads while they are exact (the pipeline,
 activity, agents); a second row per summing call measures the first call after a write
-(a commit that changes nothing, through the bare driver), which sums again.
+(a commit that changes no budget, through the bare driver), which sums again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from tests.pgserver import free_port
 TARGET_MS = 100  # p50 of every dashboard call at the main size, on SQLite (issue 16)
 LOAD = {"full": (200, 5), "small": (30, 2)}  # (sequential requests per call, after writes)
 SUMMING = ("/api/market/pipeline", "/api/market/activity", "/api/market/agents")
-NOOP_WRITE = "UPDATE exchange_rates SET units_per_token = units_per_token WHERE unit = 'tokens'"
+# A commit that changes no budget (a rate's time stamp; a write that changed nothing
+# would not be committed by SQLite at all).
+TOUCH = {"sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now')", "postgresql": "now()"}
+TOUCHED = "UPDATE exchange_rates SET updated_at = {} WHERE unit = 'llm-tokens'"
 
 
 def calls(artifact_id: str) -> list[str]:
@@ -43,15 +46,15 @@ def calls(artifact_id: str) -> list[str]:
 
 
 def _write(db) -> None:
-    """One commit that changes no value: every kept result must be summed again."""
+    """One commit that changes no budget: every kept result must be summed again."""
     if db.kind == "sqlite":
         with sqlite3.connect(db.url) as conn:
-            conn.execute(NOOP_WRITE)
+            conn.execute(TOUCHED.format(TOUCH[db.kind]))
         return
     import psycopg
 
     with psycopg.connect(db.driver_url, autocommit=True) as conn:
-        conn.execute(NOOP_WRITE)
+        conn.execute(TOUCHED.format(TOUCH[db.kind]))
 
 
 def _after_writes(port: int, db, path: str, n: int) -> list[float]:
@@ -60,6 +63,7 @@ def _after_writes(port: int, db, path: str, n: int) -> list[float]:
     try:
         for _ in range(n):
             _write(db)
+            time.sleep(0.002)  # a later time stamp than the last write's
             start = time.perf_counter()
             _get(conn, path)
             times.append(time.perf_counter() - start)

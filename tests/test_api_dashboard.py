@@ -276,3 +276,26 @@ def _children(pid: int) -> list[int]:
         if entry.isdigit() and int(fields[1]) == pid:
             found.append(int(entry))
     return found
+
+
+def test_activity_windows_compare_instants_not_text(api, cli, db_url):
+    """An entry another service wrote with a zone offset counts in the window its instant
+    falls in (SQLite stores the text as written)."""
+    from sqlalchemy import text
+
+    from scidex_alloc.allocator import Allocator
+
+    top = cli("rank", "--limit", "1", "-f", "json", "--db", db_url).json()[0]["artifact_id"]
+    allocator = Allocator.open(db_url)
+    with allocator.engine.begin() as conn:  # 2026-01-01 11:00 UTC, two days' text away
+        conn.execute(text("INSERT INTO resource_allocations (artifact_id, tokens, kind, "
+                          "created_at) VALUES (:a, 4, 'debate', '2026-01-02 01:00:00+14:00')"),
+                     {"a": top})
+    allocator.close()
+    window = "since=2026-01-01T10:00:00Z&until=2026-01-01T12:00:00Z&every=hour"
+    body = api.checked(f"/api/market/activity?{window}")
+    assert [(r["bucket"], r["debate"]) for r in body["over_time"]] == [
+        ("2026-01-01T11:00:00+00:00", 4)]
+    later = api.checked("/api/market/activity?since=2026-01-01T11:30:00Z&until=2026-01-02"
+                        "&every=hour")
+    assert later["over_time"] == []
