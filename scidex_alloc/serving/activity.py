@@ -193,15 +193,16 @@ def within(column, since: datetime, until: datetime, dialect: str):
     start, end = literal(since, Timestamp()), literal(until, Timestamp())
     if dialect != "sqlite":
         return and_(column >= start, column < end)
-    return and_(column >= literal(_date_text(since - TEXT_MARGIN, "")),
-                column < literal(_date_text(until + TEXT_MARGIN, "A")),
+    return and_(column >= literal(_date_text(since, -TEXT_MARGIN, "")),
+                column < literal(_date_text(until, TEXT_MARGIN, "A")),
                 func.julianday(column) >= func.julianday(start),
                 func.julianday(column) < func.julianday(end))
 
 
-def _date_text(moment, beyond: str) -> str:
-    """`moment`'s date as ISO 8601 text; past the years 1 to 9999, text beyond them all."""
+def _date_text(moment: datetime, shift: timedelta, beyond: str) -> str:
+    """The date of `moment + shift` as ISO 8601 text; past the years 1 to 9999, `beyond`,
+    text that sorts beyond them all."""
     try:
-        return moment.date().isoformat()
+        return (moment + shift).date().isoformat()
     except OverflowError:
         return beyond
