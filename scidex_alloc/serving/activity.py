@@ -103,7 +103,8 @@ def agents(connection: Connection, type_: str | None, now: datetime, limit: int,
     stmt = (select(every.c.agent, *(func.sum(every.c[n]).label(n) for n in names + amounts),
                    func.max(every.c.last_active).label("last_active"))
             .group_by(every.c.agent)
-            .order_by(func.max(every.c.last_active).desc(), every.c.agent)
+            .order_by(func.max(every.c.last_active).desc().nulls_last(), _bytewise(
+                every.c.agent, connection.dialect.name))
             .limit(limit).offset(offset or None))
     return [AgentSummary(
         row.agent, row.live_claims, row.stale_claims, row.holds, split_total(row, "held"),
@@ -148,6 +149,11 @@ def _agent_parts(now, type_: str | None) -> list[Select]:
                 artifacts.c.type == type_)
         parts.append(part.group_by(table.c.agent_id))
     return parts
+
+
+def _bytewise(column, dialect: str):
+    """Text ordered by its bytes on both databases, so ties sort alike."""
+    return column.collate("C") if dialect == "postgresql" else column
 
 
 def _mean(reward_sum, rewarded) -> Decimal | None:
