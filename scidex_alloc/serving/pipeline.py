@@ -4,6 +4,7 @@ over time, summed exactly in SQL.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Select, case, func, literal, select
@@ -17,8 +18,15 @@ from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
 from scidex_alloc.formula import MICRO, ONE, Params
 from scidex_alloc.history import snapshots
 from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
-from scidex_alloc.storage.schema import artifact_balances, utcnow
-from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, MicroTokens
+from scidex_alloc.storage.schema import (
+    Timestamp,
+    artifact_balances,
+    artifacts,
+    claims,
+    holds,
+    utcnow,
+)
+from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, LaterThan, MicroTokens
 
 PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
 SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
@@ -55,7 +63,7 @@ def _whole_sqlite(element, compiler, **kw):
     return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
 
 
-def _split_sum(amount, name: str) -> list:
+def split_sum(amount, name: str) -> list:
     """SUM of micro-token amounts over many artifacts as two exact sums, whole tokens and
     the micro-tokens left: SQLite's integer SUM would overflow past about 9.2e12 tokens."""
     whole = WholeTokens(amount)
@@ -64,7 +72,7 @@ def _split_sum(amount, name: str) -> list:
 
 
 def split_total(row, name: str) -> Decimal:
-    """A _split_sum back to exact tokens (0 for no rows)."""
+    """A split_sum back to exact tokens (0 for no rows)."""
     whole, rest = row._mapping[name], row._mapping[f"{name}_micro"]
     if whole is None:
         return Decimal(0).quantize(MICRO)
@@ -79,7 +87,7 @@ def pipeline_by_type(params: Params) -> Select:
     return (select(b.c.type, func.count().label("artifacts"),
                    func.count(b.c.problem).label("invalid"),
                    *(column for name in PIPELINE_TOTALS
-                     for column in _split_sum(case((valid, b.c[name])), name)))
+                     for column in split_sum(case((valid, b.c[name])), name)))
             .group_by(b.c.type).order_by(b.c.type))
 
 
@@ -109,8 +117,24 @@ def snapshot_totals(period: str, buckets: int) -> Select:
     from scidex_alloc.storage.schema import budget_snapshots as s
 
     newest = (select(s.c.bucket, *(column for name in SNAPSHOT_TOTALS
-                                   for column in _split_sum(MicroTokens(s.c[name]), name)))
+                                   for column in split_sum(MicroTokens(s.c[name]), name)))
               .where(s.c.period == period, *(IsFinite(s.c[name]) for name in SNAPSHOT_TOTALS))
               .group_by(s.c.bucket)
               .order_by(s.c.bucket.desc()).limit(buckets).subquery())
     return select(newest).order_by(newest.c.bucket)
+
+
+def live_holds_and_claims(connection: Connection, now: datetime
+                          ) -> tuple[dict[str, Decimal], int]:
+    """Tokens of the live holds (active, unexpired, finite) per artifact type, and how many
+    active claims' leases have not run out."""
+    at = literal(now, Timestamp())
+    held = (select(artifacts.c.type, *split_sum(MicroTokens(holds.c.tokens), "held"))
+            .join(artifacts, artifacts.c.id == holds.c.artifact_id)
+            .where(holds.c.status == "active", LaterThan(holds.c.expires_at, at),
+                   IsFinite(holds.c.tokens))
+            .group_by(artifacts.c.type))
+    live = select(func.count()).where(claims.c.status == "active",
+                                      LaterThan(claims.c.lease_expires_at, at))
+    return ({r.type: split_total(r, "held") for r in connection.execute(held)},
+            connection.execute(live).scalar_one())
