@@ -268,3 +268,21 @@ def check_spends(page, spends):
     assert [int(r.get_attribute("data-spend-id")) for r in rows] == [s["id"] for s in spends]
     for row, spend in zip(rows, spends):
         same(cells(row), spend, ("tokens", "kind", "agent", "reverses"))
+
+
+def test_an_id_with_a_slash_has_its_page(browser, served, cli, db_url, tmp_path):  # noqa: F811
+    """An id with `/` (a DOI) reaches its page sent as %2F or as a raw `/`, and the page's
+    API calls and links still start from the dashboard's root."""
+    artifact = "doi:10.1000/xyz-1"
+    rows = tmp_path / "artifacts.csv"
+    rows.write_text(f"id,type,title\n{artifact},paper,A paper\n")
+    assert cli("load", "artifacts", rows, "--db", db_url).exit_code == 0
+    budget = api(served, "/api/market/resource-budgets/" + quote(artifact, safe=""))
+    for path in ("/artifacts/" + quote(artifact, safe=""), "/artifacts/" + artifact):
+        page = open_page(browser, served.base + path, WIDTHS[1])
+        shown = page.get_attribute("#terms-table tr[data-term='budget'] td[data-field='value']", "data-value")
+        assert float(shown) == float(budget["budget"])
+        assert page.get_attribute("#back", "href") == "./?type=paper"
+        page.click("#back")
+        page.wait_for_url(served.base + "/?type=paper")
+        page.close()
