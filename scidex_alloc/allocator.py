@@ -23,11 +23,13 @@ from scidex_alloc.budgets import queries
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import Params, parse_amount
 from scidex_alloc.options import (
+    CLAIM_STATUSES_SHOWN,
     EXPLORATION,
     HOLD_TTL,
     LEASE,
     MAX_HOLD_TTL,
     NEXT_LIMIT,
+    PAGE_SIZE,
     PIPELINE_BUCKETS,
     SORT_KEYS,
     UCB_WEIGHT,
@@ -44,8 +46,8 @@ if TYPE_CHECKING:
     from scidex_alloc.holds.results import HoldRecord
     from scidex_alloc.ledger.results import AuditCheck, BatchSummary, LogEntry, SpendRecord
     from scidex_alloc.loading.results import LoadReport
-    from scidex_alloc.queue.results import ClaimInfo, QueueEntry
-    from scidex_alloc.serving.results import Pipeline
+    from scidex_alloc.queue.results import ClaimInfo, ClaimRow, QueueEntry
+    from scidex_alloc.serving.results import Activity, AgentSummary, Pipeline
 
 
 class Allocator:
@@ -264,6 +266,16 @@ class Allocator:
         return self._tx.read(lambda conn: snapshots.history(
             conn, artifact_id, since, until, every))
 
+    def history_series(self, artifact_id: str, since: datetime | None = None,
+                       until: datetime | None = None, every: str | None = None
+                       ) -> tuple[str | None, list[HistoryPoint]]:
+        """`history`, with the period it shows (None when the artifact has no snapshots)."""
+        from scidex_alloc.history import snapshots
+        limits.check_artifact_id(artifact_id)
+        snapshots.check_window(since, until)
+        return self._tx.read(lambda conn: snapshots.series(
+            conn, artifact_id, since, until, every))
+
     def movers(self, type_: str | None = None, top: int = 10, since: datetime | None = None,
                until: datetime | None = None, every: str | None = None) -> list[Mover]:
         """The artifacts whose budget rose or fell most over the window."""
@@ -296,6 +308,61 @@ class Allocator:
         """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
         from scidex_alloc.serving import pipeline
         return self._tx.read(lambda conn: pipeline.pipeline(conn, self.params, buckets))
+
+    def activity(self, every: str = "day", type_: str | None = None,
+                 since: datetime | None = None, until: datetime | None = None) -> Activity:
+        """Spend log tokens by kind, per artifact type and per bucket of `every`, within
+        [since, until); `since` defaults to ACTIVITY_BUCKETS buckets, the current one
+        included."""
+        from scidex_alloc.history import snapshots
+        from scidex_alloc.serving import activity
+        snapshots.check_period(every)
+        limits.check_type(type_)
+        snapshots.check_window(since, until)
+        since = since or activity.default_since(utcnow(), every)
+        return self._tx.read(lambda conn: activity.activity(conn, every, type_, since, until))
+
+    def agents(self, type_: str | None = None, limit: int = PAGE_SIZE, offset: int = 0
+               ) -> list[AgentSummary]:
+        """Per agent: live and stale claims, live holds, investigations and their mean
+        reward, tokens spent; most recently active first."""
+        from scidex_alloc.serving import activity
+        limits.check_type(type_)
+        limits.check_count(limit, "limit")
+        limits.check_offset(offset)
+        return self._tx.read(lambda conn: activity.agents(conn, type_, utcnow(), limit, offset))
+
+    def claim_page(self, status: str = CLAIM_STATUSES_SHOWN[0], agent: str | None = None,
+                   artifact_id: str | None = None, type_: str | None = None,
+                   limit: int = PAGE_SIZE, offset: int = 0) -> list[ClaimRow]:
+        """Claims that are live, stale (active, lease run out), done, or all; newest first."""
+        from scidex_alloc.ledger import spending
+        from scidex_alloc.queue import listing
+        agent = spending.text_field({"agent": agent}, "agent")
+        if status not in CLAIM_STATUSES_SHOWN:
+            raise UsageError(f"{{status}} must be one of {', '.join(CLAIM_STATUSES_SHOWN)}",
+                             "status")
+        limits.check_type(type_)
+        limits.check_count(limit, "limit")
+        limits.check_offset(offset)
+        if artifact_id is not None:
+            limits.check_artifact_id(artifact_id)
+        return self._tx.read(lambda conn: listing.page(
+            conn, utcnow(), status, agent, artifact_id, type_, limit, offset))
+
+    def spends(self, artifact_id: str | None = None, agent: str | None = None,
+               kind: str | None = None, limit: int = PAGE_SIZE, offset: int = 0
+               ) -> list[LogEntry]:
+        """A page of the spend log, newest first."""
+        from scidex_alloc.ledger import spending
+        fields = {"agent": agent, "kind": kind}
+        agent, kind = (spending.text_field(fields, name) for name in fields)
+        limits.check_count(limit, "limit")
+        limits.check_offset(offset)
+        if artifact_id is not None:
+            limits.check_artifact_id(artifact_id)
+        return self._tx.read(lambda conn: spending.log_page(
+            conn, artifact_id, agent, kind, limit, offset))
 
     def load(self, what: str, stream: IO[bytes], fmt: str,
              progress: Callable[[int], None] | None = None) -> LoadReport:

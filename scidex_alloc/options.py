@@ -34,3 +34,10 @@ MAX_PAGE_SIZE = 1000
 PIPELINE_BUCKETS = 168  # snapshot buckets in the pipeline's history (a week of hours)
 DASHBOARD_TOP = 15  # rows in the dashboard's top-artifacts table
 DASHBOARD_ROWS = 20  # rows per page of the dashboard's agents, claims, holds and spend log
+
+# The dashboard's research activity: the spend kinds shown apart (any other is "other"),
+# and how many buckets of its period the window covers unless `since` is given.
+SPEND_KINDS = ("debate", "analysis", "extraction", "validation")
+OTHER_KIND = "other"
+ACTIVITY_BUCKETS = 30
+CLAIM_STATUSES_SHOWN = ("live", "stale", "done", "all")  # the API's claims `status`, first the default

@@ -28,7 +28,7 @@ def operations(served):
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_generated_requests_are_answered_as_documented(operations, db_url, mode):
-    assert len(operations) == 5
+    assert len(operations) == 10
     if mode is GenerationMode.NEGATIVE:  # a path id may be any text: only query values can be invalid
         operations = [op for op in operations if len(op.query)]
     for operation in operations:

@@ -40,13 +40,20 @@ def finest(connection: Connection, artifact_id: str | None) -> str | None:
 
 def history(connection: Connection, artifact_id: str, since: datetime | None,
             until: datetime | None, every: str | None) -> list[HistoryPoint]:
+    return series(connection, artifact_id, since, until, every)[1]
+
+
+def series(connection: Connection, artifact_id: str, since: datetime | None,
+           until: datetime | None, every: str | None) -> tuple[str | None, list[HistoryPoint]]:
+    """The period shown (`every`, or the artifact's finest; None without snapshots) and
+    the artifact's snapshots of it."""
     queries.require_artifact(connection, artifact_id)
     period = every or finest(connection, artifact_id)
     if period is None:
-        return []
+        return None, []
     check_period(period)
     rows = connection.execute(snapshot_history(artifact_id, period, since, until))
-    return [HistoryPoint(r.bucket, r.taken_at, *(exact(v) for v in (
+    return period, [HistoryPoint(r.bucket, r.taken_at, *(exact(v) for v in (
         r.demand, r.bounty, r.price, r.budget, r.spent, r.remaining))) for r in rows]
 
 

@@ -327,3 +327,16 @@ def spend_log(artifact_id: str | None, since: datetime | None, limit: int | None
     if since is not None:
         stmt = stmt.where(~LaterThan(literal(since, Timestamp()), log.c.created_at))
     return stmt.limit(limit) if limit is not None else stmt
+
+
+def log_page(connection: Connection, artifact_id: str | None, agent: str | None,
+             kind: str | None, limit: int, offset: int) -> list[LogEntry]:
+    """A page of the spend log, newest first, as `alloc log` shows its rows."""
+    log = resource_allocations
+    stmt = spend_log(artifact_id, None, None).order_by(None).order_by(log.c.id.desc())
+    if agent is not None:
+        stmt = stmt.where(log.c.agent_id == agent)
+    if kind is not None:
+        stmt = stmt.where(log.c.kind == kind)
+    stmt = stmt.limit(limit).offset(offset or None)
+    return [LogEntry(**row._mapping) for row in connection.execute(stmt)]

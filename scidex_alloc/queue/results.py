@@ -47,3 +47,22 @@ class ClaimInfo:
 
 
 CLAIM_COLUMNS = tuple(f.name for f in fields(ClaimInfo))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRow:
+    """One claim as the API's claims list shows it."""
+
+    id: int
+    artifact_id: str
+    type: str
+    agent: str
+    status: str
+    claimed_at: datetime
+    lease_expires_at: datetime
+    seconds_left: float | None  # of the lease; negative once run out, None when closed
+    stale: bool  # active with its lease run out
+    hold_id: int | None
+    held: Decimal | None
+    reward: Decimal | None
+    finished_at: datetime | None

@@ -24,8 +24,15 @@ from scidex_alloc.allocator import Allocator
 from scidex_alloc.errors import NOT_FOUND, AllocError, UsageError
 from scidex_alloc.holds.results import HOLD_LIST_COLUMNS as HOLD_FIELDS
 from scidex_alloc.limits import MAX_COUNT
-from scidex_alloc.options import MAX_PAGE_SIZE, PAGE_SIZE, SORT_KEYS
+from scidex_alloc.options import (
+    CLAIM_STATUSES_SHOWN,
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    PERIODS,
+    SORT_KEYS,
+)
 from scidex_alloc.serving import dashboard
+from scidex_alloc.serving.activity import KINDS as ACTIVITY_KINDS
 
 
 class ExactJSON(Response):
@@ -36,6 +43,13 @@ class ExactJSON(Response):
 
 
 SortKey = Enum("SortKey", {key: key for key in SORT_KEYS}, type=str)
+Period = Enum("Period", {period: period for period in PERIODS}, type=str)
+ClaimStatus = Enum("ClaimStatus", {status: status for status in CLAIM_STATUSES_SHOWN}, type=str)
+Text = Annotated[str | None, Query(max_length=200)]
+TypeFilter = Annotated[str | None, Query(max_length=200, description="Artifact type")]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Offset = Annotated[int, Query(ge=0, le=MAX_COUNT)]
+Moment = Annotated[str | None, Query(max_length=64, description="ISO 8601; UTC when naive")]
 
 
 class BudgetOut(BaseModel):
@@ -96,6 +110,91 @@ class PipelineOut(BaseModel):
     history: list[PointOut]
 
 
+class HistoryPointOut(BaseModel):
+    bucket: str
+    taken_at: str
+    demand: float
+    bounty: float
+    price: float
+    budget: float
+    spent: float
+    remaining: float
+
+
+class HistoryOut(BaseModel):
+    artifact_id: str
+    every: Period | None
+    points: list[HistoryPointOut]
+
+
+class KindAmounts(BaseModel):
+    debate: float
+    analysis: float
+    extraction: float
+    validation: float
+    other: float
+    total: float
+
+
+class TypeActivityOut(KindAmounts):
+    type: str
+
+
+class BucketActivityOut(KindAmounts):
+    bucket: str
+
+
+class ActivityOut(BaseModel):
+    every: Period
+    kinds: list[str]
+    by_type: list[TypeActivityOut]
+    over_time: list[BucketActivityOut]
+
+
+class AgentOut(BaseModel):
+    agent: str
+    live_claims: int
+    stale_claims: int
+    holds: int
+    held: float
+    investigations: int
+    mean_reward: float | None
+    spent: float
+    last_active: str | None
+
+
+class ClaimOut(BaseModel):
+    id: int
+    artifact_id: str
+    type: str
+    agent: str
+    status: str
+    claimed_at: str
+    lease_expires_at: str
+    seconds_left: float | None
+    stale: bool
+    hold_id: int | None
+    held: float | None
+    reward: float | None
+    finished_at: str | None
+
+
+class SpendOut(BaseModel):
+    id: int
+    created_at: str | None
+    artifact_id: str
+    tokens: float | None
+    unit: str | None
+    units: float | None
+    rate: float | None
+    kind: str | None
+    agent: str | None
+    note: str | None
+    key: str | None
+    overdraft: bool
+    reverses: int | None
+
+
 class HealthOut(BaseModel):
     status: str
     version: str
@@ -151,6 +250,17 @@ def create_app(allocator: Allocator) -> FastAPI:
         rows = allocator.rank(type_=type, limit=limit, by=by.value, offset=offset)
         return ExactJSON([rendering.as_dict(r) for r in rows])
 
+    # Before the one-artifact route, which would take `ID/history` for an id.
+    @app.get("/api/market/resource-budgets/{artifact_id:path}/history", response_model=HistoryOut,
+             responses=ERRORS, summary="One artifact's budget snapshots, oldest first")
+    def budget_history(artifact_id: str, every: Period | None = None, since: Moment = None,
+                       until: Moment = None):
+        period, points = allocator.history_series(
+            artifact_id, _moment(since, "since"), _moment(until, "until"),
+            None if every is None else every.value)
+        return ExactJSON({"artifact_id": artifact_id, "every": period,
+                          "points": [rendering.as_dict(p) for p in points]})
+
     # `:path`: an id may contain `/` (a DOI), sent as %2F.
     @app.get("/api/market/resource-budgets/{artifact_id:path}", response_model=BudgetOut,
              responses=ERRORS, summary="One artifact's research budget")
@@ -173,6 +283,36 @@ def create_app(allocator: Allocator) -> FastAPI:
         rows = allocator.holds(artifact_id, agent=agent, limit=limit, offset=offset)
         return ExactJSON([{k: getattr(r, k) for k in HOLD_FIELDS} for r in rows])
 
+    @app.get("/api/market/activity", response_model=ActivityOut, responses=ERRORS,
+             summary="Spend log tokens by kind, per artifact type and over time")
+    def research_activity(every: Period = Period("day"), type: TypeFilter = None,
+                          since: Moment = None, until: Moment = None):
+        found = allocator.activity(every.value, type, _moment(since, "since"),
+                                   _moment(until, "until"))
+        return ExactJSON({"every": found.every, "kinds": list(ACTIVITY_KINDS),
+                          "by_type": found.by_type, "over_time": found.over_time})
+
+    @app.get("/api/market/agents", response_model=list[AgentOut], responses=ERRORS,
+             summary="Agents: live and stale claims, holds, investigations, spending")
+    def agents(type: TypeFilter = None, limit: Limit = PAGE_SIZE, offset: Offset = 0):
+        return ExactJSON([rendering.as_dict(r) for r in allocator.agents(type, limit, offset)])
+
+    @app.get("/api/market/claims", response_model=list[ClaimOut], responses=ERRORS,
+             summary="Claims on the work queue, newest first")
+    def claim_list(agent: Text = None, artifact_id: Text = None,
+                   status: ClaimStatus = ClaimStatus(CLAIM_STATUSES_SHOWN[0]),
+                   type: TypeFilter = None, limit: Limit = PAGE_SIZE, offset: Offset = 0):
+        rows = allocator.claim_page(status.value, agent, artifact_id, type, limit, offset)
+        return ExactJSON([rendering.as_dict(r) for r in rows])
+
+    @app.get("/api/market/spends", response_model=list[SpendOut], responses=ERRORS,
+             summary="The spend log, newest first")
+    def spends(artifact_id: Text = None, agent: Text = None,
+               kind: Annotated[str | None, Query(max_length=64)] = None,
+               limit: Limit = PAGE_SIZE, offset: Offset = 0):
+        rows = allocator.spends(artifact_id, agent, kind, limit, offset)
+        return ExactJSON([rendering.as_dict(r) for r in rows])
+
     @app.get("/healthz", response_model=HealthOut, responses=ERRORS, summary="Liveness")
     def healthz():
         allocator.rates()  # touches the database
@@ -190,6 +330,12 @@ def create_app(allocator: Allocator) -> FastAPI:
                                            depth=depth))
 
     return app
+
+
+def _moment(text: str | None, param: str):
+    from scidex_alloc.timeparse import parse_moment
+
+    return None if text is None else parse_moment(text, param)
 
 
 def query_name(param: str) -> str:

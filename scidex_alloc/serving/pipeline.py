@@ -56,7 +56,7 @@ def _whole_sqlite(element, compiler, **kw):
     return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
 
 
-def _split_sum(amount, name: str) -> list:
+def split_sum(amount, name: str) -> list:
     """SUM of micro-token amounts over many artifacts as two exact sums, whole tokens and
     the micro-tokens left: SQLite's integer SUM would overflow past about 9.2e12 tokens."""
     whole = WholeTokens(amount)
@@ -65,7 +65,7 @@ def _split_sum(amount, name: str) -> list:
 
 
 def split_total(row, name: str) -> Decimal:
-    """A _split_sum back to exact tokens (0 for no rows)."""
+    """A split_sum back to exact tokens (0 for no rows)."""
     whole, rest = row._mapping[name], row._mapping[f"{name}_micro"]
     if whole is None:
         return Decimal(0).quantize(MICRO)
@@ -80,7 +80,7 @@ def pipeline_by_type(params: Params, now: datetime) -> Select:
     return (select(b.c.type, func.count().label("artifacts"),
                    func.count(b.c.problem).label("invalid"),
                    *(column for name in PIPELINE_TOTALS
-                     for column in _split_sum(case((valid, b.c[name])), name)))
+                     for column in split_sum(case((valid, b.c[name])), name)))
             .group_by(b.c.type).order_by(b.c.type))
 
 
@@ -110,7 +110,7 @@ def snapshot_totals(period: str, buckets: int) -> Select:
     from scidex_alloc.storage.schema import budget_snapshots as s
 
     newest = (select(s.c.bucket, *(column for name in SNAPSHOT_TOTALS
-                                   for column in _split_sum(MicroTokens(s.c[name]), name)))
+                                   for column in split_sum(MicroTokens(s.c[name]), name)))
               .where(s.c.period == period, *(IsFinite(s.c[name]) for name in SNAPSHOT_TOTALS))
               .group_by(s.c.bucket)
               .order_by(s.c.bucket.desc()).limit(buckets).subquery())

@@ -35,3 +35,30 @@ class Pipeline:
     types: list[TypeTotals]
     period: str | None
     history: list[PipelinePoint]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Spend log tokens by kind (one amount per kind, and their total), per artifact type
+    and per bucket of `every`, over [since, until)."""
+
+    every: str
+    since: datetime
+    until: datetime | None
+    by_type: list[dict]
+    over_time: list[dict]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSummary:
+    """What one agent is doing (live and stale claims, live holds) and has done."""
+
+    agent: str
+    live_claims: int
+    stale_claims: int
+    holds: int
+    held: Decimal
+    investigations: int
+    mean_reward: Decimal | None
+    spent: Decimal
+    last_active: datetime | None

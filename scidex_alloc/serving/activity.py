@@ -1,0 +1,207 @@
+"""Research activity for the dashboard: what the spend log bought, per kind, per artifact
+type and over time, and what each agent is doing and has done. Summed exactly in SQL.
+
+A reversal counts under the kind of the entry it reverses, at its own time, so that a
+correction nets out of its kind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import Select, and_, case, func, literal, select, union_all
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.types import Boolean
+
+from scidex_alloc import timeparse
+from scidex_alloc.budgets.balances import REWARD_SCALE, billionths
+from scidex_alloc.options import ACTIVITY_BUCKETS, OTHER_KIND, SPEND_KINDS
+from scidex_alloc.serving.pipeline import split_sum, split_total
+from scidex_alloc.serving.results import Activity, AgentSummary
+from scidex_alloc.storage.schema import (
+    Timestamp,
+    artifacts,
+    claims,
+    holds,
+    resource_allocations,
+)
+from scidex_alloc.storage.sql import IsFinite, LaterThan, MicroTokens
+
+KINDS = (*SPEND_KINDS, OTHER_KIND)
+PERIOD_LENGTH = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+# SQLite's window test first compares the stored text with these dates, widened by more
+# than any time zone offset, so that the index on created_at can narrow the rows down.
+TEXT_MARGIN = timedelta(days=2)
+
+
+def default_since(now: datetime, every: str) -> datetime:
+    """The start of the window when none is given: ACTIVITY_BUCKETS buckets, the current
+    one included."""
+    return timeparse.bucket_start(now, every) - PERIOD_LENGTH[every] * (ACTIVITY_BUCKETS - 1)
+
+
+def activity(connection: Connection, every: str, type_: str | None, since: datetime,
+             until: datetime | None) -> Activity:
+    """Spend log tokens by kind, per artifact type and per bucket of `every`, in [since, until)."""
+    kind, base = _entries(type_, since, until)
+    by_type = _pivot(connection, base, base.c.type, kind)
+    bucket = BucketStart(base.c.created_at, every)
+    over_time = _pivot(connection, base, bucket, kind)
+    return Activity(every, since, until,
+                    [{"type": key, **amounts} for key, amounts in by_type],
+                    [{"bucket": key, **amounts} for key, amounts in over_time])
+
+
+def _entries(type_: str | None, since: datetime, until: datetime | None):
+    """The spend log entries in the window (finite amounts), with their artifact's type and
+    the kind they count under."""
+    log, original = resource_allocations, resource_allocations.alias("original")
+    kind = func.coalesce(original.c.kind, log.c.kind)
+    shown = case(*((kind == name, literal(name)) for name in SPEND_KINDS), else_=literal(OTHER_KIND))
+    stmt = (select(artifacts.c.type, log.c.created_at, shown.label("kind"),
+                   MicroTokens(log.c.tokens).label("micro"))
+            .join(artifacts, artifacts.c.id == log.c.artifact_id)
+            .outerjoin(original, original.c.id == log.c.reverses_id)
+            .where(IsFinite(log.c.tokens), NotBefore(log.c.created_at, since)))
+    if until is not None:
+        stmt = stmt.where(~NotBefore(log.c.created_at, until))
+    if type_ is not None:
+        stmt = stmt.where(artifacts.c.type == type_)
+    base = stmt.subquery()
+    return base.c.kind, base
+
+
+def _pivot(connection: Connection, base, key, kind) -> list[tuple]:
+    """(key, {kind: tokens, ..., "total": tokens}) per value of `key`, in its order."""
+    stmt = (select(key.label("key"), kind.label("kind"), *split_sum(base.c.micro, "tokens"))
+            .group_by(key, kind).order_by(key))
+    found: dict = {}
+    for row in connection.execute(stmt):
+        amounts = found.setdefault(row.key, dict.fromkeys((*KINDS, "total"), Decimal(0)))
+        tokens = split_total(row, "tokens")
+        amounts[row.kind] = tokens
+        amounts["total"] += tokens
+    return list(found.items())
+
+
+def agents(connection: Connection, type_: str | None, now: datetime, limit: int,
+           offset: int) -> list[AgentSummary]:
+    """Per agent id in claims, holds or the spend log: its live and stale claims, live holds,
+    investigations and mean reward, tokens spent, and when it last acted; most recent first."""
+    parts = _agent_parts(literal(now, Timestamp()))
+    if type_ is not None:
+        typed = select(artifacts.c.id).where(artifacts.c.type == type_)
+        parts = [part.where(table.c.artifact_id.in_(typed))
+                 for part, table in zip(parts, (claims, holds, resource_allocations))]
+    every = union_all(*parts).subquery()
+    names = ("live_claims", "stale_claims", "holds", "investigations", "rewarded", "reward_sum")
+    stmt = (select(every.c.agent, *(func.sum(every.c[n]).label(n) for n in names),
+                   *split_sum(every.c.held, "held"), *split_sum(every.c.spent, "spent"),
+                   func.max(every.c.last_active).label("last_active"))
+            .group_by(every.c.agent)
+            .order_by(func.max(every.c.last_active).desc(), every.c.agent)
+            .limit(limit).offset(offset or None))
+    return [AgentSummary(
+        row.agent, row.live_claims, row.stale_claims, row.holds, split_total(row, "held"),
+        row.investigations, _mean(row.reward_sum, row.rewarded), split_total(row, "spent"),
+        row.last_active) for row in connection.execute(stmt)]
+
+
+def _agent_parts(now) -> list[Select]:
+    """One select per source of an agent's activity (claims, holds, the spend log), in the
+    same columns."""
+    zero, active = literal(0), claims.c.status == "active"
+    live = LaterThan(claims.c.lease_expires_at, now)
+    done = claims.c.status == "done"
+    claimed = select(
+        claims.c.agent_id.label("agent"),
+        case((and_(active, live), 1), else_=0).label("live_claims"),
+        case((and_(active, ~live), 1), else_=0).label("stale_claims"),
+        zero.label("holds"), zero.label("held"),
+        case((done, 1), else_=0).label("investigations"),
+        case((and_(done, claims.c.reward.is_not(None)), 1), else_=0).label("rewarded"),
+        case((done, billionths(claims.c.reward)), else_=0).label("reward_sum"),
+        zero.label("spent"),
+        func.coalesce(claims.c.finished_at, claims.c.claimed_at).label("last_active"))
+    live_hold = and_(holds.c.status == "active", LaterThan(holds.c.expires_at, now),
+                     IsFinite(holds.c.tokens))
+    held = select(
+        holds.c.agent_id, zero, zero,
+        case((live_hold, 1), else_=0), case((live_hold, MicroTokens(holds.c.tokens)), else_=0),
+        zero, zero, zero, zero,
+        func.coalesce(holds.c.finished_at, holds.c.created_at),
+    ).where(holds.c.agent_id.is_not(None))
+    log = resource_allocations
+    spent = select(
+        log.c.agent_id, zero, zero, zero, zero, zero, zero, zero,
+        case((IsFinite(log.c.tokens), MicroTokens(log.c.tokens)), else_=0), log.c.created_at,
+    ).where(log.c.agent_id.is_not(None))
+    return [claimed, held, spent]
+
+
+def _mean(reward_sum, rewarded) -> Decimal | None:
+    """The mean of `rewarded` rewards summed in billionths, exact to 1e-9."""
+    if not rewarded:
+        return None
+    return (Decimal(int(reward_sum)) / REWARD_SCALE / rewarded).quantize(Decimal("1e-9"))
+
+
+class BucketStart(FunctionElement):
+    """The start (UTC) of the hour, day or ISO week a timestamp falls in, as `alloc
+    snapshot` buckets it."""
+
+    type = Timestamp()
+    inherit_cache = False  # the period is not a bind parameter: no cached SQL across periods
+    name = "bucket_start"
+
+    def __init__(self, column, period: str):
+        self.period = period
+        super().__init__(column)
+
+
+@compiles(BucketStart)
+def _bucket_default(element, compiler, **kw):
+    return f"date_trunc('{element.period}', {compiler.process(element.clauses, **kw)}, 'UTC')"
+
+
+SQLITE_BUCKETS = {"hour": "'%Y-%m-%d %H:00:00', {}", "day": "'%Y-%m-%d 00:00:00', {}",
+                  "week": "'%Y-%m-%d 00:00:00', {}, '-6 days', 'weekday 1'"}
+
+
+@compiles(BucketStart, "sqlite")
+def _bucket_sqlite(element, compiler, **kw):
+    column = compiler.process(element.clauses, **kw)
+    return f"strftime({SQLITE_BUCKETS[element.period].format(column)})"
+
+
+class NotBefore(FunctionElement):
+    """``column >= moment`` for a timestamp column. On SQLite the instants are compared
+    (julianday), after a comparison of the text with a date TEXT_MARGIN earlier, which
+    the index on the column serves and which no ISO 8601 text of a later instant fails."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "not_before"
+
+    def __init__(self, column, moment: datetime):
+        try:
+            widened = (moment - TEXT_MARGIN).date().isoformat()
+        except OverflowError:
+            widened = ""
+        super().__init__(column, literal(moment, Timestamp()), literal(widened))
+
+
+@compiles(NotBefore)
+def _not_before_default(element, compiler, **kw):
+    column, moment, _ = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} >= {moment})"
+
+
+@compiles(NotBefore, "sqlite")
+def _not_before_sqlite(element, compiler, **kw):
+    column, moment, widened = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} >= {widened} AND julianday({column}) >= julianday({moment}))"
+
