@@ -28,17 +28,22 @@ def run(cli, db_url, *args):
 
 @pytest.fixture
 def market(served, cli, db_url, tmp_path):
-    """Research under way: live, stale and finished claims, a hold, and spends of every kind
-    (one of them reversed) on the artifact whose page is checked; returns that artifact."""
+    """Research under way: live, stale and finished claims, a hold, spends of every kind
+    (one of them reversed) on the artifact whose page is checked, and spends on an artifact
+    of each other type; returns the artifact."""
     done = run(cli, db_url, "next", "--claim", "--agent", "agent-lab")[0]
     run(cli, db_url, "done", done["claim_id"], "--reward", "0.75")
     artifact = done["artifact_id"]
     run(cli, db_url, "next", "--claim", "--agent", "agent-lab", "--reserve", "4", "--lease", "45m")
     run(cli, db_url, "next", "--claim", "--agent", "agent-slow", "--lease", "1s")
     run(cli, db_url, "hold", artifact, "2.5", "--agent", "agent-lab")
-    lines = [{"artifact_id": artifact, "tokens": f"0.{n + 1:02d}", "agent_id": "agent-lab",
+    lines = [{"artifact_id": artifact, "amount": f"0.{n + 1:02d}", "agent": "agent-lab",
               "kind": ("debate", "analysis", "extraction", "validation", "survey")[n % 5],
               "note": f"step {n}"} for n in range(SPENDS)]
+    for n, type_ in enumerate(("hypothesis", "experiment", "knowledge_gap")):
+        other = api(served, f"/api/market/resource-budgets?type={type_}&limit=1")[0]["artifact_id"]
+        lines += [{"artifact_id": other, "amount": str(n + k + 1), "kind": kind, "agent": "agent-lab"}
+                  for k, kind in enumerate(("debate", "analysis", "extraction", "validation")[n:])]
     spends = tmp_path / "spends.jsonl"
     spends.write_text("".join(json.dumps(line) + "\n" for line in lines))
     result = cli("spend", "--file", spends, "--db", db_url)
@@ -171,7 +176,7 @@ def test_overview_panels_show_the_apis_numbers(browser, served, market, db_kind)
             assert all(url.startswith(served.base) for url in page.requests)
             # The period selector redraws the activity from the API's hourly buckets.
             page.select_option("#every", "hour")
-            page.wait_for_selector("text=(per hour)")
+            page.wait_for_selector("#activity-span:has-text('per hour')")
             page.wait_for_timeout(300)
             check_activity(page, served, "hour")
             assert "every=hour" in page.url

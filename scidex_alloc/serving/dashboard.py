@@ -10,11 +10,12 @@ from __future__ import annotations
 from importlib.resources import files
 
 from scidex_alloc import rendering
-from scidex_alloc.options import DASHBOARD_ROWS, DASHBOARD_TOP
+from scidex_alloc.options import ACTIVITY_BUCKETS, DASHBOARD_ROWS, DASHBOARD_TOP
 
 PLACEHOLDER = "/*ALLOC_DATA*/null"
 # What the page's script is told: which artifact (none: the overview), how many rows to
-# ask the API for, and the formula's parameters (to show how each term was computed).
+# ask the API for, the activity's window in buckets, and the formula's parameters (to
+# show how each term was computed).
 PAGE_PLACEHOLDER = "/*ALLOC_PAGE*/null"
 BASE = '<base href="./">'  # where the page's relative links and API calls start
 
@@ -48,6 +49,7 @@ def page(data: dict | None = None, params=None, artifact_id: str | None = None,
     path segments below the dashboard's root."""
     template = files("scidex_alloc.serving").joinpath("dashboard.html").read_text(encoding="utf-8")
     settings = {"artifact": artifact_id, "top": DASHBOARD_TOP, "rows": DASHBOARD_ROWS,
+                "buckets": ACTIVITY_BUCKETS,
                 "params": None if params is None else {
                     "research_share": params.research_share,
                     "default_price": params.default_price,
