@@ -56,6 +56,7 @@ class Allocator:
         self.params = params or Params()
         self.target = target
         self._tx = Transactions(engine)
+        self._cache = None
 
     @classmethod
     def open(cls, db: str | None = None, params: Params | None = None) -> "Allocator":
@@ -69,7 +70,21 @@ class Allocator:
 
     def close(self) -> None:
         """Close the database's connections; the allocator is not used afterwards."""
+        if self._cache is not None:
+            self._cache.close()
         self.engine.dispose()
+
+    def keep_results(self) -> None:
+        """Keep the results of the summing reads (pipeline, activity, agents) and serve them
+        again while they are exact: for a long-lived server (see serving/cache.py)."""
+        from scidex_alloc.serving.cache import ReadCache
+        sqlite = self.engine.dialect.name == "sqlite"
+        path = self.target.sqlite_path if sqlite and self.target is not None else None
+        if not sqlite or path is not None:
+            self._cache = ReadCache(self._tx, path)
+
+    def _summing_read(self, key: tuple, work: Callable):
+        return self._tx.read(work) if self._cache is None else self._cache.read(key, work)
 
     def __enter__(self) -> "Allocator":
         return self
@@ -307,20 +322,24 @@ class Allocator:
     def pipeline(self, buckets: int = PIPELINE_BUCKETS) -> Pipeline:
         """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
         from scidex_alloc.serving import pipeline
-        return self._tx.read(lambda conn: pipeline.pipeline(conn, self.params, buckets))
+        return self._summing_read(("pipeline", buckets), lambda conn: pipeline.pipeline(
+            conn, self.params, buckets))
 
     def activity(self, every: str = "day", type_: str | None = None,
                  since: datetime | None = None, until: datetime | None = None) -> Activity:
         """Spend log tokens by kind, per artifact type and per bucket of `every`, within
-        [since, until); `since` defaults to ACTIVITY_BUCKETS buckets, the current one
-        included."""
+        [since, until); `since` defaults to ACTIVITY_BUCKETS buckets back, the current one
+        included, and `until` to the end of the current bucket."""
         from scidex_alloc.history import snapshots
         from scidex_alloc.serving import activity
         snapshots.check_period(every)
         limits.check_type(type_)
         snapshots.check_window(since, until)
-        since = since or activity.default_since(utcnow(), every)
-        return self._tx.read(lambda conn: activity.activity(conn, every, type_, since, until))
+        now = utcnow()
+        since = since or activity.default_since(now, every)
+        until = until or activity.default_until(now, every)
+        return self._summing_read(("activity", every, type_, since, until), lambda conn:
+                                  activity.activity(conn, every, type_, since, until))
 
     def agents(self, type_: str | None = None, limit: int = PAGE_SIZE, offset: int = 0
                ) -> list[AgentSummary]:
@@ -330,7 +349,8 @@ class Allocator:
         limits.check_type(type_)
         limits.check_count(limit, "limit")
         limits.check_offset(offset)
-        return self._tx.read(lambda conn: activity.agents(conn, type_, utcnow(), limit, offset))
+        return self._summing_read(("agents", type_, limit, offset), lambda conn:
+                                  activity.agents(conn, type_, utcnow(), limit, offset))
 
     def claim_page(self, status: str = CLAIM_STATUSES_SHOWN[0], agent: str | None = None,
                    artifact_id: str | None = None, type_: str | None = None,

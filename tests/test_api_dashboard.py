@@ -2,6 +2,7 @@
 `alloc serve`, on SQLite and PostgreSQL: its numbers against the CLI's or a plain
 recomputation from `alloc log`, and every response as the OpenAPI document describes it."""
 
+import time
 from collections import defaultdict
 from datetime import datetime
 from urllib.parse import quote
@@ -159,3 +160,19 @@ def test_spends_page_the_log_newest_first(busy, cli, db_url):
 def test_bad_parameters_are_422(api, path, db_url):
     body = api.checked(path, 422)
     assert set(body) == {"error"} and db_url not in body["error"]
+
+
+def test_summing_reads_are_never_stale(api, cli, db_url):
+    """The server keeps its sums between calls, but a write or an expiry is seen at once."""
+    before = api.checked("/api/market/pipeline")["totals"]
+    assert api.checked("/api/market/pipeline")["totals"] == before
+    top = cli("rank", "--limit", "1", "-f", "json", "--db", db_url).json()[0]["artifact_id"]
+    assert cli("spend", top, "2", "--agent", "cy", "--db", db_url).exit_code == 0
+    after = api.checked("/api/market/pipeline")["totals"]
+    assert after["spent"] == pytest.approx(before["spent"] + 2, abs=1e-6)
+    assert cli("hold", top, "1", "--agent", "cy", "--ttl", "2s", "--db", db_url).exit_code == 0
+    cy = next(a for a in api.checked("/api/market/agents") if a["agent"] == "cy")
+    assert (cy["holds"], cy["held"], cy["spent"]) == (1, 1, 2)
+    time.sleep(2.2)  # the hold runs out; nothing is written
+    cy = next(a for a in api.checked("/api/market/agents") if a["agent"] == "cy")
+    assert (cy["holds"], cy["held"]) == (0, 0)

@@ -43,8 +43,13 @@ def default_since(now: datetime, every: str) -> datetime:
     return timeparse.bucket_start(now, every) - PERIOD_LENGTH[every] * (ACTIVITY_BUCKETS - 1)
 
 
+def default_until(now: datetime, every: str) -> datetime:
+    """The end of the window when none is given: the end of the current bucket."""
+    return timeparse.bucket_start(now, every) + PERIOD_LENGTH[every]
+
+
 def activity(connection: Connection, every: str, type_: str | None, since: datetime,
-             until: datetime | None) -> Activity:
+             until: datetime) -> Activity:
     """Spend log tokens by kind, per artifact type and per bucket of `every`, in [since, until)."""
     kind, base = _entries(type_, since, until)
     by_type = _pivot(connection, base, base.c.type, kind)
@@ -55,7 +60,7 @@ def activity(connection: Connection, every: str, type_: str | None, since: datet
                     [{"bucket": key, **amounts} for key, amounts in over_time])
 
 
-def _entries(type_: str | None, since: datetime, until: datetime | None):
+def _entries(type_: str | None, since: datetime, until: datetime):
     """The spend log entries in the window (finite amounts), with their artifact's type and
     the kind they count under."""
     log, original = resource_allocations, resource_allocations.alias("original")
@@ -65,9 +70,8 @@ def _entries(type_: str | None, since: datetime, until: datetime | None):
                    MicroTokens(log.c.tokens).label("micro"))
             .join(artifacts, artifacts.c.id == log.c.artifact_id)
             .outerjoin(original, original.c.id == log.c.reverses_id)
-            .where(IsFinite(log.c.tokens), NotBefore(log.c.created_at, since)))
-    if until is not None:
-        stmt = stmt.where(~NotBefore(log.c.created_at, until))
+            .where(IsFinite(log.c.tokens), NotBefore(log.c.created_at, since),
+                   ~NotBefore(log.c.created_at, until)))
     if type_ is not None:
         stmt = stmt.where(artifacts.c.type == type_)
     base = stmt.subquery()
@@ -90,16 +94,12 @@ def _pivot(connection: Connection, base, key, kind) -> list[tuple]:
 def agents(connection: Connection, type_: str | None, now: datetime, limit: int,
            offset: int) -> list[AgentSummary]:
     """Per agent id in claims, holds or the spend log: its live and stale claims, live holds,
-    investigations and mean reward, tokens spent, and when it last acted; most recent first."""
-    parts = _agent_parts(literal(now, Timestamp()))
-    if type_ is not None:
-        typed = select(artifacts.c.id).where(artifacts.c.type == type_)
-        parts = [part.where(table.c.artifact_id.in_(typed))
-                 for part, table in zip(parts, (claims, holds, resource_allocations))]
-    every = union_all(*parts).subquery()
+    investigations and mean reward, tokens spent, and when it last acted; most recent first.
+    Each source is summed per agent first (the spend log through its index by agent)."""
+    every = union_all(*_agent_parts(literal(now, Timestamp()), type_)).subquery()
     names = ("live_claims", "stale_claims", "holds", "investigations", "rewarded", "reward_sum")
-    stmt = (select(every.c.agent, *(func.sum(every.c[n]).label(n) for n in names),
-                   *split_sum(every.c.held, "held"), *split_sum(every.c.spent, "spent"),
+    amounts = ("held", "held_micro", "spent", "spent_micro")
+    stmt = (select(every.c.agent, *(func.sum(every.c[n]).label(n) for n in names + amounts),
                    func.max(every.c.last_active).label("last_active"))
             .group_by(every.c.agent)
             .order_by(func.max(every.c.last_active).desc(), every.c.agent)
@@ -110,36 +110,43 @@ def agents(connection: Connection, type_: str | None, now: datetime, limit: int,
         row.last_active) for row in connection.execute(stmt)]
 
 
-def _agent_parts(now) -> list[Select]:
-    """One select per source of an agent's activity (claims, holds, the spend log), in the
-    same columns."""
-    zero, active = literal(0), claims.c.status == "active"
+def _agent_parts(now, type_: str | None) -> list[Select]:
+    """One select per source of an agent's activity (claims, holds, the spend log), each
+    grouped by agent, in the same columns."""
+    zero = literal(0)
+    active, done = claims.c.status == "active", claims.c.status == "done"
     live = LaterThan(claims.c.lease_expires_at, now)
-    done = claims.c.status == "done"
+
+    def count(condition):
+        return func.count(case((condition, 1)))
     claimed = select(
-        claims.c.agent_id.label("agent"),
-        case((and_(active, live), 1), else_=0).label("live_claims"),
-        case((and_(active, ~live), 1), else_=0).label("stale_claims"),
-        zero.label("holds"), zero.label("held"),
-        case((done, 1), else_=0).label("investigations"),
-        case((and_(done, claims.c.reward.is_not(None)), 1), else_=0).label("rewarded"),
-        case((done, billionths(claims.c.reward)), else_=0).label("reward_sum"),
-        zero.label("spent"),
-        func.coalesce(claims.c.finished_at, claims.c.claimed_at).label("last_active"))
+        claims.c.agent_id.label("agent"), count(and_(active, live)).label("live_claims"),
+        count(and_(active, ~live)).label("stale_claims"), zero.label("holds"),
+        zero.label("held"), zero.label("held_micro"), count(done).label("investigations"),
+        count(and_(done, claims.c.reward.is_not(None))).label("rewarded"),
+        func.coalesce(func.sum(case((done, billionths(claims.c.reward)))), 0).label("reward_sum"),
+        zero.label("spent"), zero.label("spent_micro"),
+        func.max(func.coalesce(claims.c.finished_at, claims.c.claimed_at)).label("last_active"))
     live_hold = and_(holds.c.status == "active", LaterThan(holds.c.expires_at, now),
                      IsFinite(holds.c.tokens))
     held = select(
-        holds.c.agent_id, zero, zero,
-        case((live_hold, 1), else_=0), case((live_hold, MicroTokens(holds.c.tokens)), else_=0),
-        zero, zero, zero, zero,
-        func.coalesce(holds.c.finished_at, holds.c.created_at),
+        holds.c.agent_id, zero, zero, count(live_hold),
+        *split_sum(case((live_hold, MicroTokens(holds.c.tokens))), "held"), zero, zero, zero,
+        zero, zero, func.max(func.coalesce(holds.c.finished_at, holds.c.created_at)),
     ).where(holds.c.agent_id.is_not(None))
     log = resource_allocations
     spent = select(
-        log.c.agent_id, zero, zero, zero, zero, zero, zero, zero,
-        case((IsFinite(log.c.tokens), MicroTokens(log.c.tokens)), else_=0), log.c.created_at,
+        log.c.agent_id, zero, zero, zero, zero, zero, zero, zero, zero,
+        *split_sum(case((IsFinite(log.c.tokens), MicroTokens(log.c.tokens))), "spent"),
+        func.max(log.c.created_at),
     ).where(log.c.agent_id.is_not(None))
-    return [claimed, held, spent]
+    parts = []
+    for part, table in ((claimed, claims), (held, holds), (spent, log)):
+        if type_ is not None:
+            part = part.join(artifacts, artifacts.c.id == table.c.artifact_id).where(
+                artifacts.c.type == type_)
+        parts.append(part.group_by(table.c.agent_id))
+    return parts
 
 
 def _mean(reward_sum, rewarded) -> Decimal | None:

@@ -215,6 +215,7 @@ def create_app(allocator: Allocator) -> FastAPI:
                     "budgets ranked from committed capital, bounties and market prices.",
     )
     app.add_middleware(HeadAsGet)
+    allocator.keep_results()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):

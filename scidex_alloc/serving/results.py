@@ -44,7 +44,7 @@ class Activity:
 
     every: str
     since: datetime
-    until: datetime | None
+    until: datetime
     by_type: list[dict]
     over_time: list[dict]
 

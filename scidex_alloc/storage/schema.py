@@ -158,6 +158,9 @@ resource_allocations = Table(
     Column("hold_id", BigInteger().with_variant(Integer, "sqlite")),
     Index("ix_resource_allocations_artifact_tokens", "artifact_id", "tokens"),
     Index("uq_resource_allocations_hold_id", "hold_id", unique=True),
+    # Revision 0007: the dashboard reads the log by time and by agent.
+    Index("ix_resource_allocations_created_at", "created_at"),
+    Index("ix_resource_allocations_agent", "agent_id", "created_at", "tokens"),
 )
 
 exchange_rates = Table(
