@@ -291,3 +291,15 @@ def test_an_id_with_a_slash_has_its_page(browser, served, cli, db_url, tmp_path)
         page.click("#back")
         page.wait_for_url(served.base + "/?type=paper")
         page.close()
+
+
+def test_static_report_leaves_out_the_live_panels_and_says_so(browser, served, cli, db_url, tmp_path):  # noqa: F811
+    report = tmp_path / "report.html"
+    assert cli("report", "--html", report, "--db", db_url).exit_code == 0
+    page = open_page(browser, report.as_uri(), WIDTHS[1])
+    assert page.is_visible("#static-note") and "alloc serve" in page.inner_text("#static-note")
+    for hidden in ("#agents", "#claims", "#activity-types", "#find", "#filter"):
+        assert not page.is_visible(hidden)
+    assert page.query_selector_all("#top-table tbody tr") and page.query_selector("#top-table a") is None
+    assert [url for url in page.requests if not url.startswith("file:")] == []
+    page.close()
