@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from scidex_alloc.ledger.results import AuditCheck, BatchSummary, LogEntry, SpendRecord
     from scidex_alloc.loading.results import LoadReport
     from scidex_alloc.queue.results import ClaimInfo, ClaimRow, QueueEntry
-    from scidex_alloc.serving.results import Activity, AgentSummary, Pipeline
+    from scidex_alloc.serving.results import Activity, AgentSummary, Gauges, Pipeline
 
 
 class Allocator:
@@ -383,6 +383,15 @@ class Allocator:
             limits.check_artifact_id(artifact_id)
         return self._tx.read(lambda conn: spending.log_page(
             conn, artifact_id, agent, kind, limit, offset))
+
+    def gauges(self) -> Gauges:
+        """The pipeline's totals per type, the tokens live holds keep per type, and the
+        live claims: what `/metrics` reports."""
+        from scidex_alloc.serving import pipeline
+        from scidex_alloc.serving.results import Gauges
+        held, live = self._summing_read(("gauges",), lambda conn: pipeline.live_holds_and_claims(
+            conn, utcnow()))
+        return Gauges(self.pipeline().types, held, live)
 
     def load(self, what: str, stream: IO[bytes], fmt: str,
              progress: Callable[[int], None] | None = None) -> LoadReport:

@@ -2,6 +2,7 @@
 `alloc serve`, on SQLite and PostgreSQL: its numbers against the CLI's or a plain
 recomputation from `alloc log`, and every response as the OpenAPI document describes it."""
 
+import re
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -176,3 +177,51 @@ def test_summing_reads_are_never_stale(api, cli, db_url):
     time.sleep(2.2)  # the hold runs out; nothing is written
     cy = next(a for a in api.checked("/api/market/agents") if a["agent"] == "cy")
     assert (cy["holds"], cy["held"]) == (0, 0)
+
+
+def scrape(served) -> dict:
+    """/metrics as {(name, labels): value}, parsed by prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, text = served.get("/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_and_equal_the_apis_totals(busy, cli, db_url):
+    key = ("alloc_http_requests_total",
+           (("method", "GET"), ("route", "/api/market/pipeline"), ("status", "200")))
+    before = scrape(busy).get(key, 0)
+    pipeline = busy.checked("/api/market/pipeline")
+    busy.checked("/api/market/resource-budgets/nope/history", 404)
+    found = scrape(busy)
+    assert found[key] == before + 1
+    assert found[("alloc_http_requests_total", (("method", "GET"), (
+        "route", "/api/market/resource-budgets/{artifact_id}/history"), ("status", "404")))] == 1
+    assert found[("alloc_http_request_duration_seconds_count", (
+        ("method", "GET"), ("route", "/api/market/pipeline")))] == before + 1
+    ranked = cli("rank", "-f", "json", "--db", db_url).json()
+    for t in pipeline["types"]:
+        label = (("type", t["type"]),)
+        assert found[("alloc_artifacts", label)] == t["artifacts"]
+        assert found[("alloc_budget_tokens", label)] == pytest.approx(t["budget"], abs=1e-6)
+        assert found[("alloc_spent_tokens", label)] == pytest.approx(t["spent"], abs=1e-6)
+        held = sum(r["held"] for r in ranked if r["type"] == t["type"])
+        assert found[("alloc_held_tokens", label)] == pytest.approx(held, abs=1e-6)
+    assert sum(found[("alloc_held_tokens", (("type", t["type"]),))]
+               for t in pipeline["types"]) == pytest.approx(2.5, abs=1e-6)
+    live = busy.checked("/api/market/claims?status=live&limit=1000")
+    assert found[("alloc_claims_active", ())] == len(live) == 1
+
+
+def test_each_request_is_one_access_log_line(api):
+    api.get("/api/market/pipeline")
+    api.get("/api/market/resource-budgets/a%0Ab")
+    api.process.terminate()
+    lines = api.process.communicate(timeout=30)[0].splitlines()
+    pattern = r'alloc: 127\.0\.0\.1 "GET {}" {} \d+\.\dms'
+    assert any(re.fullmatch(pattern.format(re.escape("/api/market/pipeline"), 200), line)
+               for line in lines)
+    assert any(re.fullmatch(pattern.format(re.escape("/api/market/resource-budgets/a%0Ab"),
+                                           404), line) for line in lines)

@@ -31,7 +31,7 @@ from scidex_alloc.options import (
     PERIODS,
     SORT_KEYS,
 )
-from scidex_alloc.serving import dashboard
+from scidex_alloc.serving import dashboard, metrics
 from scidex_alloc.serving.activity import KINDS as ACTIVITY_KINDS
 
 
@@ -216,6 +216,8 @@ def create_app(allocator: Allocator) -> FastAPI:
     )
     app.add_middleware(HeadAsGet)
     allocator.keep_results()
+    observed = metrics.Metrics(allocator)
+    app.add_middleware(metrics.Observed, metrics=observed, routes=app.router.routes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
@@ -318,6 +320,12 @@ def create_app(allocator: Allocator) -> FastAPI:
     def healthz():
         allocator.rates()  # touches the database
         return ExactJSON({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(observed.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():

@@ -18,8 +18,15 @@ from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
 from scidex_alloc.formula import MICRO, ONE, Params
 from scidex_alloc.history import snapshots
 from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
-from scidex_alloc.storage.schema import artifact_balances, utcnow
-from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, MicroTokens
+from scidex_alloc.storage.schema import (
+    Timestamp,
+    artifact_balances,
+    artifacts,
+    claims,
+    holds,
+    utcnow,
+)
+from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, LaterThan, MicroTokens
 
 PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
 SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
@@ -115,3 +122,19 @@ def snapshot_totals(period: str, buckets: int) -> Select:
               .group_by(s.c.bucket)
               .order_by(s.c.bucket.desc()).limit(buckets).subquery())
     return select(newest).order_by(newest.c.bucket)
+
+
+def live_holds_and_claims(connection: Connection, now: datetime
+                          ) -> tuple[dict[str, Decimal], int]:
+    """Tokens of the live holds (active, unexpired, finite) per artifact type, and how many
+    active claims' leases have not run out."""
+    at = literal(now, Timestamp())
+    held = (select(artifacts.c.type, *split_sum(MicroTokens(holds.c.tokens), "held"))
+            .join(artifacts, artifacts.c.id == holds.c.artifact_id)
+            .where(holds.c.status == "active", LaterThan(holds.c.expires_at, at),
+                   IsFinite(holds.c.tokens))
+            .group_by(artifacts.c.type))
+    live = select(func.count()).where(claims.c.status == "active",
+                                      LaterThan(claims.c.lease_expires_at, at))
+    return ({r.type: split_total(r, "held") for r in connection.execute(held)},
+            connection.execute(live).scalar_one())

@@ -62,3 +62,13 @@ class AgentSummary:
     mean_reward: Decimal | None
     spent: Decimal
     last_active: datetime | None
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What `/metrics` reports of the pipeline: its totals per type, the tokens live holds
+    keep per type, and the active claims whose lease has not run out."""
+
+    types: list[TypeTotals]
+    held: dict[str, Decimal]
+    live_claims: int
