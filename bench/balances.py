@@ -236,6 +236,9 @@ def run(ctx, backend, dbs: dict) -> None:
     if 12 in want:
         from bench import api
         api.case_api(ctx, backend, dbs)
+    if 17 in want:
+        from bench import dashboard
+        dashboard.case_dashboard(ctx, backend, dbs)
     if 14 in want:
         case_writer(ctx, backend, dbs)
     if 15 in want:

@@ -1,9 +1,9 @@
-"""Prose for docs/benchmarks.md about cases 9-16 (the maintained balances and holds): how they are
+"""Prose for docs/benchmarks.md about cases 9-17 (the maintained balances, holds and the dashboard's API): how they are
 measured, and what bounds each one when it misses its target. Every number comes from
 the tables; this text only says what the floor of each case is and what lies above it."""
 
 METHOD = """
-## How cases 9-16 are measured (the maintained balances and holds)
+## How cases 9-17 are measured (the maintained balances, holds and the dashboard's API)
 
 - Cases that write work on a copy of the main database, dropped afterwards (SQLite: the
   backup API into the run's temporary directory; PostgreSQL: `CREATE DATABASE copy
@@ -38,6 +38,13 @@ METHOD = """
   from `wrk -t2 -c8 --latency` on the top-50 endpoint. wrk is Debian's `wrk`; the full
   run installs it with apt-get when it is missing (as root), small mode only uses it if
   present, and otherwise the throughput row says why it was skipped.
+- **17**: `alloc serve` (one uvicorn worker) on the main database, as case 12: every call
+  the dashboard's overview and artifact page make (the ranked top 50, pipeline, holds,
+  activity and agents with and without a type, claims, one artifact, its history, spends,
+  holds and claims), each by one sequential keep-alive client, p50 and p99. The server
+  keeps its summing reads' results while exact; a second row per summing call (pipeline,
+  activity, agents) times the first call after a commit through the bare driver (a rate's
+  time stamp touched), which sums again.
 - **13**: `alloc rank -f csv` of every artifact against the very statement alloc sends
   (captured as in case 1: `artifact_balances` joined to `artifacts`), run through the
   bare driver and written with the csv module (`bench/floor.py sql ... csv`).

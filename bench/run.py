@@ -62,7 +62,8 @@ CASES = {
     6: "snapshot vs the bare INSERT ... SELECT",
     7: "rank --format csv over every artifact: peak memory",
     8: "rank time as the database grows",
-    # Cases 9-16: the maintained balances and holds (bench/balances.py, agents.py, api.py).
+    # Cases 9-17: the maintained balances, holds and the API (bench/balances.py, agents.py,
+    # api.py, dashboard.py).
     9: "next --claim (JSON) vs one budget call, with investigated artifacts",
     10: "16 agents claiming, spending and closing in parallel",
     11: "rank --limit 50 (JSON) vs one budget call",
@@ -71,9 +72,10 @@ CASES = {
     14: "another service's single-row inserts with the balance triggers vs without",
     15: "db upgrade from 0004 (summing every balance) vs one snapshot",
     16: "16 agents reserving with each claim and settling as they close it, vs without holds",
+    17: "the dashboard's API calls under one uvicorn worker",
     0: "database generation (alloc generate)",
 }
-LAST_CASE = 16
+LAST_CASE = 17
 
 
 @dataclass

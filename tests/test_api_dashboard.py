@@ -2,7 +2,10 @@
 `alloc serve`, on SQLite and PostgreSQL: its numbers against the CLI's or a plain
 recomputation from `alloc log`, and every response as the OpenAPI document describes it."""
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -12,6 +15,8 @@ import jsonschema
 import pytest
 
 from scidex_alloc.timeparse import bucket_start
+from tests.conftest import Served
+from tests.pgserver import free_port
 
 KINDS = ("debate", "analysis", "extraction", "validation", "other")
 EVERYTHING = "since=2000-01-01"
@@ -225,3 +230,72 @@ def test_each_request_is_one_access_log_line(api):
                for line in lines)
     assert any(re.fullmatch(pattern.format(re.escape("/api/market/resource-budgets/a%0Ab"),
                                            404), line) for line in lines)
+
+
+def test_workers_share_one_set_of_metrics(served, db_url):
+    """Two worker processes answer on the one port; /metrics counts the requests of both."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scidex_alloc", "serve", "--workers", "2", "--port", str(port),
+         "--db", db_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers = Served(port, process)
+    try:
+        deadline = time.monotonic() + 60
+        while not _up(workers):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert len(_children(process.pid)) >= 2
+        answers = [workers.get("/api/market/pipeline") for _ in range(20)]
+        assert all(status == 200 for status, _ in answers)
+        assert answers[0][1] == served.get("/api/market/pipeline")[1]
+        key = ("alloc_http_requests_total",
+               (("method", "GET"), ("route", "/api/market/pipeline"), ("status", "200")))
+        assert scrape(workers)[key] == 20
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "Traceback" not in output
+
+
+def _up(server) -> bool:
+    try:
+        return server.get("/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux's /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_activity_windows_compare_instants_not_text(api, cli, db_url):
+    """An entry another service wrote with a zone offset counts in the window its instant
+    falls in (SQLite stores the text as written)."""
+    from sqlalchemy import text
+
+    from scidex_alloc.allocator import Allocator
+
+    top = cli("rank", "--limit", "1", "-f", "json", "--db", db_url).json()[0]["artifact_id"]
+    allocator = Allocator.open(db_url)
+    with allocator.engine.begin() as conn:  # 2026-01-01 11:00 UTC, two days' text away
+        conn.execute(text("INSERT INTO resource_allocations (artifact_id, tokens, kind, "
+                          "created_at) VALUES (:a, 4, 'debate', '2026-01-02 01:00:00+14:00')"),
+                     {"a": top})
+    allocator.close()
+    window = "since=2026-01-01T10:00:00Z&until=2026-01-01T12:00:00Z&every=hour"
+    body = api.checked(f"/api/market/activity?{window}")
+    assert [(r["bucket"], r["debate"]) for r in body["over_time"]] == [
+        ("2026-01-01T11:00:00+00:00", 4)]
+    later = api.checked("/api/market/activity?since=2026-01-01T11:30:00Z&until=2026-01-02"
+                        "&every=hour")
+    assert later["over_time"] == []

@@ -393,11 +393,19 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def serve(allocator: Allocator, sock: socket.socket) -> None:
+def worker_app() -> FastAPI:
+    """The application of one of several workers (`alloc serve --workers N`), each in its
+    own process: over the database that $SCIDEX_DB names, as the parent set it."""
+    return create_app(Allocator.open())
+
+
+def serve(allocator: Allocator, sock: socket.socket, workers: int = 1) -> None:
     """Serve on a bound socket until interrupted. uvicorn's own messages become `alloc: `
     lines; a failure to start is raised as one error, with what uvicorn logged first."""
     import uvicorn
 
+    if workers > 1:
+        return _serve_workers(allocator, sock, workers)
     where = _address(*sock.getsockname()[:2])
     config = uvicorn.Config(create_app(allocator), log_config=None, log_level="warning",
                             access_log=False)
@@ -436,3 +444,49 @@ class _OneLineLog(logging.Handler):
             sys.stderr.write(f"alloc: {text}\n")
         else:
             self.held.append(text)
+
+
+def _serve_workers(allocator: Allocator, sock: socket.socket, workers: int) -> None:
+    """`workers` uvicorn processes on the one socket, each opening the database anew
+    (worker_app), their metrics shared through a private directory removed at the end."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from scidex_alloc.storage.database import ENV_DB
+
+    shared = tempfile.mkdtemp(prefix="alloc-metrics-")
+    os.environ[ENV_DB] = allocator.target.url.render_as_string(hide_password=False)
+    os.environ[metrics.MULTIPROCESS_DIR] = shared
+    config = uvicorn.Config("scidex_alloc.serving.api:worker_app", factory=True,
+                            workers=workers, log_config=WORKER_LOGGING, access_log=False)
+    supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+        shutil.rmtree(shared, ignore_errors=True)
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        raise AllocError(f"cannot serve on {_address(*sock.getsockname()[:2])}: "
+                         "a worker failed to start")
+
+
+class OneLine(logging.Handler):
+    """A log record as one `alloc: ` line: of a traceback logged as text, its last line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = record.getMessage().strip().splitlines() or [""]
+        sys.stderr.write(f"alloc: {' '.join(lines[-1].split())}\n")
+
+
+# uvicorn's warnings and errors, in the parent and in each worker, as one line each.
+WORKER_LOGGING = {
+    "version": 1, "disable_existing_loggers": False,
+    "handlers": {"one_line": {"()": OneLine, "level": "WARNING"}},
+    "loggers": {name: {"handlers": ["one_line"], "level": "WARNING", "propagate": False}
+                for name in ("uvicorn", "uvicorn.error")},
+}

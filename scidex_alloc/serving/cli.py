@@ -11,6 +11,7 @@ from scidex_alloc.cli.app import (
     open_allocator,
     usage,
 )
+from scidex_alloc.options import MAX_WORKERS
 
 app = typer.Typer()
 
@@ -20,6 +21,9 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Server processes answering on the port.", min=1,
+        max=MAX_WORKERS)] = 1,
     db: Db = None,
 ):
     """Serve the read-only JSON API and the dashboard (http://HOST:PORT/)."""
@@ -30,7 +34,7 @@ def serve(
     sock = api.bind(host, port)
     rendering.message(f"serving {allocator.target.masked()} on http://{host}:{port}/ "
                    "(API under /api/market, docs at /docs; Ctrl-C stops)")
-    api.serve(allocator, sock)
+    api.serve(allocator, sock, workers)
 
 
 @app.command()
