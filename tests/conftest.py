@@ -232,18 +232,23 @@ class Served:
 
 
 @pytest.fixture
-def served(db_url, cli):
-    """`alloc serve` on a free loopback port over a generated database."""
+def served(db_url, cli, tmp_path):
+    """`alloc serve` on a free loopback port over a generated database; its output (one
+    access-log line per request) goes to the file `served.log`, never to a pipe that no
+    one reads, which would stop the server once full."""
     import time
     import urllib.request
 
     assert cli("generate", "--artifacts", "80", "--seed", "8", "--db", db_url).exit_code == 0
     assert cli("snapshot", "--db", db_url).exit_code == 0
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scidex_alloc", "serve", "--port", str(port), "--db", db_url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scidex_alloc", "serve", "--port", str(port), "--db", db_url],
+            stdout=out, stderr=subprocess.STDOUT)
     server = Served(port, process)
+    server.log = log
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -253,7 +258,7 @@ def served(db_url, cli):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 raise RuntimeError(
-                    f"alloc serve did not start: {process.stdout.read()}") from None
+                    f"alloc serve did not start: {log.read_text()}") from None
             time.sleep(0.1)
     yield server
     process.terminate()

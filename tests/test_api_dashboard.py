@@ -224,7 +224,8 @@ def test_each_request_is_one_access_log_line(api):
     api.get("/api/market/pipeline")
     api.get("/api/market/resource-budgets/a%0Ab")
     api.process.terminate()
-    lines = api.process.communicate(timeout=30)[0].splitlines()
+    api.process.wait(timeout=30)
+    lines = api.log.read_text().splitlines()
     pattern = r'alloc: 127\.0\.0\.1 "GET {}" {} \d+\.\dms'
     assert any(re.fullmatch(pattern.format(re.escape("/api/market/pipeline"), 200), line)
                for line in lines)
@@ -232,12 +233,14 @@ def test_each_request_is_one_access_log_line(api):
                                            404), line) for line in lines)
 
 
-def test_workers_share_one_set_of_metrics(served, db_url):
+def test_workers_share_one_set_of_metrics(served, db_url, tmp_path):
     """Two worker processes answer on the one port; /metrics counts the requests of both."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scidex_alloc", "serve", "--workers", "2", "--port", str(port),
-         "--db", db_url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "workers.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scidex_alloc", "serve", "--workers", "2", "--port",
+             str(port), "--db", db_url], stdout=out, stderr=subprocess.STDOUT)
     workers = Served(port, process)
     try:
         deadline = time.monotonic() + 60
@@ -253,8 +256,8 @@ def test_workers_share_one_set_of_metrics(served, db_url):
         assert scrape(workers)[key] == 20
     finally:
         process.terminate()
-        output = process.communicate(timeout=30)[0]
-    assert "Traceback" not in output
+        process.wait(timeout=30)
+    assert "Traceback" not in log.read_text()
 
 
 def _up(server) -> bool:

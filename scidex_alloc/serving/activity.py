@@ -103,7 +103,8 @@ def agents(connection: Connection, type_: str | None, now: datetime, limit: int,
     stmt = (select(every.c.agent, *(func.sum(every.c[n]).label(n) for n in names + amounts),
                    func.max(every.c.last_active).label("last_active"))
             .group_by(every.c.agent)
-            .order_by(func.max(every.c.last_active).desc(), every.c.agent)
+            .order_by(func.max(every.c.last_active).desc().nulls_last(), _bytewise(
+                every.c.agent, connection.dialect.name))
             .limit(limit).offset(offset or None))
     return [AgentSummary(
         row.agent, row.live_claims, row.stale_claims, row.holds, split_total(row, "held"),
@@ -150,6 +151,11 @@ def _agent_parts(now, type_: str | None) -> list[Select]:
     return parts
 
 
+def _bytewise(column, dialect: str):
+    """Text ordered by its bytes on both databases, so ties sort alike."""
+    return column.collate("C") if dialect == "postgresql" else column
+
+
 def _mean(reward_sum, rewarded) -> Decimal | None:
     """The mean of `rewarded` rewards summed in billionths, exact to 1e-9."""
     if not rewarded:
@@ -193,15 +199,16 @@ def within(column, since: datetime, until: datetime, dialect: str):
     start, end = literal(since, Timestamp()), literal(until, Timestamp())
     if dialect != "sqlite":
         return and_(column >= start, column < end)
-    return and_(column >= literal(_date_text(since - TEXT_MARGIN, "")),
-                column < literal(_date_text(until + TEXT_MARGIN, "A")),
+    return and_(column >= literal(_date_text(since, -TEXT_MARGIN, "")),
+                column < literal(_date_text(until, TEXT_MARGIN, "A")),
                 func.julianday(column) >= func.julianday(start),
                 func.julianday(column) < func.julianday(end))
 
 
-def _date_text(moment, beyond: str) -> str:
-    """`moment`'s date as ISO 8601 text; past the years 1 to 9999, text beyond them all."""
+def _date_text(moment: datetime, shift: timedelta, beyond: str) -> str:
+    """The date of `moment + shift` as ISO 8601 text; past the years 1 to 9999, `beyond`,
+    text that sorts beyond them all."""
     try:
-        return moment.date().isoformat()
+        return (moment + shift).date().isoformat()
     except OverflowError:
         return beyond

@@ -63,7 +63,10 @@ class ReadCache:
         commit in between only makes the next call read again); None on PostgreSQL."""
         if self._sqlite_path is None:
             return None
-        stat = os.stat(self._sqlite_path)
+        try:
+            stat = os.stat(self._sqlite_path)
+        except OSError:  # gone: nothing kept matches; the read itself reports the failure
+            return object()
         identity = stat.st_dev, stat.st_ino
         with self._lock:
             if self._probe is None or identity != self._probe_identity:
