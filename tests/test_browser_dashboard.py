@@ -13,7 +13,6 @@ from tests.test_browser import browser  # noqa: F401 (the module's browser fixtu
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 WIDTHS = (1300, 390)
-KINDS = ("debate", "analysis", "extraction", "validation", "other")
 ROWS = 20  # scidex_alloc.options.DASHBOARD_ROWS: the page's rows per panel
 SPENDS = 23  # more than a page of the artifact's spend log
 OVERVIEW_PANELS = 5
@@ -102,14 +101,18 @@ def stacked(page, chart, key):
             for group in page.query_selector_all(f"#{chart} g[{key}]")}
 
 
-def expected_stacked(rows, key):
-    return {row[key]: {kind: float(row[kind]) for kind in KINDS} for row in rows}
+def expected_stacked(rows, key, kinds):
+    return {row[key]: {kind: float(row[kind]) for kind in kinds} for row in rows}
 
 
 def check_activity(page, served, every, type_=""):
     activity = api(served, f"/api/market/activity?every={every}" + (f"&type={type_}" if type_ else ""))
-    assert stacked(page, "activity-types-chart", "data-type") == expected_stacked(activity["by_type"], "type")
-    assert stacked(page, "activity-time-chart", "data-bucket") == expected_stacked(activity["over_time"], "bucket")
+    kinds = activity["kinds"]
+    assert kinds == ["debate", "analysis", "extraction", "validation", "other"]
+    assert stacked(page, "activity-types-chart", "data-type") == expected_stacked(activity["by_type"], "type", kinds)
+    assert stacked(page, "activity-time-chart", "data-bucket") == expected_stacked(activity["over_time"], "bucket", kinds)
+    legend = page.inner_text("#kind-legend")
+    assert all(kind in legend for kind in kinds)
     assert activity["over_time"], "the spends made now fall in the newest bucket"
 
 
