@@ -33,6 +33,7 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 PIPELINE_BUCKETS = 168  # snapshot buckets in the pipeline's history (a week of hours)
 DASHBOARD_TOP = 15  # rows in the dashboard's top-artifacts table
+DASHBOARD_ROWS = 20  # rows per page of the dashboard's agents, claims, holds and spend log
 MAX_WORKERS = 64  # `alloc serve --workers`
 
 # The dashboard's research activity: the spend kinds shown apart (any other is "other"),

@@ -329,7 +329,14 @@ def create_app(allocator: Allocator) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
-        return HTMLResponse(dashboard.page())
+        return HTMLResponse(dashboard.page(params=allocator.params))
+
+    @app.get("/artifacts/{artifact_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    def artifact_page(artifact_id: str, request: Request):
+        allocator.budget(artifact_id)  # an unknown artifact: 404 before any page
+        depth = request.scope["raw_path"].count(b"/") - 1  # an id may be sent with a raw `/`
+        return HTMLResponse(dashboard.page(params=allocator.params, artifact_id=artifact_id,
+                                           depth=depth))
 
     return app
 
