@@ -1,7 +1,7 @@
 """`alloc serve`: the read-only JSON API and the dashboard, over the same allocator service.
 
 Responses are written with the CLI's own JSON encoder, so amounts stay exact decimals;
-the Pydantic models below describe them for the OpenAPI document.
+the Pydantic models of serving/models.py describe them for the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Annotated
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,11 +27,23 @@ from scidex_alloc.options import (
     CLAIM_STATUSES_SHOWN,
     MAX_PAGE_SIZE,
     PAGE_SIZE,
-    PERIODS,
     SORT_KEYS,
 )
 from scidex_alloc.serving import dashboard, metrics
 from scidex_alloc.serving.activity import KINDS as ACTIVITY_KINDS
+from scidex_alloc.serving.models import (
+    ERRORS,
+    ActivityOut,
+    AgentOut,
+    BudgetOut,
+    ClaimOut,
+    HealthOut,
+    HistoryOut,
+    HoldOut,
+    Period,
+    PipelineOut,
+    SpendOut,
+)
 
 
 class ExactJSON(Response):
@@ -43,7 +54,6 @@ class ExactJSON(Response):
 
 
 SortKey = Enum("SortKey", {key: key for key in SORT_KEYS}, type=str)
-Period = Enum("Period", {period: period for period in PERIODS}, type=str)
 ClaimStatus = Enum("ClaimStatus", {status: status for status in CLAIM_STATUSES_SHOWN}, type=str)
 Text = Annotated[str | None, Query(max_length=200)]
 TypeFilter = Annotated[str | None, Query(max_length=200, description="Artifact type")]
@@ -52,159 +62,6 @@ Offset = Annotated[int, Query(ge=0, le=MAX_COUNT)]
 Moment = Annotated[str | None, Query(max_length=64, description="ISO 8601; UTC when naive")]
 
 
-class BudgetOut(BaseModel):
-    rank: int
-    artifact_id: str
-    type: str
-    title: str | None
-    demand: float | None
-    bounty: float | None
-    price: float | None
-    uncertainty: float | None
-    multiplier: float | None
-    budget: float | None
-    spent: float | None
-    remaining: float | None
-    problem: str | None
-    held: float | None
-    available: float | None
-
-
-class HoldOut(BaseModel):
-    id: int
-    artifact_id: str
-    tokens: float | None
-    unit: str
-    units: float | None
-    agent: str | None
-    status: str
-    created_at: str | None
-    expires_at: str
-    claim_id: int | None
-    spend_id: int | None
-    note: str | None
-
-
-class TypeTotalsOut(BaseModel):
-    type: str
-    artifacts: int
-    demand: float
-    bounty: float
-    budget: float
-    spent: float
-    remaining: float
-    invalid: int
-
-
-class PointOut(BaseModel):
-    bucket: str
-    budget: float
-    spent: float
-    remaining: float
-
-
-class PipelineOut(BaseModel):
-    types: list[TypeTotalsOut]
-    totals: TypeTotalsOut
-    period: str | None
-    history: list[PointOut]
-
-
-class HistoryPointOut(BaseModel):
-    bucket: str
-    taken_at: str
-    demand: float
-    bounty: float
-    price: float
-    budget: float
-    spent: float
-    remaining: float
-
-
-class HistoryOut(BaseModel):
-    artifact_id: str
-    every: Period | None
-    points: list[HistoryPointOut]
-
-
-class KindAmounts(BaseModel):
-    debate: float
-    analysis: float
-    extraction: float
-    validation: float
-    other: float
-    total: float
-
-
-class TypeActivityOut(KindAmounts):
-    type: str
-
-
-class BucketActivityOut(KindAmounts):
-    bucket: str
-
-
-class ActivityOut(BaseModel):
-    every: Period
-    kinds: list[str]
-    by_type: list[TypeActivityOut]
-    over_time: list[BucketActivityOut]
-
-
-class AgentOut(BaseModel):
-    agent: str
-    live_claims: int
-    stale_claims: int
-    holds: int
-    held: float
-    investigations: int
-    mean_reward: float | None
-    spent: float
-    last_active: str | None
-
-
-class ClaimOut(BaseModel):
-    id: int
-    artifact_id: str
-    type: str
-    agent: str
-    status: str
-    claimed_at: str
-    lease_expires_at: str
-    seconds_left: float | None
-    stale: bool
-    hold_id: int | None
-    held: float | None
-    reward: float | None
-    finished_at: str | None
-
-
-class SpendOut(BaseModel):
-    id: int
-    created_at: str | None
-    artifact_id: str
-    tokens: float | None
-    unit: str | None
-    units: float | None
-    rate: float | None
-    kind: str | None
-    agent: str | None
-    note: str | None
-    key: str | None
-    overdraft: bool
-    reverses: int | None
-
-
-class HealthOut(BaseModel):
-    status: str
-    version: str
-
-
-class ErrorOut(BaseModel):
-    error: str
-
-
-ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
 def create_app(allocator: Allocator) -> FastAPI:
