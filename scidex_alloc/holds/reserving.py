@@ -61,11 +61,13 @@ def amount_in(connection: Connection, units: Decimal, unit: str) -> Amount:
 
 def place(connection: Connection, params: Params, artifact_id: str, units: Decimal, unit: str,
           agent: str | None, ttl: timedelta, key: str | None, note: str | None,
-          claim: tuple[int, datetime] | None = None) -> HoldRecord:
+          claim: tuple[int, datetime] | None = None,
+          locked: spending.Balance | None = None) -> HoldRecord:
     """Reserve `units` of `unit` on the artifact until `ttl` from now (a claim's hold:
     `claim`, its id and the end of its lease), or replay the hold placed under `key`;
-    refused (nothing written) beyond the available budget."""
-    balance = _locked(connection, params, artifact_id)
+    refused (nothing written) beyond the available budget. `locked` is the artifact's
+    balance when the caller holds its lock already."""
+    balance = locked or _locked(connection, params, artifact_id)
     now = utcnow()  # once the lock is held: a wait for it must not age the decision
     if key is not None:
         first = connection.execute(select(*HOLD).where(holds.c.idempotency_key == key)).first()

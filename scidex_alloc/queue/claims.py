@@ -230,11 +230,10 @@ def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
         .with_for_update(key_share=True, skip_locked=True)
     ).first() is None:
         return None
-    budget = connection.execute(queries.one(params),
-                                {"now": now, "artifact_id": artifact_id}).first()
-    if budget is None or budget.available is None:
+    balance = spending.lock_and_read(connection, params, [artifact_id]).get(artifact_id)
+    if balance is None or balance.available is None:
         return None
-    available = queries.tokens_from_micro(budget.available)
+    available = balance.available
     current = connection.execute(
         select(claims).where(claims.c.artifact_id == artifact_id, claims.c.status == "active")
     ).first()
@@ -249,7 +248,7 @@ def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
                            .values(lease_expires_at=expires))
         renewed = reserving.renew(connection, current.id, expires, now, available)
         return current.id, renewed or _hold(
-            connection, params, artifact_id, agent, amount, current.id, now, expires)
+            connection, params, balance, artifact_id, agent, amount, current.id, now, expires)
     if current is not None:
         connection.execute(claims.update().where(claims.c.id == current.id)
                            .values(status="expired"))
@@ -258,16 +257,19 @@ def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
         [{"artifact_id": artifact_id, "agent_id": agent, "status": "active",
           "claimed_at": now, "lease_expires_at": expires}],
     ).scalar_one()
-    return claim_id, _hold(connection, params, artifact_id, agent, amount, claim_id, now, expires)
+    return claim_id, _hold(connection, params, balance, artifact_id, agent, amount, claim_id,
+                           now, expires)
 
 
-def _hold(connection, params, artifact_id, agent, amount, claim_id, now, expires
+def _hold(connection, params, balance, artifact_id, agent, amount, claim_id, now, expires
           ) -> HoldRecord | None:
-    """The hold a reserving claim places, for as long as its lease."""
+    """The hold a reserving claim places, for as long as its lease, from the `balance`
+    the lease read under the artifact's lock."""
     if amount is None:
         return None
     return reserving.place(connection, params, artifact_id, amount.units, amount.unit, agent,
-                           expires - now, None, None, claim=(claim_id, expires))
+                           expires - now, None, None, claim=(claim_id, expires),
+                           locked=balance)
 
 
 def checked_reward(reward: float | None) -> Decimal | None:
