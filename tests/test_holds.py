@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -23,6 +22,8 @@ from fastapi.testclient import TestClient
 from scidex_alloc import errors
 from scidex_alloc.allocator import Allocator
 from scidex_alloc.serving.api import create_app
+from tests.test_concurrency import PROCESSES, in_parallel
+from tests.test_hostile_data import execute
 
 D = Decimal
 HOLD_KEYS = ["id", "artifact_id", "tokens", "unit", "units", "rate", "agent", "status",
@@ -31,7 +32,6 @@ SPEND_KEYS = ["id", "artifact_id", "tokens", "unit", "units", "rate", "kind", "a
               "replayed", "spent", "remaining", "hold_id", "available"]
 LIST_KEYS = ["id", "artifact_id", "tokens", "unit", "units", "agent", "status", "created_at",
              "expires_at", "claim_id", "spend_id", "note"]
-PROCESSES = 8
 
 
 # --------------------------------------------------------------------------- helpers
@@ -124,20 +124,6 @@ def wait_past(instant: str) -> None:
     time.sleep(max(delay, 0) + 0.1)
 
 
-def execute(db_kind: str, db_url: str, *statements: str) -> None:
-    """Write directly, as another service would."""
-    if db_kind == "sqlite":
-        connection = sqlite3.connect(db_url)
-        with connection:
-            for statement in statements:
-                connection.execute(statement)
-        connection.close()
-        return
-    with psycopg.connect(db_url, autocommit=True) as connection:
-        for statement in statements:
-            connection.execute(statement)
-
-
 def entry_hold_id(db_kind, db_url, spend_id):
     """The hold_id column of a spend-log entry, as stored."""
     sql = f"SELECT hold_id FROM resource_allocations WHERE id = {int(spend_id)}"
@@ -217,7 +203,7 @@ def test_settle_for_more_needs_available_budget(funded, cli):
 
 def test_settling_within_the_hold_succeeds_after_the_budget_shrank(lone, cli, db_kind):
     placed = str(hold(cli, lone, "a1", "80")["id"])
-    execute(db_kind, lone, "UPDATE positions SET tokens = 500")  # the budget is now 50
+    execute(lone, db_kind, "UPDATE positions SET tokens = 500")  # the budget is now 50
     after = budget(cli, lone, "a1")
     assert (after["budget"], after["held"], after["available"]) == (50, 80, -30)
     refused(cli, lone, 3, "spend", "a1", "1")
@@ -609,7 +595,7 @@ def test_api_shows_held_available_and_live_holds(served, db_url, cli):
 def _settled_without_entry(cli, db, db_kind):
     placed = hold(cli, db, "a1", "10")["id"]
     assert_clean(cli, db)
-    execute(db_kind, db, f"UPDATE holds SET status = 'settled' WHERE id = {placed}")
+    execute(db, db_kind, f"UPDATE holds SET status = 'settled' WHERE id = {placed}")
     return "hold-outcomes", placed
 
 
@@ -617,7 +603,7 @@ def _settled_with_two_entries(cli, db, db_kind):
     placed = hold(cli, db, "a1", "10")["id"]
     ok(cli, db, "settle", str(placed))
     assert_clean(cli, db)
-    execute(db_kind, db, "DROP INDEX uq_resource_allocations_hold_id",
+    execute(db, db_kind, "DROP INDEX uq_resource_allocations_hold_id",
             "INSERT INTO resource_allocations (artifact_id, tokens, overdraft, hold_id) "
             f"VALUES ('a1', 1, FALSE, {placed})")
     return "hold-outcomes", placed
@@ -627,14 +613,14 @@ def _voided_with_entry(cli, db, db_kind):
     placed = hold(cli, db, "a1", "10")["id"]
     ok(cli, db, "void", str(placed))
     assert_clean(cli, db)
-    execute(db_kind, db, "INSERT INTO resource_allocations (artifact_id, tokens, overdraft, "
+    execute(db, db_kind, "INSERT INTO resource_allocations (artifact_id, tokens, overdraft, "
             f"hold_id) VALUES ('a1', 1, FALSE, {placed})")
     return "hold-outcomes", placed
 
 
 def _entry_naming_no_hold(cli, db, db_kind):
     assert_clean(cli, db)
-    execute(db_kind, db, "INSERT INTO resource_allocations (artifact_id, tokens, overdraft, "
+    execute(db, db_kind, "INSERT INTO resource_allocations (artifact_id, tokens, overdraft, "
             "hold_id) VALUES ('a1', 1, FALSE, 999)")
     return "hold-outcomes", 999
 
@@ -643,7 +629,7 @@ def _excess_never_available(cli, db, db_kind):
     placed = hold(cli, db, "a1", "10")["id"]
     ok(cli, db, "settle", str(placed), "15")
     assert_clean(cli, db)  # the excess was available, and recorded so
-    execute(db_kind, db, f"UPDATE holds SET available_at_settle = NULL WHERE id = {placed}")
+    execute(db, db_kind, f"UPDATE holds SET available_at_settle = NULL WHERE id = {placed}")
     return "settled-within-hold", placed
 
 
@@ -651,7 +637,7 @@ def _held_beyond_budget(cli, db, db_kind):
     placed = hold(cli, db, "a1", "10")["id"]
     ok(cli, db, "spend", "a1", "90")
     assert_clean(cli, db)  # spent + held = budget exactly
-    execute(db_kind, db, "INSERT INTO holds (artifact_id, tokens, status, created_at, "
+    execute(db, db_kind, "INSERT INTO holds (artifact_id, tokens, status, created_at, "
             "expires_at) SELECT artifact_id, 30, 'active', created_at, expires_at "
             f"FROM holds WHERE id = {placed}")
     return "holds-within-budget", "a1"
@@ -676,7 +662,7 @@ def test_a_hold_that_is_not_a_number_breaks_no_reader(lone, cli, db_kind, tmp_pa
     placed = hold(cli, lone, "a1", "10")["id"]
     hold(cli, lone, "a2", "20")
     bad = "'NaN'" if db_kind == "postgresql" else "'abc'"
-    execute(db_kind, lone, f"UPDATE holds SET tokens = {bad} WHERE id = {placed}")
+    execute(lone, db_kind, f"UPDATE holds SET tokens = {bad} WHERE id = {placed}")
     rows = {r["artifact_id"]: r for r in ok(cli, lone, "rank")}
     assert rows["a1"]["problem"] == "held is not a finite number"
     assert rows["a1"]["available"] is None
@@ -706,11 +692,6 @@ def test_a_hold_that_is_not_a_number_breaks_no_reader(lone, cli, db_kind, tmp_pa
 
 
 # --------------------------------------------------------------------------- concurrency
-
-
-def in_parallel(alloc_proc, calls):
-    with ThreadPoolExecutor(PROCESSES) as pool:
-        return list(pool.map(lambda args: alloc_proc(*args), calls))
 
 
 def test_parallel_holds_never_overcommit(lone, alloc_proc, cli):
