@@ -106,12 +106,14 @@ def _check_replay(first, key: str, artifact_id: str, units: Decimal, unit: str) 
 
 
 def settle(connection: Connection, params: Params, hold_id: int, units: Decimal | None,
-           unit: str | None, kind: str | None, note: str | None) -> SpendRecord:
+           unit: str | None, kind: str | None, note: str | None,
+           locked: tuple | None = None) -> SpendRecord:
     """Record what the held work cost as one spend entry naming the hold, and end the hold.
     `units` defaults to the held amount, `unit` to the hold's. Up to the held amount it
     always succeeds; an excess must fit in the available budget. Settling a settled hold
-    again replays its entry when the amount is the same."""
-    hold, balance = _hold_locked(connection, params, hold_id)
+    again replays its entry when the amount is the same. `locked`: the hold and balance
+    `locked()` read, when the caller has locked its artifact already."""
+    hold, balance = locked or _locked_hold(connection, params, hold_id)
     now = utcnow()  # once the lock is held: a hold may expire while the lock is awaited
     held = record(hold, now)
     unit = unit or held.unit
@@ -159,32 +161,40 @@ def settle(connection: Connection, params: Params, hold_id: int, units: Decimal 
     return spending.record_of(entry, False, balance)
 
 
-def void(connection: Connection, params: Params, hold_id: int) -> HoldRecord:
-    """Release a hold without spending; voiding it again changes nothing."""
-    hold, balance = _hold_locked(connection, params, hold_id)
+def void(connection: Connection, params: Params, hold_id: int,
+         locked: tuple | None = None) -> HoldRecord:
+    """Release a hold without spending; voiding it again changes nothing. `locked` as for
+    `settle`."""
+    hold, balance = locked or _locked_hold(connection, params, hold_id)
     now = utcnow()
     if hold.status == "settled":
         raise errors.UsageError(f"hold {hold_id} is settled; to undo its spend: "
                                 f"alloc spend --reverse {_spend_of(connection, hold_id)}")
     if hold.status == "voided":
         return record(hold, now, replayed=True, available=balance.available)
-    connection.execute(holds.update().where(holds.c.id == hold_id)
-                       .values(status="voided", finished_at=now))
-    row = connection.execute(select(*HOLD).where(holds.c.id == hold_id)).one()
+    row = connection.execute(holds.update().where(holds.c.id == hold_id)
+                             .values(status="voided", finished_at=now).returning(*HOLD)).one()
     if _live(hold, now) and balance.held is not None and hold.tokens is not None:
         balance.held -= hold.tokens
     return record(row, now, available=balance.available)
 
 
-def _hold_locked(connection: Connection, params: Params, hold_id: int):
-    """The hold, read again once its artifact is locked (a concurrent settle or void has
-    committed by then), and its artifact's balance."""
+def _locked_hold(connection: Connection, params: Params, hold_id: int) -> tuple:
     artifact_id = connection.execute(
         select(holds.c.artifact_id).where(holds.c.id == hold_id)).scalar()
     if artifact_id is None:
         raise errors.UnknownId(f"no hold with id {hold_id}")
+    return locked(connection, params, hold_id, artifact_id)
+
+
+def locked(connection: Connection, params: Params, hold_id: int, artifact_id: str) -> tuple:
+    """Lock the hold's artifact: the hold, read again now (a concurrent settle or void has
+    committed by then), and the artifact's balance."""
     balance = _locked(connection, params, artifact_id)
-    return connection.execute(select(*HOLD).where(holds.c.id == hold_id)).one(), balance
+    hold = connection.execute(select(*HOLD).where(holds.c.id == hold_id)).first()
+    if hold is None:  # deleted by another service meanwhile
+        raise errors.UnknownId(f"no hold with id {hold_id}")
+    return hold, balance
 
 
 def _live(hold, now: datetime) -> bool:
@@ -258,12 +268,7 @@ def renew(connection: Connection, claim_id: int, expires: datetime, now: datetim
     hold = of_claim(connection, claim_id)
     if hold is None:
         return None
-    connection.execute(holds.update().where(holds.c.id == hold.id).values(expires_at=expires))
-    return record(connection.execute(select(*HOLD).where(holds.c.id == hold.id)).one(), now,
-                  available=available)
+    row = connection.execute(holds.update().where(holds.c.id == hold.id)
+                             .values(expires_at=expires).returning(*HOLD)).one()
+    return record(row, now, available=available)
 
-
-def void_claim(connection: Connection, params: Params, claim_id: int) -> None:
-    hold = of_claim(connection, claim_id)
-    if hold is not None:
-        void(connection, params, hold.id)

@@ -169,6 +169,11 @@ def lock(connection: Connection, ids: list[str]) -> None:
 def lock_and_read(connection: Connection, params: Params, ids: list[str]) -> dict[str, Balance]:
     """Lock the artifacts (see `lock`) and read their balances."""
     lock(connection, ids)
+    return read(connection, params, ids)
+
+
+def read(connection: Connection, params: Params, ids: list[str]) -> dict[str, Balance]:
+    """The artifacts' balances, for a caller that holds their locks already."""
     tokens = queries.tokens_from_micro
     balances = {}
     for artifact_id, price, demand, bounty, spent, held, problem in connection.execute(

@@ -230,7 +230,8 @@ def _lease(connection: Connection, params: Params, artifact_id: str, agent: str,
         .with_for_update(key_share=True, skip_locked=True)
     ).first() is None:
         return None
-    balance = spending.lock_and_read(connection, params, [artifact_id]).get(artifact_id)
+    # Locked now: by the statement above, or on SQLite by the write transaction.
+    balance = spending.read(connection, params, [artifact_id]).get(artifact_id)
     if balance is None or balance.available is None:
         return None
     available = balance.available
@@ -294,7 +295,10 @@ def finish(connection: Connection, params: Params, claim_id: int, status: str,
     hold or spend is involved the artifact is locked first, as spends and claimers do, and
     the time is read once it is held: a hold may expire while the lock is awaited."""
     hold = reserving.of_claim(connection, claim_id)
-    if hold is not None or spend is not None:
+    locked = None
+    if hold is not None:
+        locked = reserving.locked(connection, params, hold.id, hold.artifact_id)
+    elif spend is not None:
         artifact_id = connection.execute(
             select(claims.c.artifact_id).where(claims.c.id == claim_id)).scalar()
         if artifact_id is not None:
@@ -310,11 +314,12 @@ def finish(connection: Connection, params: Params, claim_id: int, status: str,
             raise errors.UnknownId(f"no claim with id {claim_id}")
         raise errors.UsageError(f"claim {claim_id} is {current}, not active")
     spend_id = None
-    if status == "released":
-        reserving.void_claim(connection, params, claim_id)
+    if hold is not None and status == "released":
+        reserving.void(connection, params, hold.id, locked)
     elif hold is not None:
         units, unit = spend if spend is not None else (None, None)
-        spend_id = reserving.settle(connection, params, hold.id, units, unit, kind, None).id
+        spend_id = reserving.settle(connection, params, hold.id, units, unit, kind, None,
+                                    locked).id
     elif spend is not None:
         spend_id = spending.record_one(connection, params, spending.SpendRequest(
             0, row.artifact_id, spend[0], spend[1] or BASE_UNIT, kind, row.agent_id)).id
