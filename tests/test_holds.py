@@ -377,6 +377,31 @@ def test_a_hold_past_its_ttl_stops_counting(funded, cli):
     assert budget(cli, funded, "a1")["available"] == 0
 
 
+def test_held_follows_every_change_another_service_writes(funded, cli, db_kind):
+    a = hold(cli, funded, "a1", "10", "--ttl", "1h")["id"]
+    b = hold(cli, funded, "a1", "20", "--ttl", "2h")["id"]
+    copy = ("INSERT INTO holds (artifact_id, tokens, status, created_at, expires_at) "
+            "SELECT artifact_id, {tokens}, 'active', created_at, {expires} FROM holds "
+            "WHERE id = {id}")
+    steps = [
+        ("settled", [f"UPDATE holds SET status = 'settled' WHERE id = {a}"], 20, 0),
+        ("renewed shorter", [f"UPDATE holds SET expires_at = (SELECT expires_at FROM holds "
+                             f"WHERE id = {a}) WHERE id = {b}"], 20, 0),
+        ("placed", [copy.format(tokens=5, expires="expires_at", id=b)], 25, 0),
+        ("amount changed", [f"UPDATE holds SET tokens = 7 WHERE id > {b}"], 27, 0),
+        ("moved", [f"UPDATE holds SET artifact_id = 'a2' WHERE id > {b}"], 20, 7),
+        ("placed expired", [copy.format(tokens=50, expires="created_at", id=a)], 20, 7),
+        ("active again", [f"UPDATE holds SET status = 'active' WHERE id = {a}"], 30, 7),
+        ("deleted", [f"DELETE FROM holds WHERE id = {b}"], 10, 7),
+    ]
+    for step, statements, held_a1, held_a2 in steps:
+        execute(funded, db_kind, *statements)
+        held = (budget(cli, funded, "a1")["held"], budget(cli, funded, "a2")["held"])
+        assert held == (held_a1, held_a2), step
+        code, checks = audit(cli, funded)
+        assert checks["balances-exact"]["ok"], (step, checks["balances-exact"])
+
+
 @contextmanager
 def artifact_locked(db_kind, db_url, artifact_id):
     """Another writer holds the artifact's lock (SQLite: the database's write lock)."""

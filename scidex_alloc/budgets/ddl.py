@@ -30,7 +30,7 @@ from scidex_alloc.budgets.balances import (
     valid_total,
 )
 from scidex_alloc.formula import Params
-from scidex_alloc.storage.sql import MicroTokens
+from scidex_alloc.storage.sql import InstantKey, LaterThan, MicroTokens
 
 SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside alloc load
 # PostgreSQL: tables whose writers may be other services, whose triggers wait for the
@@ -120,12 +120,8 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         return {"INSERT": [plus], "DELETE": [minus], "UPDATE": [minus, plus]}
 
     def summed_again(row, columns, only=""):
-        # PostgreSQL: lock the row first, so that the sum (a statement of its own, with a
-        # snapshot of its own) sees a concurrent writer's row committed meanwhile.
-        lock = (f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id"
-                f"{only} FOR UPDATE")
-        return ([lock] if connection.dialect.name == "postgresql" else []) + \
-            [_update_recomputed(connection, row, columns, only)]
+        lock = [_lock_balance(row, only)] if connection.dialect.name == "postgresql" else []
+        return lock + [_update_recomputed(connection, row, columns, only)]
 
     def expiring(columns):  # bounties and holds: summed again, as they expire with time
         # An update summing the new row's artifact again sums the old one's too, unless
@@ -134,7 +130,9 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         return {"INSERT": summed_again("NEW", columns), "DELETE": summed_again("OLD", columns),
                 "UPDATE": summed_again("OLD", columns, moved) + summed_again("NEW", columns)}
 
+    holds_kept = expiring(HELD)
     if connection.dialect.name == "postgresql":
+        holds_kept = _held_by_addition(connection, summed_again)
         # Deferred to commit, after which no row of the artifact can precede it (the foreign
         # keys hold at once): it starts from nothing for the deferred tables, whose rows'
         # triggers add to it next; the rows of alloc's own tables, whose triggers ran at
@@ -172,8 +170,66 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         "token_bounties": expiring(BOUNTY),
         "resource_allocations": additive("resource_allocations"),
         "claims": additive("claims"),
-        "holds": expiring(HELD),
+        "holds": holds_kept,
     }
+
+
+def _held_by_addition(connection, summed_again) -> dict[str, list[str]]:
+    """PostgreSQL's hold triggers: a hold placed adds to `held`, and one that ends
+    (settled, voided) or is renewed changes it by the difference, with `held_expiry`,
+    while the stored sum is current (no hold it counts has expired); otherwise, and for a
+    hold that moves, changes amount or is not a finite number, the artifact's holds are
+    summed again (`summed_again`, as SQLite always does).
+
+    The instant is read from the clock once the balance is locked, not at the start of
+    the transaction: it is then no earlier than the instant the stored sum was made at,
+    so that the holds live now are exactly those it counted."""
+    now = literal_column("clock_timestamp()")
+
+    def sql(row, expression):
+        tokens, status, expires_at = (literal_column(f"{row}.{name}") for name in
+                                      ("tokens", "status", "expires_at"))
+        return f"({_sql(connection, expression(tokens, status, expires_at))})"
+
+    def live(row):  # counted by `held` (or `held_invalid`) now
+        return sql(row, lambda t, status, expires: and_(status == "active",
+                                                          LaterThan(expires, now)))
+
+    def finite_amount(row):
+        return sql(row, lambda tokens, s, e: finite([tokens]))
+
+    def counted(row):
+        return f"(CASE WHEN {live(row)} THEN {sql(row, lambda t, s, e: MicroTokens(t))} ELSE 0 END)"
+
+    fresh = f"(held_expiry IS NULL OR held_expiry > {_sql(connection, InstantKey(now))})"
+    first = _sql(connection, recomputed(literal_column("NEW.artifact_id"), now,
+                                        ("held_expiry",))["held_expiry"])
+    placed = (f"IF NOT {live('NEW')} THEN RETURN NULL; END IF;\n"  # it counts nowhere
+              f"    IF {finite_amount('NEW')} THEN\n"
+              f"      UPDATE artifact_balances SET held = held + {counted('NEW')}, "
+              f"held_expiry = LEAST(held_expiry, {sql('NEW', lambda t, s, e: InstantKey(e))}) "
+              f"WHERE artifact_id = NEW.artifact_id AND {fresh};\n"
+              f"      IF FOUND THEN RETURN NULL; END IF;\n"
+              f"    END IF")
+    changed = (f"IF OLD.artifact_id = NEW.artifact_id AND OLD.tokens = NEW.tokens "
+               f"AND {finite_amount('NEW')} THEN\n"
+               f"      {_lock_balance('NEW')};\n"  # so that the minimum sees every hold
+               f"      UPDATE artifact_balances SET held = held + {counted('NEW')} - "
+               f"{counted('OLD')}, held_expiry = {first} "
+               f"WHERE artifact_id = NEW.artifact_id AND {fresh};\n"
+               f"      IF FOUND THEN RETURN NULL; END IF;\n"
+               f"    END IF")
+    moved = " AND OLD.artifact_id <> NEW.artifact_id"
+    return {"INSERT": [placed, *summed_again("NEW", HELD)],
+            "DELETE": summed_again("OLD", HELD),
+            "UPDATE": [changed, *summed_again("OLD", HELD, moved), *summed_again("NEW", HELD)]}
+
+
+def _lock_balance(row: str, only: str = "") -> str:
+    """PostgreSQL: lock the artifact's balance first, so that a sum (a statement of its
+    own, with a snapshot of its own) sees a concurrent writer's row committed meanwhile."""
+    return (f"PERFORM 1 FROM artifact_balances WHERE artifact_id = {row}.artifact_id"
+            f"{only} FOR UPDATE")
 
 
 def _statement_level(connection, table: str) -> dict[str, str]:
