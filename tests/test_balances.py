@@ -1,8 +1,9 @@
 """The maintained balances (`artifact_balances`, revision 0005): whatever writes the source
 tables -- another service's bare connection, `alloc load`, sixteen writers at once, an
 upgrade from revision 0004 -- every balance equals its recomputation (`alloc audit`'s
-`balances-exact`), and the readers show what the source rows, summed in Python by this
-file with plain SQL, say the budgets are. (After a killed batch: tests/test_concurrency.py.)
+`balances-exact`), their totals per type equal the balances' sums (`totals-exact`), and
+the readers show what the source rows, summed in Python by this file with plain SQL, say
+the budgets are. (After a killed batch: tests/test_concurrency.py.)
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def source_rows(db_kind, db_url) -> dict:
     """The source tables' rows, read with plain SQL, and the stored investigation counts."""
     with Direct(db_kind, db_url) as direct:
         rows = {
-            "artifacts": direct.rows("SELECT id FROM artifacts"),
+            "artifacts": direct.rows("SELECT id, type FROM artifacts"),
             "markets": direct.rows("SELECT artifact_id, price FROM markets"),
             "positions": direct.rows("SELECT artifact_id, tokens, status FROM positions"),
             "bounties": direct.rows("SELECT artifact_id, tokens_offered, tokens_paid, status, "
@@ -139,21 +140,22 @@ def source_rows(db_kind, db_url) -> dict:
 def expected(rows: dict, now: datetime) -> dict[str, dict]:
     """Every artifact's terms and budget at `now`, summed in Python from the source rows;
     `invalid` when a counted amount or the price is not a finite number, or a total lies
-    beyond MAX_TOTAL."""
-    found = {aid: {"demand": D(0), "bounty": D(0), "spent": D(0), "held": D(0), "price": None,
-                   "invalid": False, "investigations": 0, "reward_total": 0}
-             for (aid,) in rows["artifacts"]}
+    beyond MAX_TOTAL; `no_budget` when that is so of another term than `held`."""
+    found = {aid: {"type": type_, "demand": D(0), "bounty": D(0), "spent": D(0), "held": D(0),
+                   "price": None, "bad": set(), "investigations": 0, "reward_total": 0}
+             for aid, type_ in rows["artifacts"]}
 
     def add(aid, name, value):
         if value is None:
-            found[aid]["invalid"] = True
+            found[aid]["bad"].add(name)
         else:
             found[aid][name] += value
 
     for aid, price in rows["markets"]:
         if price is not None:
             found[aid]["price"] = amount(price)
-            found[aid]["invalid"] |= found[aid]["price"] is None
+            if found[aid]["price"] is None:
+                found[aid]["bad"].add("price")
     for aid, tokens, status in rows["positions"]:
         if status == "open":
             add(aid, "demand", amount(tokens))
@@ -171,10 +173,27 @@ def expected(rows: dict, now: datetime) -> dict[str, dict]:
             found[aid]["investigations"] += 1
             found[aid]["reward_total"] += int((amount(reward or 0) * 10**9).to_integral_value())
     for terms in found.values():
-        terms["invalid"] |= any(abs(terms[n]) > MAX_TOTAL
-                                for n in ("demand", "bounty", "spent", "held"))
+        terms["bad"] |= {n for n in ("demand", "bounty", "spent", "held")
+                         if abs(terms[n]) > MAX_TOTAL}
+        terms["invalid"], terms["no_budget"] = bool(terms["bad"]), bool(terms["bad"] - {"held"})
         terms["budget"] = budget_of(terms["demand"], terms["bounty"], terms["price"])
     return found
+
+
+def pipeline_of(terms: dict) -> dict:
+    """Per type: how many artifacts, how many without a budget, and demand, bounty,
+    budget, spent and remaining summed over the others (the pipeline's totals)."""
+    found = {}
+    for t in terms.values():
+        row = found.setdefault(t["type"], [0, 0, D(0), D(0), D(0), D(0), D(0)])
+        row[0] += 1
+        if t["no_budget"]:
+            row[1] += 1
+            continue
+        for index, value in enumerate((t["demand"], t["bounty"], t["budget"], t["spent"],
+                                       t["budget"] - t["spent"]), start=2):
+            row[index] += value
+    return {type_: tuple(row) for type_, row in found.items()}
 
 
 def shown(row) -> dict:
@@ -198,7 +217,8 @@ def oracle_view(terms: dict) -> dict:
 
 def assert_readers_match_sources(db_kind, db_url, allocator: Allocator, context=""):
     """`rank` (through the library) shows for every artifact the terms summed in Python
-    from the source rows (or a problem, for invalid data), and the stored investigation
+    from the source rows (or a problem, for invalid data), the pipeline their sums per
+    type, and the stored investigation
     counts and reward totals are those of the claims. A bounty or hold expiring during the
     read may be counted either way."""
     before = datetime.now(timezone.utc)
@@ -210,19 +230,22 @@ def assert_readers_match_sources(db_kind, db_url, allocator: Allocator, context=
     wrong = {aid: (ranked[aid], oracle_view(early[aid])) for aid in ranked
              if ranked[aid] not in (oracle_view(early[aid]), oracle_view(late[aid]))}
     assert not wrong, f"{context}: readers differ from the source rows: {wrong}"
+    piped = {t.type: (t.artifacts, t.invalid, t.demand, t.bounty, t.budget, t.spent,
+                      t.remaining) for t in allocator.pipeline().types}
+    assert piped in (pipeline_of(early), pipeline_of(late)), (context, piped)
     stored = {aid: (n, int(r)) for aid, n, r in rows["balances"]}
     counted = {aid: (t["investigations"], t["reward_total"]) for aid, t in early.items()}
     assert stored == counted, context
 
 
 def balances_check(allocator: Allocator, context="") -> list[dict]:
-    """The rows `balances-exact` reports (empty: ok)."""
+    """The rows `balances-exact` and `totals-exact` report (empty: ok)."""
     try:
         checks = allocator.audit()
     except Exception as error:  # noqa: BLE001 -- a crash is a failure with its context
         raise AssertionError(f"{context}: alloc audit failed: {error}") from error
-    [check] = [c for c in checks if c.name == "balances-exact"]
-    return check.rows
+    return [row for c in checks if c.name in ("balances-exact", "totals-exact")
+            for row in c.rows]
 
 
 def audit_json(cli, db_url):
@@ -796,6 +819,67 @@ def test_loads_keep_the_balances_exact_and_a_refused_load_changes_nothing(
     assert budget_json(cli, db_url, "l3")["demand"] == 8
 
 
+# --------------------------------------------------------------------------- 5. totals
+
+
+def totals_rows(db_kind, db_url) -> int:
+    with Direct(db_kind, db_url) as direct:
+        [(count,)] = direct.rows("SELECT count(*) FROM balance_totals")
+        direct.rollback()
+    return count
+
+
+def test_totals_fold_their_rows_while_many_writers_append(db_kind, db_url, cli, allocator):
+    """Eight writers commit 1,600 changes to balances one by one, so that the rows of
+    differences are folded many times, by several writers at once: the totals stay
+    exactly the balances' sums, and few rows remain."""
+    from scidex_alloc.budgets.totals import COMPACT_EVERY
+
+    generate(cli, db_url, 40, 3)
+    ids = [aid for aid, _ in source_rows(db_kind, db_url)["artifacts"]]
+    start = threading.Barrier(8)
+
+    def writer(i):
+        rng = random.Random(i)
+        start.wait()
+        with Direct(db_kind, db_url) as direct:
+            for _ in range(200):
+                for _attempt in range(50):
+                    try:
+                        direct.execute("INSERT INTO positions (artifact_id, agent_id, tokens) "
+                                       "VALUES (?, ?, ?)", rng.choice(ids), f"w{i}", tokens(rng))
+                        direct.commit()
+                        break
+                    except RETRIED_ERRORS:
+                        direct.rollback()
+                        time.sleep(0.01)
+                else:
+                    raise AssertionError("a writer never committed")
+
+    with ThreadPoolExecutor(8) as pool:
+        for future in [pool.submit(writer, i) for i in range(8)]:
+            future.result()
+    assert balances_check(allocator) == []
+    assert_readers_match_sources(db_kind, db_url, allocator, "after the writers")
+    assert totals_rows(db_kind, db_url) < COMPACT_EVERY + 10
+
+
+def test_audit_catches_totals_changed_by_hand_and_rebuild_mends_them(db_kind, db_url, cli,
+                                                                    allocator):
+    generate(cli, db_url, 30, 5)
+    before = allocator.pipeline().types
+    write(db_kind, db_url, "UPDATE balance_totals SET budget_micro = budget_micro + 1 "
+                           "WHERE type = 'hypothesis'")
+    assert [t.budget - b.budget for t, b in zip(allocator.pipeline().types, before)
+            if t.type == "hypothesis"] == [MICRO]
+    code, checks = audit_json(cli, db_url)
+    assert code == 6 and checks["totals-exact"]["rows"] == [{"type": "hypothesis"}]
+    assert [name for name, c in checks.items() if not c["ok"]] == ["totals-exact"]
+    assert cli("db", "rebuild-balances", "--db", db_url).exit_code == 0
+    assert audit_json(cli, db_url)[0] == 0
+    assert allocator.pipeline().types == before
+
+
 # --------------------------------------------------------------------------- 6. 16 writers
 
 RETRIED_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
@@ -867,6 +951,7 @@ def test_sixteen_concurrent_writers(db_kind, db_url, cli, allocator, alloc_proc)
 
     code, checks = audit_json(cli, db_url)
     assert checks["balances-exact"]["rows"] == []
+    assert checks["totals-exact"]["rows"] == []
     assert checks["spent-matches-log"]["rows"] == []
     log = cli("log", "-f", "json", "--db", db_url).json()
     assert any((e["agent"] or "").startswith("s") for e in log)  # the spenders spent

@@ -155,10 +155,13 @@ def recomputed_all():
 
 
 def rebuild(connection: Connection, now: datetime) -> int:
-    """Sum every balance again from the source tables, in the caller's transaction; how many
-    artifacts there are. On PostgreSQL concurrent writers' triggers wait until it commits;
+    """Sum every balance, and their totals, again from the source tables, in the caller's
+    transaction; how many artifacts there are. On PostgreSQL concurrent writers' triggers wait until it commits;
     on SQLite, whose writers wait anyway, the indexes are made afresh after the rows."""
+    from scidex_alloc.budgets import totals
+
     sqlite = connection.dialect.name == "sqlite"
+    totals.pause(connection)
     if sqlite:
         for name in indexes(connection):
             connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
@@ -174,6 +177,7 @@ def rebuild(connection: Connection, now: datetime) -> int:
         create_indexes(connection)
     else:  # a table filled at once has no statistics
         connection.execute(text("ANALYZE artifact_balances"))
+    totals.resume(connection)
     return count
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import and_, case, literal, literal_column, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
+from scidex_alloc.budgets import totals
 from scidex_alloc.budgets.balances import (
     BOUNTY,
     COLUMNS,
@@ -279,8 +280,10 @@ def _trigger_name(table: str, event: str | None = None) -> str:
 
 
 def create_triggers(connection: Connection) -> None:
-    """Create the triggers that keep the balances (replacing any of the same name)."""
+    """Create the triggers that keep the balances and their totals (replacing any of the
+    same name)."""
     drop_triggers(connection)
+    totals.create_triggers(connection)
     for table, events in _statements(connection).items():
         if connection.dialect.name == "sqlite":
             for event, statements in events.items():
@@ -322,6 +325,7 @@ def _create_postgresql_trigger(connection: Connection, table: str, events) -> No
 
 def drop_triggers(connection: Connection) -> None:
     """Drop the triggers of every table that exists (an older revision lacks some)."""
+    totals.drop_triggers(connection)
     for table in WATCHED:
         if connection.dialect.name == "sqlite":
             for event in ("INSERT", "DELETE", "UPDATE"):

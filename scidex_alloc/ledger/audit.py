@@ -43,6 +43,8 @@ def run(connection: Connection, params: Params) -> list[AuditCheck]:
          "totals lie within the limit", _invalid_amounts),
         ("balances-exact", "every artifact's maintained balance equals its recomputation from "
          "the source tables (mend with alloc db rebuild-balances)", _balance_mismatch),
+        ("totals-exact", "the totals kept per artifact type equal the sums of the "
+         "artifacts' balances (mend with alloc db rebuild-balances)", _totals_mismatch),
         ("hold-outcomes", "a settled hold has exactly one spend entry, on its artifact; an "
          "active or voided one has none", _hold_outcomes),
         ("settled-within-hold", "no settlement exceeds its hold by more than was available "
@@ -207,6 +209,13 @@ def _balance_mismatch(connection, params):
                    ", ".join(c for c in ("type", *balances.COLUMNS) if have[c] != want[c]))
         found.append({"artifact_id": artifact_id, "differs": columns})
     return found
+
+
+def _totals_mismatch(connection, params):
+    """Artifact types whose kept totals differ from their balances' sums."""
+    from scidex_alloc.budgets import totals
+
+    return [{"type": row.type} for row in connection.execute(totals.mismatches().limit(SHOWN))]
 
 
 def _hold_outcomes(connection, params):

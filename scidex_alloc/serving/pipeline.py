@@ -7,34 +7,38 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, case, func, literal, select
+from sqlalchemy import Select, func, literal, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
-from sqlalchemy.types import Numeric
 
-from scidex_alloc.budgets import balances
+from scidex_alloc.budgets import balances, totals
 from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
 from scidex_alloc.formula import MICRO, ONE, Params
 from scidex_alloc.history import snapshots
 from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
 from scidex_alloc.storage.schema import (
+    TOTALS,
     Timestamp,
     artifact_balances,
     artifacts,
+    balance_totals,
     claims,
     holds,
     utcnow,
 )
-from scidex_alloc.storage.sql import MICRO_PER_TOKEN, IsFinite, LaterThan, MicroTokens
+from scidex_alloc.storage.sql import (
+    MICRO_PER_TOKEN,
+    IsFinite,
+    LaterThan,
+    MicroTokens,
+    WholeTokens,
+)
 
-PIPELINE_TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
 SNAPSHOT_TOTALS = ("budget", "spent", "remaining")
 
 
 def pipeline(connection: Connection, params: Params, buckets: int) -> Pipeline:
     """Totals per artifact type, and the newest `buckets` snapshot totals over time."""
-    types = [TypeTotals(r.type, r.artifacts, *(split_total(r, name) for name in PIPELINE_TOTALS),
+    types = [TypeTotals(r.type, r.artifacts, *(split_total(r, name) for name in TOTALS),
                         r.invalid)
              for r in connection.execute(pipeline_by_type(params), {"now": utcnow()})]
     period = snapshots.finest(connection, None)
@@ -42,25 +46,6 @@ def pipeline(connection: Connection, params: Params, buckets: int) -> Pipeline:
         PipelinePoint(r.bucket, *(split_total(r, name) for name in SNAPSHOT_TOTALS))
         for r in connection.execute(snapshot_totals(period, buckets))]
     return Pipeline(types, period, points)
-
-
-class WholeTokens(FunctionElement):
-    """The whole tokens of a micro-token amount, truncated toward zero."""
-
-    type = Numeric()
-    inherit_cache = True
-    name = "whole_tokens"
-
-
-@compiles(WholeTokens)
-def _whole_default(element, compiler, **kw):
-    # PostgreSQL's numeric SUM never overflows: the whole amount stays in the micro part.
-    return "0"
-
-
-@compiles(WholeTokens, "sqlite")
-def _whole_sqlite(element, compiler, **kw):
-    return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
 
 
 def split_sum(amount, name: str) -> list:
@@ -81,34 +66,30 @@ def split_total(row, name: str) -> Decimal:
 
 def pipeline_by_type(params: Params) -> Select:
     """Capital to research per artifact type at `now`: committed demand, bounty, budget,
-    spent over its valid artifacts, and how many are invalid."""
-    b = _budgets(params)
-    valid = b.c.problem.is_(None)
-    return (select(b.c.type, func.count().label("artifacts"),
-                   func.count(b.c.problem).label("invalid"),
-                   *(column for name in PIPELINE_TOTALS
-                     for column in split_sum(case((valid, b.c[name])), name)))
-            .group_by(b.c.type).order_by(b.c.type))
-
-
-def _budgets(params: Params):
-    """Every artifact's type, terms, budget, remaining and whether it has a problem. With
-    the default formula the maintained keys serve, and only the balances whose bounties
-    expired since they were summed go through the budget SELECT."""
-    terms = ("demand", "bounty", "spent", "budget", "remaining")
+    spent over its valid artifacts, and how many are invalid. With the default formula
+    the totals the database keeps serve, corrected for the balances whose bounties
+    expired since they were summed; with another, every budget is summed."""
     if params != Params():
-        full = budget_select(params).subquery()
-        return select(full.c.type, *(full.c[name] for name in terms), full.c.problem).subquery()
+        rows = _contributions(budget_select(params).subquery())
+        return totals.by_type(rows).order_by(rows.c.type)
     a = artifact_balances.c
-    current = select(a.type, a.demand, a.bounty, a.spent, a.budget_key.label("budget"),
-                     a.remaining_key.label("remaining"),
-                     case((a.budget_key.is_(None), literal("invalid"))).label("problem")
-                     ).where(balances.unexpired(a.next_expiry))
-    expired = budget_select(params, where=[balances.expired(a.next_expiry)])
-    columns = expired.selected_columns
-    expired = expired.with_only_columns(columns.type, *(columns[name] for name in terms),
-                                        columns.problem)
-    return current.union_all(expired).subquery()
+    expired = balances.expired(a.next_expiry)
+    stored = select(a.type, *(v.label(k) for k, v in totals.contribution(a, -1).items())
+                    ).where(expired)
+    again = _contributions(budget_select(params, where=[expired]).subquery())
+    kept = select(balance_totals.c.type, *(balance_totals.c[name] for name in totals.COLUMNS))
+    rows = kept.union_all(stored, select(again)).subquery()
+    return totals.by_type(rows).order_by(rows.c.type)
+
+
+def _contributions(budgets):
+    """What each row of a budget SELECT adds to its type's totals: valid when it has a
+    budget and a remaining budget (whatever its holds), as a balance with a budget key."""
+    c = budgets.c
+    columns = {**{name: c[name] for name in ("type", "demand", "bounty", "spent")},
+               "budget_key": c.budget, "remaining_key": c.remaining}
+    added = totals.contribution(columns, valid=c.remaining.is_not(None))
+    return select(c.type, *(v.label(k) for k, v in added.items())).subquery()
 
 
 def snapshot_totals(period: str, buckets: int) -> Select:

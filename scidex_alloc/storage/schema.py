@@ -277,5 +277,23 @@ artifact_balances = Table(
     Column("remaining_key", Numeric),
 )
 
+# The balances' totals per artifact type (revision 0008; budgets/totals.py), kept by
+# triggers on artifact_balances: each change appends its differences as a row, and every
+# so many rows are folded into one per type. A type's totals are the sums of its rows:
+# how many artifacts and how many without a valid budget, and over the valid ones
+# demand, bounty, budget, spent and remaining, each as whole tokens plus micro-tokens
+# (SQLite's integers cannot hold every sum of micro-tokens).
+TOTALS = ("demand", "bounty", "budget", "spent", "remaining")
+balance_totals = Table(
+    "balance_totals",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("type", String, nullable=False),
+    Column("artifacts", BigInteger, nullable=False),
+    Column("invalid", BigInteger, nullable=False),
+    *(Column(f"{name}{part}", Numeric(30, 0).with_variant(Integer, "sqlite"), nullable=False)
+      for name in TOTALS for part in ("", "_micro")),
+)
+
 BASE_UNIT = "tokens"
 DEFAULT_RATES = {"llm-tokens": 1000}

@@ -200,3 +200,22 @@ def _instant_default(element, compiler, **kw):
 @compiles(InstantKey, "sqlite")
 def _instant_sqlite(element, compiler, **kw):
     return f"julianday({compiler.process(element.clauses, **kw)})"
+
+
+class WholeTokens(FunctionElement):
+    """The whole tokens of a micro-token amount, truncated toward zero."""
+
+    type = Numeric()
+    inherit_cache = True
+    name = "whole_tokens"
+
+
+@compiles(WholeTokens)
+def _whole_default(element, compiler, **kw):
+    # PostgreSQL's numeric SUM never overflows: the whole amount stays in the micro part.
+    return "0"
+
+
+@compiles(WholeTokens, "sqlite")
+def _whole_sqlite(element, compiler, **kw):
+    return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
