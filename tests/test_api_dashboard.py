@@ -127,6 +127,16 @@ def test_agents_summarise_claims_holds_and_spending(busy, cli, db_url):
     first = busy.checked("/api/market/agents?limit=2")
     assert [a["agent"] for a in first] in (["bob", "ada"], ["ada", "bob"])
     assert busy.checked("/api/market/agents?limit=2&offset=1")[0] == first[1]
+    # Of one type: only what was spent on its artifacts.
+    by_type = defaultdict(lambda: defaultdict(float))
+    for entry in log_rows(cli, db_url):
+        kind = cli("budget", entry["artifact_id"], "-f", "json", "--db", db_url).json()["type"]
+        by_type[kind][entry["agent"]] += entry["tokens"]
+    for kind, spent_on in by_type.items():
+        typed = busy.checked(f"/api/market/agents?type={kind}&limit=1000")
+        assert {a["agent"] for a in typed} >= set(spent_on) - {None}
+        for agent in typed:
+            assert agent["spent"] == pytest.approx(spent_on[agent["agent"]], abs=1e-6)
 
 
 def test_claims_by_status_with_lease_countdown(busy, cli, db_url):

@@ -96,25 +96,59 @@ def agents(connection: Connection, type_: str | None, now: datetime, limit: int,
            offset: int) -> list[AgentSummary]:
     """Per agent id in claims, holds or the spend log: its live and stale claims, live holds,
     investigations and mean reward, tokens spent, and when it last acted; most recent first.
-    Each source is summed per agent first (the spend log through its index by agent)."""
-    every = union_all(*_agent_parts(literal(now, Timestamp()), type_)).subquery()
+    Each source is summed per agent (the spend log through its index by agent). Of all
+    types, the page's agents are found first from their latest activity alone, which the
+    index gives without reading an amount, and only their rows are summed."""
+    dialect = connection.dialect.name
+    page = None if type_ is not None else _page(connection, limit, offset)
+    if page == []:
+        return []
+    every = union_all(*_agent_parts(literal(now, Timestamp()), type_, page)).subquery()
     names = ("live_claims", "stale_claims", "holds", "investigations", "rewarded", "reward_sum")
     amounts = ("held", "held_micro", "spent", "spent_micro")
     stmt = (select(every.c.agent, *(func.sum(every.c[n]).label(n) for n in names + amounts),
                    func.max(every.c.last_active).label("last_active"))
             .group_by(every.c.agent)
-            .order_by(func.max(every.c.last_active).desc().nulls_last(), _bytewise(
-                every.c.agent, connection.dialect.name))
-            .limit(limit).offset(offset or None))
+            .order_by(*_by_recency(func.max(every.c.last_active), every.c.agent, dialect)))
+    if page is None:
+        stmt = stmt.limit(limit).offset(offset or None)
     return [AgentSummary(
         row.agent, row.live_claims, row.stale_claims, row.holds, split_total(row, "held"),
         row.investigations, _mean(row.reward_sum, row.rewarded), split_total(row, "spent"),
         row.last_active) for row in connection.execute(stmt)]
 
 
-def _agent_parts(now, type_: str | None) -> list[Select]:
+def _page(connection: Connection, limit: int, offset: int) -> list[str]:
+    """The agents of a page, most recently active first, from each source's latest
+    activity per agent."""
+    recent = union_all(*(
+        select(table.c.agent_id.label("agent"), func.max(_latest(table)).label("last_active"))
+        .where(table.c.agent_id.is_not(None)).group_by(table.c.agent_id)
+        for table in (claims, holds, resource_allocations))).subquery()
+    return connection.scalars(
+        select(recent.c.agent).group_by(recent.c.agent)
+        .order_by(*_by_recency(func.max(recent.c.last_active), recent.c.agent,
+                               connection.dialect.name))
+        .limit(limit).offset(offset or None)).all()
+
+
+def _by_recency(last_active, agent, dialect: str) -> list:
+    """Most recently active first; ties (and agents never active) by id."""
+    return [last_active.desc().nulls_last(), _bytewise(agent, dialect)]
+
+
+def _latest(table):
+    """When an agent last acted in `table`'s rows."""
+    if table is claims:
+        return func.coalesce(claims.c.finished_at, claims.c.claimed_at)
+    if table is holds:
+        return func.coalesce(holds.c.finished_at, holds.c.created_at)
+    return resource_allocations.c.created_at
+
+
+def _agent_parts(now, type_: str | None, page: list[str] | None) -> list[Select]:
     """One select per source of an agent's activity (claims, holds, the spend log), each
-    grouped by agent, in the same columns."""
+    grouped by agent, in the same columns; over the agents of `page` when given."""
     zero = literal(0)
     active, done = claims.c.status == "active", claims.c.status == "done"
     live = LaterThan(claims.c.lease_expires_at, now)
@@ -128,25 +162,25 @@ def _agent_parts(now, type_: str | None) -> list[Select]:
         count(and_(done, claims.c.reward.is_not(None))).label("rewarded"),
         func.coalesce(func.sum(case((done, billionths(claims.c.reward)))), 0).label("reward_sum"),
         zero.label("spent"), zero.label("spent_micro"),
-        func.max(func.coalesce(claims.c.finished_at, claims.c.claimed_at)).label("last_active"))
+        func.max(_latest(claims)).label("last_active"))
     live_hold = and_(holds.c.status == "active", LaterThan(holds.c.expires_at, now),
                      IsFinite(holds.c.tokens))
     held = select(
         holds.c.agent_id, zero, zero, count(live_hold),
         *split_sum(case((live_hold, MicroTokens(holds.c.tokens))), "held"), zero, zero, zero,
-        zero, zero, func.max(func.coalesce(holds.c.finished_at, holds.c.created_at)),
-    ).where(holds.c.agent_id.is_not(None))
+        zero, zero, func.max(_latest(holds))).where(holds.c.agent_id.is_not(None))
     log = resource_allocations
     spent = select(
         log.c.agent_id, zero, zero, zero, zero, zero, zero, zero, zero,
         *split_sum(case((IsFinite(log.c.tokens), MicroTokens(log.c.tokens))), "spent"),
-        func.max(log.c.created_at),
-    ).where(log.c.agent_id.is_not(None))
+        func.max(_latest(log))).where(log.c.agent_id.is_not(None))
     parts = []
     for part, table in ((claimed, claims), (held, holds), (spent, log)):
         if type_ is not None:
             part = part.join(artifacts, artifacts.c.id == table.c.artifact_id).where(
                 artifacts.c.type == type_)
+        if page is not None:
+            part = part.where(table.c.agent_id.in_(page))
         parts.append(part.group_by(table.c.agent_id))
     return parts
 
