@@ -223,6 +223,8 @@ def assert_readers_match_sources(db_kind, db_url, allocator: Allocator, context=
     read may be counted either way."""
     before = datetime.now(timezone.utc)
     ranked = {row.artifact_id: shown(row) for row in allocator.rank()}
+    piped = {t.type: (t.artifacts, t.invalid, t.demand, t.bounty, t.budget, t.spent,
+                      t.remaining) for t in allocator.pipeline().types}
     after = datetime.now(timezone.utc)
     rows = source_rows(db_kind, db_url)
     early, late = expected(rows, before), expected(rows, after)
@@ -230,8 +232,6 @@ def assert_readers_match_sources(db_kind, db_url, allocator: Allocator, context=
     wrong = {aid: (ranked[aid], oracle_view(early[aid])) for aid in ranked
              if ranked[aid] not in (oracle_view(early[aid]), oracle_view(late[aid]))}
     assert not wrong, f"{context}: readers differ from the source rows: {wrong}"
-    piped = {t.type: (t.artifacts, t.invalid, t.demand, t.bounty, t.budget, t.spent,
-                      t.remaining) for t in allocator.pipeline().types}
     assert piped in (pipeline_of(early), pipeline_of(late)), (context, piped)
     stored = {aid: (n, int(r)) for aid, n, r in rows["balances"]}
     counted = {aid: (t["investigations"], t["reward_total"]) for aid, t in early.items()}
