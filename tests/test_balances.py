@@ -821,6 +821,23 @@ def test_loads_keep_the_balances_exact_and_a_refused_load_changes_nothing(
 
 # --------------------------------------------------------------------------- 5. totals
 
+RETRIED_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+                  sqlite3.OperationalError)
+
+
+def committed(direct: Direct, write, attempts: int = 50) -> None:
+    """`write()`, then commit; after a deadlock or a busy database, rolled back and again."""
+    for _attempt in range(attempts):
+        try:
+            write()
+            direct.commit()
+            return
+        except RETRIED_ERRORS:
+            direct.rollback()
+            time.sleep(0.02)
+    raise AssertionError("a writer never committed")
+
+
 
 def totals_rows(db_kind, db_url) -> int:
     with Direct(db_kind, db_url) as direct:
@@ -844,17 +861,9 @@ def test_totals_fold_their_rows_while_many_writers_append(db_kind, db_url, cli, 
         start.wait()
         with Direct(db_kind, db_url) as direct:
             for _ in range(200):
-                for _attempt in range(50):
-                    try:
-                        direct.execute("INSERT INTO positions (artifact_id, agent_id, tokens) "
-                                       "VALUES (?, ?, ?)", rng.choice(ids), f"w{i}", tokens(rng))
-                        direct.commit()
-                        break
-                    except RETRIED_ERRORS:
-                        direct.rollback()
-                        time.sleep(0.01)
-                else:
-                    raise AssertionError("a writer never committed")
+                committed(direct, lambda: direct.execute(
+                    "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES (?, ?, ?)",
+                    rng.choice(ids), f"w{i}", tokens(rng)))
 
     with ThreadPoolExecutor(8) as pool:
         for future in [pool.submit(writer, i) for i in range(8)]:
@@ -881,10 +890,6 @@ def test_audit_catches_totals_changed_by_hand_and_rebuild_mends_them(db_kind, db
 
 
 # --------------------------------------------------------------------------- 6. 16 writers
-
-RETRIED_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
-                  sqlite3.OperationalError)
-
 
 def test_sixteen_concurrent_writers(db_kind, db_url, cli, allocator, alloc_proc):
     """Spenders (`alloc spend`), agents claiming and finishing work (`alloc next --claim`,
@@ -916,32 +921,25 @@ def test_sixteen_concurrent_writers(db_kind, db_url, cli, allocator, alloc_proc)
         rng = random.Random(i)
         start.wait()
         with Direct(db_kind, db_url) as direct:
+            def change():
+                for aid in rng.sample(hot, rng.randint(1, 3)):
+                    mine = direct.rows("SELECT id FROM positions WHERE agent_id = ? ORDER BY id",
+                                       f"p{i}")
+                    action = rng.choice(["insert", "insert", "update", "close", "delete"])
+                    if action == "insert" or not mine:
+                        direct.execute("INSERT INTO positions (artifact_id, agent_id, tokens) "
+                                       "VALUES (?, ?, ?)", aid, f"p{i}", tokens(rng))
+                    elif action == "update":
+                        direct.execute("UPDATE positions SET tokens = ?, artifact_id = ? "
+                                       "WHERE id = ?", tokens(rng), aid, mine[-1][0])
+                    elif action == "close":
+                        direct.execute("UPDATE positions SET status = 'closed' WHERE id = ?",
+                                       mine[0][0])
+                    else:
+                        direct.execute("DELETE FROM positions WHERE id = ?", mine[0][0])
+
             for _ in range(12):
-                for _attempt in range(20):
-                    try:
-                        for aid in rng.sample(hot, rng.randint(1, 3)):
-                            mine = direct.rows("SELECT id FROM positions WHERE agent_id = ? "
-                                               "ORDER BY id", f"p{i}")
-                            action = rng.choice(["insert", "insert", "update", "close", "delete"])
-                            if action == "insert" or not mine:
-                                direct.execute("INSERT INTO positions (artifact_id, agent_id, "
-                                               "tokens) VALUES (?, ?, ?)", aid, f"p{i}",
-                                               tokens(rng))
-                            elif action == "update":
-                                direct.execute("UPDATE positions SET tokens = ?, artifact_id = ? "
-                                               "WHERE id = ?", tokens(rng), aid, mine[-1][0])
-                            elif action == "close":
-                                direct.execute("UPDATE positions SET status = 'closed' "
-                                               "WHERE id = ?", mine[0][0])
-                            else:
-                                direct.execute("DELETE FROM positions WHERE id = ?", mine[0][0])
-                        direct.commit()
-                        break
-                    except RETRIED_ERRORS:
-                        direct.rollback()
-                        time.sleep(0.05)
-                else:
-                    raise AssertionError("a position writer never committed")
+                committed(direct, change)
 
     workers = [(spender, i) for i in range(6)] + [(agent, i) for i in range(5)] + [
         (service, i) for i in range(5)]
