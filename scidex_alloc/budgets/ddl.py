@@ -31,7 +31,7 @@ from scidex_alloc.budgets.balances import (
     valid_total,
 )
 from scidex_alloc.formula import Params
-from scidex_alloc.storage.sql import InstantKey, LaterThan, MicroTokens
+from scidex_alloc.storage.sql import InstantKey, LaterThan, MicroTokens, literal_sql
 
 SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside alloc load
 # PostgreSQL: tables whose writers may be other services, whose triggers wait for the
@@ -42,11 +42,6 @@ STATEMENT_LEVEL = ("resource_allocations", "claims")
 IMMEDIATE = ("spent", "spent_invalid", "investigations", "reward_total", *HELD)
 
 
-def _sql(connection: Connection, element) -> str:
-    return str(element.compile(dialect=connection.dialect,
-                               compile_kwargs={"literal_binds": True}))
-
-
 def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
     """The generated ranking keys' SQL: budget and remaining by the default formula, NULL
     for an artifact without a valid budget. `budget_expression(params, demand, bounty,
@@ -55,8 +50,8 @@ def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
     terms = {name: valid_total(b[name], b[f"{name}_invalid"]) for name in SUMMED}
     price_ok, _, budget = budget_expression(Params(), terms["demand"], terms["bounty"], b["price"])
     valid = and_(price_ok, *(terms[name].is_not(None) for name in SUMMED))
-    return {"budget_key": _sql(connection, case((valid, budget))),
-            "remaining_key": _sql(connection, case((valid, budget - terms["spent"])))}
+    return {"budget_key": literal_sql(connection, case((valid, budget))),
+            "remaining_key": literal_sql(connection, case((valid, budget - terms["spent"])))}
 
 
 def _additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, str], str | None]]:
@@ -73,8 +68,8 @@ def _additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, st
         "claims": ({"investigations": literal(1), "reward_total": billionths(r["reward"])},
                    r["status"] == "done"),
     }
-    return {table: ({column: f"({_sql(connection, value)})" for column, value in columns.items()},
-                    None if condition is None else _sql(connection, condition))
+    return {table: ({column: f"({literal_sql(connection, value)})" for column, value in columns.items()},
+                    None if condition is None else literal_sql(connection, condition))
             for table, (columns, condition) in amount.items()}
 
 
@@ -88,7 +83,7 @@ def _update_additive(connection, table: str, row: str, sign: str) -> str:
         if connection.dialect.name == "sqlite" and column in SUMMED:
             # A sum past 64 bits became a float: sum it again, exactly, from the source.
             sets.append(f"{column} = CASE WHEN typeof({column} {change}) = 'integer' "
-                        f"THEN {column} {change} ELSE {_sql(connection, heal[column])} END")
+                        f"THEN {column} {change} ELSE {literal_sql(connection, heal[column])} END")
         else:
             sets.append(f"{column} = {column} {change}")
     where = f"artifact_id = {row}.artifact_id" + (f" AND {condition}" if condition else "")
@@ -101,7 +96,7 @@ def _now(connection: Connection) -> ColumnElement:
 
 def _update_recomputed(connection, row: str, columns, only: str = "") -> str:
     values = recomputed(literal_column(f"{row}.artifact_id"), _now(connection), columns)
-    sets = ", ".join(f"{c} = {_sql(connection, values[c])}" for c in columns)
+    sets = ", ".join(f"{c} = {literal_sql(connection, values[c])}" for c in columns)
     return f"UPDATE artifact_balances SET {sets} WHERE artifact_id = {row}.artifact_id{only}"
 
 
@@ -109,7 +104,7 @@ def _insert_recomputed(connection, row: str) -> str:
     values = recomputed(literal_column(f"{row}.id"), _now(connection))
     return (f"INSERT INTO artifact_balances (artifact_id, type, {', '.join(COLUMNS)}) "
             f"SELECT {row}.id, {row}.type, "
-            + ", ".join(_sql(connection, values[c]) for c in COLUMNS))
+            + ", ".join(literal_sql(connection, values[c]) for c in COLUMNS))
 
 
 def _statements(connection) -> dict[str, dict[str, list[str]]]:
@@ -141,7 +136,7 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
         values = recomputed(literal_column("NEW.id"), _now(connection), IMMEDIATE)
         start = (f"INSERT INTO artifact_balances (artifact_id, type, {', '.join(IMMEDIATE)}) "
                  f"SELECT NEW.id, NEW.type, "
-                 + ", ".join(_sql(connection, values[c]) for c in IMMEDIATE))
+                 + ", ".join(literal_sql(connection, values[c]) for c in IMMEDIATE))
         artifact = {
             "INSERT": [start],
             "DELETE": ["DELETE FROM artifact_balances WHERE artifact_id = OLD.id"],
@@ -190,7 +185,7 @@ def _held_by_addition(connection, summed_again) -> dict[str, list[str]]:
     def sql(row, expression):
         tokens, status, expires_at = (literal_column(f"{row}.{name}") for name in
                                       ("tokens", "status", "expires_at"))
-        return f"({_sql(connection, expression(tokens, status, expires_at))})"
+        return f"({literal_sql(connection, expression(tokens, status, expires_at))})"
 
     def live(row):  # counted by `held` (or `held_invalid`) now
         return sql(row, lambda t, status, expires: and_(status == "active",
@@ -202,8 +197,8 @@ def _held_by_addition(connection, summed_again) -> dict[str, list[str]]:
     def counted(row):
         return f"(CASE WHEN {live(row)} THEN {sql(row, lambda t, s, e: MicroTokens(t))} ELSE 0 END)"
 
-    fresh = f"(held_expiry IS NULL OR held_expiry > {_sql(connection, InstantKey(now))})"
-    first = _sql(connection, recomputed(literal_column("NEW.artifact_id"), now,
+    fresh = f"(held_expiry IS NULL OR held_expiry > {literal_sql(connection, InstantKey(now))})"
+    first = literal_sql(connection, recomputed(literal_column("NEW.artifact_id"), now,
                                         ("held_expiry",))["held_expiry"])
     placed = (f"IF NOT {live('NEW')} THEN RETURN NULL; END IF;\n"  # it counts nowhere
               f"    IF {finite_amount('NEW')} THEN\n"

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
 from scidex_alloc.storage.schema import TOTALS, artifact_balances, balance_totals
-from scidex_alloc.storage.sql import MICRO_PER_TOKEN, WholeTokens
+from scidex_alloc.storage.sql import MICRO_PER_TOKEN, WholeTokens, literal_sql
 
 COMPACT_EVERY = 1000  # rows appended between two folds
 COLUMNS = ("artifacts", "invalid", *(f"{name}{part}" for name in TOTALS
@@ -80,11 +80,6 @@ def mismatches():
     return select(types.c.type).order_by(types.c.type)
 
 
-def _sql(connection: Connection, element) -> str:
-    return str(element.compile(dialect=connection.dialect,
-                               compile_kwargs={"literal_binds": True}))
-
-
 def _appended(connection: Connection, sources: list[tuple[str, str, int]]) -> str:
     """INSERT of the rows' differences per type: `sources` are (FROM clause, row alias,
     sign); types whose totals do not move append nothing."""
@@ -94,7 +89,7 @@ def _appended(connection: Connection, sources: list[tuple[str, str, int]]) -> st
                ("type", *SOURCES.values())}
         values = contribution(row, sign)
         parts.append(f"SELECT {alias}.type AS type, "
-                     + ", ".join(f"{_sql(connection, values[c])} AS {c}" for c in COLUMNS)
+                     + ", ".join(f"{literal_sql(connection, values[c])} AS {c}" for c in COLUMNS)
                      + (f" FROM {source}" if source else ""))
     sums = ", ".join(f"sum({c})" for c in COLUMNS)
     moved = " OR ".join(f"sum({c}) <> 0" for c in COLUMNS)

@@ -112,7 +112,7 @@ def settle(connection: Connection, params: Params, hold_id: int, units: Decimal 
     `units` defaults to the held amount, `unit` to the hold's. Up to the held amount it
     always succeeds; an excess must fit in the available budget. Settling a settled hold
     again replays its entry when the amount is the same. `locked`: the hold and balance
-    `locked()` read, when the caller has locked its artifact already."""
+    `lock_hold` read, when the caller has locked its artifact already."""
     hold, balance = locked or _locked_hold(connection, params, hold_id)
     now = utcnow()  # once the lock is held: a hold may expire while the lock is awaited
     held = record(hold, now)
@@ -184,10 +184,10 @@ def _locked_hold(connection: Connection, params: Params, hold_id: int) -> tuple:
         select(holds.c.artifact_id).where(holds.c.id == hold_id)).scalar()
     if artifact_id is None:
         raise errors.UnknownId(f"no hold with id {hold_id}")
-    return locked(connection, params, hold_id, artifact_id)
+    return lock_hold(connection, params, hold_id, artifact_id)
 
 
-def locked(connection: Connection, params: Params, hold_id: int, artifact_id: str) -> tuple:
+def lock_hold(connection: Connection, params: Params, hold_id: int, artifact_id: str) -> tuple:
     """Lock the hold's artifact: the hold, read again now (a concurrent settle or void has
     committed by then), and the artifact's balance."""
     balance = _locked(connection, params, artifact_id)

@@ -297,7 +297,7 @@ def finish(connection: Connection, params: Params, claim_id: int, status: str,
     hold = reserving.of_claim(connection, claim_id)
     locked = None
     if hold is not None:
-        locked = reserving.locked(connection, params, hold.id, hold.artifact_id)
+        locked = reserving.lock_hold(connection, params, hold.id, hold.artifact_id)
     elif spend is not None:
         artifact_id = connection.execute(
             select(claims.c.artifact_id).where(claims.c.id == claim_id)).scalar()

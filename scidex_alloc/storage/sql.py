@@ -219,3 +219,10 @@ def _whole_default(element, compiler, **kw):
 @compiles(WholeTokens, "sqlite")
 def _whole_sqlite(element, compiler, **kw):
     return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
+
+
+def literal_sql(connection, element) -> str:
+    """An expression as SQL text with its values written in, for DDL (triggers) that
+    cannot take parameters."""
+    return str(element.compile(dialect=connection.dialect,
+                               compile_kwargs={"literal_binds": True}))
