@@ -70,3 +70,24 @@ def test_one_connection_serves_every_call_while_the_file_stays(tmp_path):
             allocator.done(job.claim_id, reward=0.5)
             assert [row.artifact_id for row in allocator.rank()] == ["a1"]
         assert len(connects) == 1
+
+
+def test_concurrent_callers_keep_their_connections_until_the_file_is_replaced(tmp_path):
+    """The server's threads each find an idle connection; a replaced file closes them all,
+    so none keeps the old file's -wal and -shm at the path."""
+    path = sqlite_file(tmp_path / "live.db", ["a1"])
+    newer = sqlite_file(tmp_path / "newer.db", ["a1", "b2"])
+    with Allocator.open(str(path)) as allocator:
+        pool = allocator.engine.pool
+        held = [allocator.engine.connect() for _ in range(3)]
+        for connection in held:
+            connection.close()
+        assert pool.checkedin() == 3
+        connects = []
+        event.listen(allocator.engine, "connect", lambda *_: connects.append(1))
+        for _ in range(3):
+            allocator.budget("a1")
+        assert connects == [] and pool.checkedin() == 3
+        os.replace(newer, path)
+        assert allocator.budget("b2").row.artifact_id == "b2"
+        assert connects == [1] and pool.checkedin() == 1

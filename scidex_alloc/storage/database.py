@@ -22,6 +22,9 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server before giving up
 LOCK_TIMEOUT = "55P03"  # PostgreSQL's SQLSTATE for a lock wait beyond lock_timeout
 FILE_IDENTITY = "file_identity"  # a SQLite connection's record: (st_dev, st_ino) it opened
+# Idle connections an engine keeps: one per concurrent caller of the server (its request
+# threads under 8 keep-alive clients), so that no request pays a connect.
+IDLE_CONNECTIONS = 8
 
 
 def default_path() -> Path:
@@ -94,6 +97,7 @@ def engine_for(target: Target) -> Engine:
     return create_engine(
         target.url,
         use_native_hstore=False,
+        pool_size=IDLE_CONNECTIONS,
         connect_args={"connect_timeout": CONNECT_TIMEOUT, "application_name": "scidex-alloc",
                       "options": options},
     )
@@ -129,11 +133,13 @@ def _sqlite_engine(target: Target) -> Engine:
             record.info[FILE_IDENTITY] = _file_identity(path)
             return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
 
-        # One idle connection is kept; concurrent callers (the server's threads) open more
-        # and close them when done. SQLite finds a file's -wal and -shm by its path: an idle
-        # connection to a replaced file would keep the old ones there for the new file to
-        # read. The only idle connection is the one checked at checkout, closed if stale.
-        engine = create_engine(target.url, poolclass=QueuePool, pool_size=1, max_overflow=-1,
+        # Idle connections are kept (a connect costs the pragmas and a cold page cache);
+        # more concurrent callers open more and close them when done. SQLite finds a file's
+        # -wal and -shm by its path: an idle connection to a replaced file would keep the
+        # old ones there for the new file to read. So the first checkout that finds its
+        # connection stale closes every idle one with it.
+        engine = create_engine(target.url, poolclass=QueuePool,
+                               pool_size=IDLE_CONNECTIONS, max_overflow=-1,
                                creator=connect)
 
         @event.listens_for(engine, "checkout")
@@ -141,6 +147,7 @@ def _sqlite_engine(target: Target) -> Engine:
             # A file moved away or replaced is opened anew by its path (and an error if
             # gone), never read or written through a connection to the old one.
             if _file_identity(path) != record.info.get(FILE_IDENTITY):
+                engine.pool.dispose()  # the idle ones; this one is closed as it is raised
                 raise DisconnectionError(f"{path} is not the file this connection opened")
 
     @event.listens_for(engine, "connect")
