@@ -32,9 +32,9 @@ METHOD = """
   limit=1, reserve="0.02")` places a hold with the lease, and `done(spend="0.01")`
   settles it for less as it closes the claim. Its rate is compared with case 10's. The
   shell loop then runs on that copy, and `alloc audit` checks each copy.
-- **11**: `alloc rank --limit 50 -f json` against `alloc budget ID -f json`. Only the 1M
-  database is measured: the suite builds none of 10M (about 25 minutes of `alloc
-  generate` and some 20 GB for the two backends).
+- **11**: `alloc rank --limit 50 -f json` against `alloc budget ID -f json`, on the 1M
+  database, and with `--large 10000000` on a 10M one too, generated on first use and
+  cached (about 25 minutes of `alloc generate` and 10 GB on SQLite; more on PostgreSQL).
 - **12**: `alloc serve` (one uvicorn worker) on the main database; latencies from one
   sequential keep-alive client (`http.client`, 20 unmeasured requests first), throughput
   from `wrk -t2 -c8 --latency` on the top-50 endpoint. wrk is Debian's `wrk`; the full
