@@ -275,9 +275,20 @@ def stored_terms() -> dict[str, ColumnElement]:
     found.update({f"{name}_invalid": b[f"{name}_invalid"] for name in ("demand", "spent")})
     for term, expiry in EXPIRY.items():
         fresh = unexpired(b[expiry])
-        source = recomputed(b.artifact_id, NOW, (term, f"{term}_invalid"))
-        found[term] = case((fresh, valid_total(b[term], b[f"{term}_invalid"])),
-                           else_=valid_total(source[term], source[f"{term}_invalid"]))
-        found[f"{term}_invalid"] = case((fresh, b[f"{term}_invalid"]),
-                                        else_=source[f"{term}_invalid"])
+        total, invalid = _summed_again(term)
+        found[term] = case((fresh, valid_total(b[term], b[f"{term}_invalid"])), else_=total)
+        found[f"{term}_invalid"] = case((fresh, b[f"{term}_invalid"]), else_=invalid)
     return found
+
+
+def _summed_again(term: str) -> tuple[ColumnElement, ColumnElement]:
+    """A balance's `term` summed again from its source rows at NOW: the valid total (NULL
+    when invalid) and the count of invalid rows, one correlated subquery each. The total's
+    sum appears thrice in its CASE but is one aggregate to both databases, where a
+    subquery per appearance made five subqueries per term to plan and run."""
+    aggregates = _aggregates(NOW, (term, f"{term}_invalid"))
+    table, total, where = aggregates[term]
+    invalid = aggregates[f"{term}_invalid"][1]
+    rows = [table.c.artifact_id == artifact_balances.c.artifact_id, *where]
+    return (select(valid_total(total, invalid)).where(*rows).scalar_subquery(),
+            select(invalid).where(*rows).scalar_subquery())
