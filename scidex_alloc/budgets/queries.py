@@ -41,6 +41,16 @@ READ = (*SUMMED, "held")  # the totals the budget SELECT reads from the balances
 STREAM_BATCH = 2000  # rows fetched at a time by a streamed read
 
 
+def batched(stmt: Select, limit: int | None) -> Select:
+    """`stmt` to be fetched STREAM_BATCH rows at a time when it may return more, so that
+    any size fits in memory; a page of at most one batch is read at once. (On PostgreSQL
+    a batched read is a server-side cursor: its DECLARE, FETCH and CLOSE cost round trips,
+    and a DECLARE is planned afresh every time.)"""
+    if limit is not None and limit <= STREAM_BATCH:
+        return stmt
+    return stmt.execution_options(yield_per=STREAM_BATCH)
+
+
 def check_sort_key(by: str) -> None:
     if by not in SORT_KEYS:
         raise UsageError(f"{{by}} must be one of {', '.join(SORT_KEYS)}", "by")
@@ -230,8 +240,7 @@ def require_artifact(connection: Connection, artifact_id: str) -> None:
 def ranked_rows(connection: Connection, params: Params, type_: str | None, by: str,
                 limit: int | None, offset: int) -> Iterator[BudgetRow]:
     """`ranked` as result objects, fetched in batches: any size fits in memory."""
-    stmt = ranked(params, type_, by, limit is not None)
-    result = connection.execute(stmt.execution_options(yield_per=STREAM_BATCH),
-                                ranked_params(utcnow(), limit, offset))
+    stmt = batched(ranked(params, type_, by, limit is not None), limit)
+    result = connection.execute(stmt, ranked_params(utcnow(), limit, offset))
     for position, row in enumerate(result, start=offset + 1):
         yield budget_row(position, row, params)

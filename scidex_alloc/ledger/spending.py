@@ -316,8 +316,7 @@ def reverse(connection: Connection, params: Params, spend_id: int, agent: str | 
 def log_entries(connection: Connection, artifact_id: str | None, since: datetime | None,
                 limit: int | None) -> Iterator[LogEntry]:
     """The spend log, oldest first, fetched in batches."""
-    stmt = spend_log(artifact_id, since, limit).execution_options(yield_per=queries.STREAM_BATCH)
-    for row in connection.execute(stmt):
+    for row in connection.execute(queries.batched(spend_log(artifact_id, since, limit), limit)):
         yield LogEntry(**row._mapping)
 
 
