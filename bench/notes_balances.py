@@ -55,10 +55,11 @@ METHOD = """
   with the balance triggers and into one without them (`ddl.drop_triggers`),
   interleaved; the time is the insert loop's. One `alloc spend` process against its
   floor is case 3, whose floor's insert fires the same triggers.
-- **15**: a copy taken back to revision 0004 with the package's Alembic scripts
-  (`alembic downgrade 0004`: the balances and their triggers dropped), then `alloc db
-  upgrade` timed, then one `alloc snapshot` on the upgraded copy (PostgreSQL: after
-  `ANALYZE artifact_balances`, as autovacuum would soon do), its rows deleted; repeated.
+- **15**: a copy taken back to the previous revision, and then to revision 0004 (before
+  the balances: `alembic downgrade 0004` drops them and their triggers), with the
+  package's Alembic scripts; each time `alloc db upgrade` is timed, then one `alloc
+  snapshot` on the upgraded copy (PostgreSQL: after `ANALYZE artifact_balances`, as
+  autovacuum would soon do), its rows deleted; repeated.
 """
 
 MISSED = {

@@ -70,7 +70,7 @@ CASES = {
     12: "the API under one uvicorn worker",
     13: "rank --format csv over every artifact vs the same SQL through the driver",
     14: "another service's single-row inserts with the balance triggers vs without",
-    15: "db upgrade from 0004 (summing every balance) vs one snapshot",
+    15: "db upgrade from the previous revision, and from 0004 (before the balances), vs one snapshot",
     16: "16 agents reserving with each claim and settling as they close it, vs without holds",
     17: "the dashboard's API calls under one uvicorn worker",
     0: "database generation (alloc generate)",
