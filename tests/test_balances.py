@@ -1030,6 +1030,34 @@ def test_upgrade_from_0004_sums_the_existing_rows(db_kind, empty_db_url, cli, al
     assert balances_check(allocator) == []
 
 
+def test_upgrade_from_the_previous_revision_leaves_the_balances_as_they_are(
+        db_kind, empty_db_url, cli, allocator_for):
+    """An upgrade that crosses no revision changing what a balance holds makes the totals,
+    indexes and triggers again but does not sum the balances again: rows written before
+    it stay exact, and a balance edited by hand stays wrong for `audit` to report and
+    `rebuild-balances` to mend."""
+    db_url = empty_db_url
+    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+    generate(cli, db_url, 30, 9)
+    migrate_to(db_url, "downgrade", "0007")
+    write(db_kind, db_url,
+          "INSERT INTO positions (artifact_id, agent_id, tokens) "
+          "SELECT id, 'late', 7 FROM artifacts WHERE type = 'hypothesis'",
+          "UPDATE artifact_balances SET demand_invalid = 1 "
+          "WHERE artifact_id = (SELECT min(artifact_id) FROM artifact_balances)")
+
+    result = cli("db", "upgrade", "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+    allocator = allocator_for(db_url)
+    wrong = {c.name: [row["artifact_id"] for row in c.rows] for c in allocator.audit()
+             if c.name in ("balances-exact", "totals-exact")}
+    first = min(row.artifact_id for row in allocator.rank())
+    assert wrong == {"balances-exact": [first], "totals-exact": []}
+    assert cli("db", "rebuild-balances", "--db", db_url).exit_code == 0
+    assert balances_check(allocator) == []
+    assert_readers_match_sources(db_kind, db_url, allocator, "rebuilt")
+
+
 @pytest.fixture
 def allocator_for():
     opened = []

@@ -195,12 +195,15 @@ def create_indexes(connection: Connection) -> None:
                                    f"{columns}")
 
 
-def install(connection: Connection, now: datetime) -> int:
-    """Sum every balance, make the indexes and (re)create the triggers, as this version
-    defines them: after any schema upgrade, in its transaction. How many artifacts."""
-    from scidex_alloc.budgets import ddl
+def install(connection: Connection, now: datetime, summed: bool = True) -> int | None:
+    """Make the indexes and (re)create the triggers as this version defines them, after
+    a schema upgrade, in its transaction; with `summed`, sum every balance again first
+    (how many artifacts), else only their totals (None)."""
+    from scidex_alloc.budgets import ddl, totals
 
-    count = rebuild(connection, now)
+    count = rebuild(connection, now) if summed else None
+    if not summed:
+        totals.rebuild(connection)
     create_indexes(connection)
     ddl.create_triggers(connection)
     return count

@@ -28,13 +28,22 @@ def current(connection: Connection) -> str | None:
 def upgrade(connection: Connection) -> str:
     """Create or upgrade the schema to the newest revision; a no-op when already there.
     Any upgrade ends by installing the maintained balances as this version defines them
-    (their rows summed afresh, indexes, triggers): revisions hold only the tables."""
+    (indexes, triggers, totals; and their rows summed afresh when a revision crossed
+    changes what a balance holds): revisions hold only the tables."""
     newest = head()
-    if current(connection) == newest:
+    before = current(connection)
+    if before == newest:
         return newest
     command.upgrade(_config(connection), "head")
     from scidex_alloc.budgets import balances
     from scidex_alloc.storage.schema import utcnow
 
-    balances.install(connection, utcnow())
+    balances.install(connection, utcnow(), summed=_changes_balances(before, newest))
     return newest
+
+
+def _changes_balances(before: str | None, newest: str) -> bool:
+    """Whether a revision after `before` up to `newest` says CHANGES_BALANCES."""
+    script = ScriptDirectory.from_config(_config())
+    return any(getattr(revision.module, "CHANGES_BALANCES", False)
+               for revision in script.iterate_revisions(newest, before))

@@ -16,6 +16,8 @@ revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
+# What a balance holds changes here: an upgrade across it sums every balance again.
+CHANGES_BALANCES = True
 
 
 def upgrade() -> None:
