@@ -48,7 +48,6 @@ from scidex_alloc.storage.sql import (
     LaterThan,
     MicroTokens,
     WholeNumber,
-    written,
 )
 
 MAX_TOTAL_MICRO = int(MAX_TOTAL) * MICRO_PER_TOKEN
@@ -71,16 +70,23 @@ def _terms(now: ColumnElement) -> dict:
     offered, paid = token_bounties.c.tokens_offered, token_bounties.c.tokens_paid
     return {
         "demand": (positions, MicroTokens(positions.c.tokens), [positions.c.tokens],
-                   [positions.c.status == written("open")]),
+                   [_is(positions.c.status, "open")]),
         "bounty": (token_bounties, MicroTokens(offered) - MicroTokens(paid), [offered, paid],
-                   [token_bounties.c.status == written("open"),
+                   [_is(token_bounties.c.status, "open"),
                     or_(token_bounties.c.expires_at.is_(None),
                         LaterThan(token_bounties.c.expires_at, now))]),
         "spent": (resource_allocations, MicroTokens(resource_allocations.c.tokens),
                   [resource_allocations.c.tokens], []),
         "held": (holds, MicroTokens(holds.c.tokens), [holds.c.tokens],
-                 [holds.c.status == written("active"), LaterThan(holds.c.expires_at, now)]),
+                 [_is(holds.c.status, "active"), LaterThan(holds.c.expires_at, now)]),
     }
+
+
+def _is(column: ColumnElement, status: str) -> ColumnElement:
+    """A status test with the status written into the SQL, not bound: the planner then
+    plans a statement once for every execution (a bound one looks selective enough to
+    be planned again each time)."""
+    return column == literal_column(f"'{status}'")
 
 
 def finite(columns) -> ColumnElement:
@@ -102,7 +108,7 @@ def _aggregates(now: ColumnElement, names=COLUMNS) -> dict:
         if expiry in names:
             table, _, _, where = terms[term]
             found[expiry] = (table, func.min(InstantKey(table.c.expires_at)), where)
-    done = [claims.c.status == written("done")]
+    done = [_is(claims.c.status, "done")]
     if "investigations" in names:
         found["investigations"] = (claims, func.count(), done)
     if "reward_total" in names:

@@ -23,7 +23,7 @@ from scidex_alloc.budgets.balances import NOW, REWARD_SCALE
 from scidex_alloc.budgets.queries import budget_select, of_type_unindexed, top_ids
 from scidex_alloc.formula import Params
 from scidex_alloc.storage.schema import Timestamp, artifact_balances, claims
-from scidex_alloc.storage.sql import LaterThan, written
+from scidex_alloc.storage.sql import LaterThan
 
 CACHED = 64  # statements kept per builder: one per formula, type and shape in use
 AGENT = bindparam("agent")
@@ -37,7 +37,7 @@ def values(now: datetime, agent: str | None, at_least: int, **more) -> dict:
 
 def _live(*where):
     b = artifact_balances.c
-    return and_(claims.c.artifact_id == b.artifact_id, claims.c.status == written("active"),
+    return and_(claims.c.artifact_id == b.artifact_id, claims.c.status == "active",
                 LaterThan(claims.c.lease_expires_at, NOW), *where)
 
 
@@ -79,8 +79,7 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
     `lean` leaves out the titles and own claims, for scans of many."""
     b = artifact_balances.c
     own = _live(claims.c.agent_id == AGENT) if has_agent and not lean else None
-    where = [_free(has_agent),
-             b.investigations > written(0) if explored else b.investigations == written(0)]
+    where = [_free(has_agent), b.investigations > 0 if explored else b.investigations == 0]
     if explored:
         narrowed = {None: [], "ids": [b.artifact_id.in_(bindparam("ids", expanding=True))],
                     "stale": [_stale()],
@@ -122,7 +121,7 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool):
     available = case((b.held_invalid == 0, b.remaining_key - b.held + 0))
     current = select(b.artifact_id, b.investigations, b.reward_total,
                      available.label("available")).where(
-        b.investigations > written(0), _free(has_agent), *of_type_unindexed(type_), *fresh,
+        b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), *fresh,
         _enough(available))
     rest = queue_candidates(params, type_, has_agent, True, lean=True, only="stale").subquery()
     return current.union_all(select(*(rest.c[name] for name in columns))).subquery()

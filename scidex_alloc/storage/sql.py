@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import literal, literal_column
+from sqlalchemy import literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from sqlalchemy.types import Boolean, NullType, Numeric
@@ -219,15 +219,6 @@ def _whole_default(element, compiler, **kw):
 @compiles(WholeTokens, "sqlite")
 def _whole_sqlite(element, compiler, **kw):
     return f"(CAST({compiler.process(element.clauses, **kw)} AS INTEGER) / {MICRO_PER_TOKEN})"
-
-
-def written(value: str | int) -> ColumnElement:
-    """A constant written into the SQL, not bound. PostgreSQL plans a prepared statement
-    once for every execution only when its generic plan costs about what a custom plan
-    for the actual values does; a bound status or count in a condition looks, to the
-    generic plan, as unselective as any value, so the statement would be planned again
-    at each execution."""
-    return literal_column(f"'{value}'" if isinstance(value, str) else str(int(value)))
 
 
 def literal_sql(connection, element) -> str:
