@@ -207,8 +207,10 @@ def install(connection: Connection, now: datetime, summed: bool = True) -> int |
     (how many artifacts), else only their totals (None)."""
     from scidex_alloc.budgets import ddl, totals
 
-    count = rebuild(connection, now) if summed else None
-    if not summed:
+    if summed:
+        count = rebuild(connection, now)  # the totals with the balances
+    else:
+        count = None
         totals.rebuild(connection)
     create_indexes(connection)
     ddl.create_triggers(connection)
