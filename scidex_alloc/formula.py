@@ -12,12 +12,14 @@ import os
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import NamedTuple
 
 from scidex_alloc.errors import UsageError
 
 # The ledger's precision: amounts (and prices) are exact to 1e-6, a micro-token.
 DECIMALS = 6
 MICRO = Decimal(1).scaleb(-DECIMALS)
+ZERO = Decimal(0)
 ONE = Decimal(1)
 HALF = Decimal("0.5")
 # Largest single amount accepted, in any unit and in tokens after conversion: SQLite keeps
@@ -32,8 +34,14 @@ AMOUNT_PATTERN = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[
 
 
 def plain(value: Decimal) -> str:
-    """An exact decimal as people write it: 12.500000 -> 12.5, never 1E+1."""
-    text = format(value.normalize(), "f")
+    """An exact decimal as people write it: 12.500000 -> 12.5, never 1E+1. (Exports call
+    this for every term of every row: str() is the fast way to the digits, and the only
+    one when there is no exponent.)"""
+    text = str(value)
+    if "E" in text:
+        text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
 
@@ -81,7 +89,7 @@ class Params:
 def clamp_price(price: Decimal | None, params: Params) -> Decimal:
     if price is None:
         return params.default_price
-    return min(max(exact(price), Decimal(0)), ONE)
+    return min(max(exact(price), ZERO), ONE)
 
 
 def uncertainty(price: Decimal) -> Decimal:
@@ -89,17 +97,25 @@ def uncertainty(price: Decimal) -> Decimal:
 
 
 def multiplier(price: Decimal, params: Params) -> Decimal:
-    floor = params.multiplier_floor
-    return floor + (ONE - floor) * uncertainty(price)
+    return _multiplier(uncertainty(price), params)
 
 
 def budget(demand: Decimal, bounty: Decimal, price: Decimal, params: Params) -> Decimal:
-    return exact((params.research_share * demand + bounty) * multiplier(price, params))
+    return _budget(demand, bounty, multiplier(price, params), params)
 
 
-@dataclass(frozen=True, slots=True)
-class Terms:
-    """Every term of one artifact's budget; None where it cannot be computed."""
+def _multiplier(uncertainty: Decimal, params: Params) -> Decimal:
+    floor = params.multiplier_floor
+    return floor + (ONE - floor) * uncertainty
+
+
+def _budget(demand: Decimal, bounty: Decimal, multiplier: Decimal, params: Params) -> Decimal:
+    return exact((params.research_share * demand + bounty) * multiplier)
+
+
+class Terms(NamedTuple):
+    """Every term of one artifact's budget; None where it cannot be computed. (A tuple:
+    built for every row of an export, where a frozen dataclass costs five times more.)"""
 
     demand: Decimal | None
     bounty: Decimal | None
@@ -117,18 +133,15 @@ def terms(
 ) -> Terms:
     """The terms from the totals and the market price (None: no market). A total given as
     None, or a price not known, is invalid data: every term depending on it is None."""
-    p = clamp_price(price, params) if price_known else None
-    b = None if demand is None or bounty is None or p is None else budget(demand, bounty, p, params)
-    return Terms(
-        demand=demand,
-        bounty=bounty,
-        price=p,
-        uncertainty=None if p is None else uncertainty(p),
-        multiplier=None if p is None else multiplier(p, params),
-        budget=b,
-        spent=spent,
-        remaining=None if b is None or spent is None else b - spent,
-    )
+    p = u = m = b = None
+    if price_known:
+        p = clamp_price(price, params)
+        u = uncertainty(p)
+        m = _multiplier(u, params)
+        if demand is not None and bounty is not None:
+            b = _budget(demand, bounty, m, params)
+    remaining = None if b is None or spent is None else b - spent
+    return Terms(demand, bounty, p, u, m, b, spent, remaining)
 
 
 def parse_amount(

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
+from operator import attrgetter, itemgetter
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from scidex_alloc.formula import plain as number
@@ -43,18 +45,34 @@ def json_value(value: Any) -> str:
 def as_dict(obj: Any) -> dict:
     if isinstance(obj, dict):
         return obj
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return {name: getattr(obj, name) for name in _field_names(type(obj))}
+
+
+@lru_cache(maxsize=None)
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind))
+
+
+def _getter(columns: Sequence[str]) -> Callable[[Any], tuple]:
+    """A row's values in `columns`' order, whether the row is a result object or a dict."""
+    by_name, by_key = attrgetter(*columns), itemgetter(*columns)
+    if len(columns) == 1:
+        return lambda row: (by_key(row) if isinstance(row, dict) else by_name(row),)
+    return lambda row: by_key(row) if isinstance(row, dict) else by_name(row)
 
 
 def csv_value(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, Decimal):
+    kind = type(value)  # exact types first: called for every cell of an export
+    if kind is Decimal:
         return number(value)
+    if kind is str:
+        return value
+    if kind is bool:
+        return "true" if value else "false"
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, bool):
-        return "true" if value else "false"
     return str(value)
 
 
@@ -174,12 +192,13 @@ def emit_rows(rows: Iterable[Any], fmt: str, columns: Sequence[str], title: str 
               out=None) -> int:
     """Write rows in `fmt`; returns how many were written."""
     out = out or sys.stdout
+    values = _getter(columns)
     if fmt == "json":
         count = 0
+        keys = [f"{json.dumps(c)}: " for c in columns]
         out.write("[")
         for count, row in enumerate(rows, start=1):
-            data = as_dict(row)
-            body = ", ".join(f"{json.dumps(c)}: {json_value(data[c])}" for c in columns)
+            body = ", ".join(key + json_value(v) for key, v in zip(keys, values(row)))
             out.write(("\n  " if count == 1 else ",\n  ") + "{" + body + "}")
         out.write("\n]\n" if count else "]\n")
         return count
@@ -187,10 +206,8 @@ def emit_rows(rows: Iterable[Any], fmt: str, columns: Sequence[str], title: str 
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         count = 0
-        for row in rows:
-            data = as_dict(row)
-            writer.writerow([csv_value(data[c]) for c in columns])
-            count += 1
+        for count, row in enumerate(rows, start=1):
+            writer.writerow([csv_value(v) for v in values(row)])
         return count
     return _table(rows, columns, title)
 

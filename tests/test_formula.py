@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scidex_alloc.errors import UsageError
-from scidex_alloc.formula import Params, budget, clamp_price, multiplier, parse_amount, uncertainty
+from scidex_alloc.formula import (
+    Params,
+    budget,
+    clamp_price,
+    multiplier,
+    parse_amount,
+    plain,
+    uncertainty,
+)
 
 P = Params()
 amounts = st.decimals(min_value=0, max_value=10**9, places=6, allow_nan=False, allow_infinity=False)
@@ -63,3 +71,19 @@ def test_parse_amount_rejects(text):
 def test_parse_amount_accepts_exact_values():
     assert parse_amount(" 12.500000 ") == Decimal("12.5")
     assert parse_amount("1e3") == 1000
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_plain_writes_the_exact_value_without_exponent_or_trailing_zeros(value):
+    text = plain(value)
+    assert Decimal(text) == value
+    assert "E" not in text.upper() and text != "-0"
+    if "." in text:
+        assert not text.endswith(("0", "."))
+
+
+def test_plain_examples():
+    cases = {"12.500000": "12.5", "1E+1": "10", "-0.000000": "0", "0E-7": "0",
+             "1947.684096": "1947.684096", "100": "100", "-3.10": "-3.1", "1E-7": "0.0000001"}
+    assert {text: plain(Decimal(text)) for text in cases} == cases
+

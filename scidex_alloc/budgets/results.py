@@ -7,10 +7,12 @@ from datetime import datetime
 from decimal import Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BudgetRow:
     """One artifact's budget, as `alloc rank --format json` prints it. An artifact with
-    invalid data has a `problem`, and None for the terms that depend on it."""
+    invalid data has a `problem`, and None for the terms that depend on it. (Not frozen:
+    an export builds one per artifact, and a frozen dataclass's fields cost seven times
+    more to set.)"""
 
     rank: int
     artifact_id: str
