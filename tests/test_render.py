@@ -119,3 +119,36 @@ def test_progress_and_spinner_show_nothing_off_a_terminal(monkeypatch, capsys):
     with rendering.spinner("working"):
         pass
     assert sys.stderr.getvalue() == ""
+
+
+json_data = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.decimals(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+def _exact(value):
+    """What json_value's text must read back as: numbers exact, tuples as lists."""
+    if isinstance(value, (Decimal, int)) and not isinstance(value, bool):
+        return Decimal(value)
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    return value
+
+
+@given(json_data)
+def test_json_value_is_json_that_reads_back_exactly(value):
+    import json
+
+    text = rendering.json_value(value)
+    assert text.isascii()
+    assert _exact(json.loads(text, parse_float=Decimal, parse_int=Decimal)) == _exact(value)
+
+
+def test_json_value_writes_datetimes_as_iso_text():
+    moment = datetime(2026, 11, 26, 23, 0, 5)
+    assert rendering.json_value({"at": moment}) == '{"at": "2026-11-26T23:00:05"}'
