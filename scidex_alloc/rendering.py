@@ -220,8 +220,9 @@ def emit_rows(rows: Iterable[Any], fmt: str, columns: Sequence[str], title: str 
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         count = 0
-        for count, row in enumerate(rows, start=1):
+        for row in rows:
             writer.writerow([csv_value(v) for v in values(row)])
+            count += 1
         return count
     return _table(rows, columns, title)
 

@@ -119,3 +119,22 @@ def test_a_claim_passes_by_held_artifacts_and_reads_further(generated, explored_
                                    exploration=0.0)
             other.rollback()
     assert [e.artifact_id for e in taken] == order[5:7]
+
+
+def test_budgets_beyond_32_bit_micro_tokens(generated, explored_reading, cli, tmp_path):
+    """Available budgets and reserves above 2**31 micro-tokens (2,147.48 tokens) compare
+    as what they are on both databases, in every way the queue reads its candidates."""
+    (tmp_path / "a.csv").write_text("id,type\nbig-1,hypothesis\nbig-2,hypothesis\n")
+    (tmp_path / "p.csv").write_text("artifact_id,tokens\nbig-1,900000\nbig-2,800000\n")
+    assert cli("load", "artifacts", tmp_path / "a.csv", "--db", generated).exit_code == 0
+    assert cli("load", "positions", tmp_path / "p.csv", "--db", generated).exit_code == 0
+    with Allocator.open(generated) as allocator:
+        record_investigations(allocator, random.Random(7), 2)
+        expected = every_candidate(allocator, "me", scoring.UCB_WEIGHT, scoring.EXPLORATION)
+        entries = allocator.next(limit=3, agent="me")
+        reserved = allocator.next(limit=3, agent="me", reserve="50000", claim=True)
+    assert summary(entries) == [(s.candidate.artifact_id, s.score, s.ucb, s.candidate.remaining)
+                                for s in expected[:3]]
+    able = {s.candidate.artifact_id for s in expected if s.candidate.remaining >= 50000}
+    assert able and {e.artifact_id for e in reserved} == able
+    assert all(e.hold_id is not None for e in reserved)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Iterator
 
 from sqlalchemy import (
-    Integer,
+    BigInteger,
     Select,
     String,
     bindparam,
@@ -135,8 +135,9 @@ def budget_select(params: Params, type_: str | None = None, where=(), extra=(), 
 
 def micro(amount: ColumnElement, name: str) -> ColumnElement:
     """A column of whole micro-tokens, read as the driver returns it (an int, or a float
-    or Decimal with no fraction): converted once where it is used, not for every row read."""
-    return type_coerce(amount, Integer).label(name)
+    or Decimal with no fraction): converted once where it is used, not for every row read.
+    64-bit, as a value compared with it is bound: 2**31 micro-tokens are 2,147 tokens."""
+    return type_coerce(amount, BigInteger).label(name)
 
 
 def of_type_unindexed(type_: str | None) -> list:
