@@ -777,10 +777,16 @@ def load(cli, db_url, tmp_path, what, text):
     return cli("load", what, path, "--db", db_url)
 
 
+@pytest.mark.parametrize("summed", ["touched", "every"])
 def test_loads_keep_the_balances_exact_and_a_refused_load_changes_nothing(
-        db_kind, db_url, cli, allocator, tmp_path):
+        db_kind, db_url, cli, allocator, tmp_path, monkeypatch, summed):
     """`alloc load` suspends the triggers and sums its artifacts set-based: afterwards the
-    balances are exact; a refused load leaves them (and the triggers) as they were."""
+    balances are exact, whether it sums again only the balances of the artifacts its rows
+    name or (when they are many of all) every balance; a refused load leaves them (and the
+    triggers) as they were."""
+    from scidex_alloc.budgets import balances as balances_module
+
+    monkeypatch.setattr(balances_module, "RESUM_FRACTION", 1 if summed == "touched" else 10**9)
     generate(cli, db_url, 20, 4)
     loads = {
         "artifacts": "id,type\nl1,hypothesis\nl2,analysis\nl3,hypothesis\n",

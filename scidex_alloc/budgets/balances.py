@@ -58,6 +58,8 @@ REWARD_SCALE = 1_000_000_000  # reward_total counts billionths: exact sums on bo
 SUMMED = ("demand", "bounty", "spent")
 BOUNTY = ("bounty", "bounty_invalid", "next_expiry")  # the columns a bounty's change moves
 HELD = ("held", "held_invalid", "held_expiry")  # the columns a hold's change moves
+RESUM_BATCH = 1000  # artifact ids per statement when summing some balances again
+RESUM_FRACTION = 10  # resum: at most one balance in this many (rebuild is ~5x cheaper each)
 COLUMNS = ("demand", "demand_invalid", "bounty", "bounty_invalid", "next_expiry", "price",
            "spent", "spent_invalid", "investigations", "reward_total", *HELD)
 # The terms that expire with time, and the column keeping when the first of them does.
@@ -199,6 +201,36 @@ def create_indexes(connection: Connection) -> None:
     for name, columns in indexes(connection).items():
         connection.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON artifact_balances "
                                    f"{columns}")
+
+
+def resum(connection: Connection, now: datetime, ids: set[str]) -> int:
+    """Sum again the balances of the artifacts `ids` (those a load wrote rows of), and the
+    totals, in the caller's transaction; how many balances. Cheaper than `rebuild` when
+    they are few of all (see `few`): about 50 us a balance where `rebuild` takes about 9 us
+    an artifact. On PostgreSQL concurrent writers' triggers wait until it commits, as they
+    do for `rebuild`."""
+    from scidex_alloc.budgets import totals
+
+    if connection.dialect.name != "sqlite":
+        connection.execute(text("LOCK TABLE artifact_balances IN EXCLUSIVE MODE"))
+    totals.pause(connection)
+    b = artifact_balances
+    stmt = (b.update().where(b.c.artifact_id.in_(bindparam("ids", expanding=True)))
+            .values(recomputed(b.c.artifact_id, NOW)))
+    ordered, count = sorted(ids), 0
+    for start in range(0, len(ordered), RESUM_BATCH):
+        count += connection.execute(stmt, {"now": now,
+                                           "ids": ordered[start:start + RESUM_BATCH]}).rowcount
+    totals.resume(connection)
+    return count
+
+
+def few(connection: Connection, count: int) -> bool:
+    """Whether `count` balances are few enough of all (as the totals count them) that
+    summing only them beats summing every one."""
+    from scidex_alloc.budgets import totals
+
+    return count * RESUM_FRACTION <= totals.artifacts(connection)
 
 
 def install(connection: Connection, now: datetime, summed: bool = True) -> int | None:

@@ -25,9 +25,11 @@ from scidex_alloc.budgets.balances import (
     HELD,
     SUMMED,
     billionths,
+    few,
     finite,
     rebuild,
     recomputed,
+    resum,
     valid_total,
 )
 from scidex_alloc.formula import Params
@@ -344,11 +346,15 @@ def suspend(connection: Connection) -> None:
         connection.execute(text(f"SELECT set_config('{SUSPEND_SETTING}', 'suspended', true)"))
 
 
-def resume(connection: Connection, now: datetime) -> None:
-    """Sum every balance from the source tables, and keep them again from the next
-    transaction on (SQLite: from now on)."""
+def resume(connection: Connection, now: datetime, touched: set[str] | None = None) -> None:
+    """Sum the balances again from the source tables, and keep them again from the next
+    transaction on (SQLite: from now on): only those of the artifacts `touched` (every
+    artifact whose rows the bulk insert wrote) when they are few of all, else every one."""
     if connection.dialect.name == "sqlite":
         create_triggers(connection)
-    rebuild(connection, now)
+    if touched is not None and few(connection, len(touched)):
+        resum(connection, now, touched)
+    else:
+        rebuild(connection, now)
 
 

@@ -75,6 +75,12 @@ def rebuild(connection: Connection) -> None:
                                                            summed_again()))
 
 
+def artifacts(connection: Connection) -> int:
+    """How many balances there are, as the totals count them: a few rows, not a count."""
+    total = func.coalesce(func.sum(balance_totals.c.artifacts), 0)
+    return int(connection.execute(select(total)).scalar_one())
+
+
 def mismatches():
     """The types whose kept totals differ from the stored balances' sums."""
     kept, summed = by_type(balance_totals), summed_again()

@@ -31,6 +31,7 @@ from scidex_alloc.storage.schema import artifacts, utcnow
 CHUNK = 10_000
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
 LOADED_TOTALS = {"positions": "demand", "bounties": "bounty"}  # what a load can push too far
+MAX_TOUCHED = 100_000  # artifacts a load keeps the ids of, to sum only their balances again
 
 
 def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
@@ -39,11 +40,11 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
     with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
         ddl.suspend(connection)
-        report = _insert_file(connection, what, stream, fmt, progress)
+        report, touched = _insert_file(connection, what, stream, fmt, progress)
         if not report.ok:
             connection.rollback()  # the triggers' suspension with the rest
             return report
-        ddl.resume(connection, utcnow())
+        ddl.resume(connection, utcnow(), touched)
         if what in LOADED_TOTALS:
             _check_totals(connection, what)
     return report
@@ -62,8 +63,10 @@ def populate(connection: Connection, batches) -> dict[str, int]:
 
 
 def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
-                 progress: Callable[[int], None] | None) -> LoadReport:
-    """Check and insert every row; after the first bad one only check, naming each."""
+                 progress: Callable[[int], None] | None) -> tuple[LoadReport, set[str] | None]:
+    """Check and insert every row; after the first bad one only check, naming each. Also
+    the ids of the artifacts the rows belong to, while at most MAX_TOUCHED (else None, as
+    for new artifacts, whose balances are yet to be made)."""
     spec = SPECS.get(what)
     if spec is None:
         raise UsageError(f"cannot load {what!r}: choose one of {', '.join(SPECS)}")
@@ -72,6 +75,7 @@ def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     rows = reader.Rows(spec, stream, fmt, report.problems, MAX_PROBLEMS)
     good = iter(rows)
     seen: set[str] = set()
+    touched: set[str] | None = set() if "artifact_id" in table.c else None
     while len(report.problems) < MAX_PROBLEMS:
         chunk: list[tuple[int, tuple]] = []
         if report.problems:
@@ -81,6 +85,11 @@ def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
             _insert_chunk(connection, spec, table, rows, islice(good, CHUNK), chunk, seen, report)
         if not chunk:
             break
+        if touched is not None:
+            at = rows.columns.index("artifact_id")
+            touched.update(values[at] for _, values in chunk)
+            if len(touched) > MAX_TOUCHED:
+                touched = None
         if progress is not None:
             progress(len(chunk))
     if report.problems:
@@ -89,7 +98,7 @@ def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
         report.loaded = 0
     elif spec.serial_id and rows.columns and "id" in rows.columns:
         bulk.advance_sequence(connection, table)
-    return report
+    return report, touched
 
 
 def _insert_chunk(connection, spec, table, rows, items, chunk, seen, report) -> None:
