@@ -10,8 +10,10 @@ instant one of its bounties expired.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache
+from typing import Iterator
 
 from sqlalchemy import (
     Integer,
@@ -158,29 +160,38 @@ def recomputed_all():
 
 def rebuild(connection: Connection, now: datetime) -> int:
     """Sum every balance, and their totals, again from the source tables, in the caller's
-    transaction; how many artifacts there are. On PostgreSQL concurrent writers' triggers wait until it commits;
-    on SQLite, whose writers wait anyway, the indexes are made afresh after the rows."""
+    transaction; how many artifacts there are. On SQLite, whose writers wait anyway, the
+    indexes are made afresh after the rows."""
+    sqlite = connection.dialect.name == "sqlite"
+    with _summing(connection):
+        if sqlite:
+            for name in indexes(connection):
+                connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+        connection.execute(artifact_balances.delete())
+        count = connection.execute(
+            artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS],
+                                                   recomputed_all())
+            .execution_options(preserve_rowcount=True), {"now": now}
+        ).rowcount
+        if sqlite:
+            create_indexes(connection)
+        else:  # a table filled at once has no statistics
+            connection.execute(text("ANALYZE artifact_balances"))
+    return count
+
+
+@contextmanager
+def _summing(connection: Connection) -> Iterator[None]:
+    """While balances are summed again: the totals left alone, then summed again from
+    them; on PostgreSQL concurrent writers' triggers wait until the caller commits (and
+    then add their rows to what was summed)."""
     from scidex_alloc.budgets import totals
 
-    sqlite = connection.dialect.name == "sqlite"
-    totals.pause(connection)
-    if sqlite:
-        for name in indexes(connection):
-            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
-    else:
+    if connection.dialect.name != "sqlite":
         connection.execute(text("LOCK TABLE artifact_balances IN EXCLUSIVE MODE"))
-    connection.execute(artifact_balances.delete())
-    count = connection.execute(
-        artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS],
-                                               recomputed_all())
-        .execution_options(preserve_rowcount=True), {"now": now}
-    ).rowcount
-    if sqlite:
-        create_indexes(connection)
-    else:  # a table filled at once has no statistics
-        connection.execute(text("ANALYZE artifact_balances"))
+    totals.pause(connection)
+    yield
     totals.resume(connection)
-    return count
 
 
 def indexes(connection: Connection) -> dict[str, str]:
@@ -207,21 +218,15 @@ def resum(connection: Connection, now: datetime, ids: set[str]) -> int:
     """Sum again the balances of the artifacts `ids` (those a load wrote rows of), and the
     totals, in the caller's transaction; how many balances. Cheaper than `rebuild` when
     they are few of all (see `few`): about 50 us a balance where `rebuild` takes about 9 us
-    an artifact. On PostgreSQL concurrent writers' triggers wait until it commits, as they
-    do for `rebuild`."""
-    from scidex_alloc.budgets import totals
-
-    if connection.dialect.name != "sqlite":
-        connection.execute(text("LOCK TABLE artifact_balances IN EXCLUSIVE MODE"))
-    totals.pause(connection)
+    an artifact."""
     b = artifact_balances
     stmt = (b.update().where(b.c.artifact_id.in_(bindparam("ids", expanding=True)))
             .values(recomputed(b.c.artifact_id, NOW)))
     ordered, count = sorted(ids), 0
-    for start in range(0, len(ordered), RESUM_BATCH):
-        count += connection.execute(stmt, {"now": now,
-                                           "ids": ordered[start:start + RESUM_BATCH]}).rowcount
-    totals.resume(connection)
+    with _summing(connection):
+        for start in range(0, len(ordered), RESUM_BATCH):
+            count += connection.execute(
+                stmt, {"now": now, "ids": ordered[start:start + RESUM_BATCH]}).rowcount
     return count
 
 

@@ -217,11 +217,8 @@ def budget_terms(params: Params) -> Select:
 def tokens_from_micro(value) -> Decimal | None:
     """Micro-tokens from either database back to an exact token Decimal (None stays None:
     an invalid total). An int needs no quantize: it has no fraction to round."""
-    kind = type(value)
-    if kind is int:
+    if type(value) is int:
         return Decimal(value).scaleb(-DECIMALS)
-    if kind is Decimal:
-        return value.scaleb(-DECIMALS).quantize(MICRO)
     return None if value is None else Decimal(value).scaleb(-DECIMALS).quantize(MICRO)
 
 
