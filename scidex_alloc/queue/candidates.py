@@ -16,7 +16,20 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Float, Select, and_, bindparam, case, cast, func, literal, or_, select
+from sqlalchemy import (
+    Float,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
 
 from scidex_alloc.budgets import balances
 from scidex_alloc.budgets.balances import NOW, REWARD_SCALE
@@ -36,15 +49,15 @@ def values(now: datetime, agent: str | None, at_least: int, **more) -> dict:
 
 
 def _live(*where):
-    b = artifact_balances.c
-    return and_(claims.c.artifact_id == b.artifact_id, claims.c.status == "active",
-                LaterThan(claims.c.lease_expires_at, NOW), *where)
+    return and_(claims.c.status == "active", LaterThan(claims.c.lease_expires_at, NOW), *where)
 
 
 def _free(has_agent: bool):
-    """No live claim of another agent on the artifact."""
+    """No live claim of another agent on the artifact. The live claims are few and read
+    once, rather than looked up for each of many candidates (their artifact ids are never
+    NULL, so NOT IN is exact)."""
     others = _live(claims.c.agent_id != AGENT) if has_agent else _live()
-    return ~select(claims.c.id).where(others).exists()
+    return artifact_balances.c.artifact_id.not_in(select(claims.c.artifact_id).where(others))
 
 
 def _enough(available):
@@ -68,6 +81,14 @@ def _near():
                b.held_expiry.is_not(None))
 
 
+def _explored(only: str | None):
+    """Explored artifacts. For the stale balances, which their expiries' indexes find, in a
+    form SQLite cannot read from the explored artifacts' partial index: it would scan that
+    whole instead."""
+    investigations = artifact_balances.c.investigations
+    return (investigations + 0 if only == "stale" else investigations) > 0
+
+
 @lru_cache(maxsize=CACHED)
 def queue_candidates(params: Params, type_: str | None, has_agent: bool, explored: bool,
                      lean: bool = False, only: str | None = None) -> Select:
@@ -78,8 +99,9 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
     those of `ids` ("ids"), the stale balances ("stale"), or those near `least` ("near").
     `lean` leaves out the titles and own claims, for scans of many."""
     b = artifact_balances.c
-    own = _live(claims.c.agent_id == AGENT) if has_agent and not lean else None
-    where = [_free(has_agent), b.investigations > 0 if explored else b.investigations == 0]
+    own = (_live(claims.c.artifact_id == b.artifact_id, claims.c.agent_id == AGENT)
+           if has_agent and not lean else None)
+    where = [_free(has_agent), _explored(only) if explored else b.investigations == 0]
     if explored:
         narrowed = {None: [], "ids": [b.artifact_id.in_(bindparam("ids", expanding=True))],
                     "stale": [_stale()],
@@ -106,16 +128,18 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
             .limit(bindparam("count")))
 
 
-def _explored_pool(params: Params, type_: str | None, has_agent: bool):
+def _explored_parts(params: Params, type_: str | None, has_agent: bool) -> list:
     """Every explored candidate's id, investigations, reward total and available budget (as
-    SQL computes it), for scans of them all. With the default formula the maintained
-    remaining key and held total serve; only the balances whose bounties or holds expired
-    since they were summed go through the budget SELECT."""
+    SQL computes it), for scans of them all: one subquery, or with the default formula
+    two. There the fresh balances are read from the explored artifacts' covering index, in
+    order of investigation count, with the maintained remaining key and held total; only
+    the balances whose bounties or holds expired since they were summed go through the
+    budget SELECT."""
     columns = ("artifact_id", "investigations", "reward_total", "available")
-    b = artifact_balances.c
     if params != Params():
         e = queue_candidates(params, type_, has_agent, True, lean=True).subquery()
-        return select(*(e.c[name] for name in columns)).subquery()
+        return [select(*(e.c[name] for name in columns)).subquery()]
+    b = artifact_balances.c
     fresh = [balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()]
     # NULL when a hold's amount is invalid; an expression, so SQLite walks the explored.
     available = case((b.held_invalid == 0, b.remaining_key - b.held + 0))
@@ -124,18 +148,20 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool):
         b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), *fresh,
         _enough(available))
     rest = queue_candidates(params, type_, has_agent, True, lean=True, only="stale").subquery()
-    return current.union_all(select(*(rest.c[name] for name in columns))).subquery()
+    return [current.subquery(), select(*(rest.c[name] for name in columns)).subquery()]
 
 
 @lru_cache(maxsize=CACHED)
 def explored_groups(params: Params, type_: str | None, has_agent: bool) -> Select:
     """The explored candidates by investigation count: how many, the best reward total, and
-    the most available budget, per count. Enough for the whole queue's totals."""
-    e = _explored_pool(params, type_, has_agent)
-    return (select(e.c.investigations, func.count().label("candidates"),
-                   func.max(e.c.reward_total).label("best_reward"),
-                   func.max(e.c.available).label("most_available"))
-            .group_by(e.c.investigations))
+    the most available budget, per count and part (see _explored_parts), so a count may
+    come twice. Enough for the whole queue's totals."""
+    return union_all(*(
+        select(e.c.investigations, func.count().label("candidates"),
+               func.max(e.c.reward_total).label("best_reward"),
+               func.max(e.c.available).label("most_available"))
+        .group_by(e.c.investigations)
+        for e in _explored_parts(params, type_, has_agent)))
 
 
 @lru_cache(maxsize=CACHED)
@@ -145,14 +171,16 @@ def explored_by_score(params: Params, type_: str | None, has_agent: bool, bounde
     (close to, but not always exactly, the pure scoring's): the best `score_limit`, or
     (`bounded`) those scoring `score_at_least`. The score is `ucb_factor` x (mean reward +
     `bonus` / sqrt(investigations)) + `available_factor` x available."""
-    e = _explored_pool(params, type_, has_agent)
-    n = cast(e.c.investigations, Float)
-    ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
-           + bindparam("bonus", type_=Float) / func.sqrt(n))
-    score = (bindparam("ucb_factor", type_=Float) * ucb
-             + bindparam("available_factor", type_=Float) * cast(e.c.available, Float))
-    stmt = select(e.c.artifact_id, score.label("sql_score"))
-    if bounded:
-        return stmt.where(score >= bindparam("score_at_least", type_=Float)).order_by(
-            score.desc())
-    return stmt.order_by(score.desc()).limit(bindparam("score_limit"))
+    scored = []
+    for e in _explored_parts(params, type_, has_agent):
+        n = cast(e.c.investigations, Float)
+        ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
+               + bindparam("bonus", type_=Float) / func.sqrt(n))
+        score = (bindparam("ucb_factor", type_=Float) * ucb
+                 + bindparam("available_factor", type_=Float) * cast(e.c.available, Float))
+        stmt = select(e.c.artifact_id, score.label("sql_score"))
+        if bounded:
+            stmt = stmt.where(score >= bindparam("score_at_least", type_=Float))
+        scored.append(stmt)
+    by_score = union_all(*scored).order_by(literal_column("sql_score").desc())
+    return by_score if bounded else by_score.limit(bindparam("score_limit"))
