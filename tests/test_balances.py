@@ -1064,6 +1064,29 @@ def test_upgrade_from_the_previous_revision_leaves_the_balances_as_they_are(
     assert_readers_match_sources(db_kind, db_url, allocator, "rebuilt")
 
 
+def test_upgrade_makes_the_explored_index_cover_the_queue_scans(db_kind, empty_db_url, cli):
+    """Revision 0009 replaces the explored artifacts' narrow index with one that covers
+    what the queue's scans of them read; a downgrade puts the narrow one back."""
+    from sqlalchemy import inspect
+
+    from scidex_alloc.budgets.balances import EXPLORED_COLUMNS
+
+    def explored_columns():
+        with Allocator.open(empty_db_url) as opened:
+            found = {ix["name"]: ix["column_names"]
+                     for ix in inspect(opened.engine).get_indexes("artifact_balances")}
+        return found["ix_artifact_balances_explored"]
+
+    assert cli("db", "upgrade", "--db", empty_db_url).exit_code == 0
+    generate(cli, empty_db_url, 30, 9)
+    assert explored_columns() == list(EXPLORED_COLUMNS)
+    migrate_to(empty_db_url, "downgrade", "0008")
+    assert explored_columns() == ["artifact_id"]
+    result = cli("db", "upgrade", "--db", empty_db_url)
+    assert result.exit_code == 0, result.stderr
+    assert explored_columns() == list(EXPLORED_COLUMNS)
+
+
 @pytest.fixture
 def allocator_for():
     opened = []

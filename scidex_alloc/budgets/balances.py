@@ -194,9 +194,16 @@ def _summing(connection: Connection) -> Iterator[None]:
     totals.resume(connection)
 
 
+# What the queue's scans of every explored candidate read (queue/candidates.py), so that
+# they read only the explored artifacts' index, in order of investigation count (as they
+# group them), and never visit the table's pages.
+EXPLORED_COLUMNS = ("investigations", "artifact_id", "reward_total", "remaining_key", "held",
+                    "held_invalid", "next_expiry", "held_expiry", "type")
+
+
 def indexes(connection: Connection) -> dict[str, str]:
     """The balances' secondary indexes: the ranking keys (also within a type), the balances
-    whose bounties or holds expire, and the explored artifacts."""
+    whose bounties or holds expire, and the explored artifacts (covering their scans)."""
     last = " NULLS LAST" if connection.dialect.name == "postgresql" else ""
     found = {}
     for key in ("budget", "remaining"):
@@ -204,7 +211,8 @@ def indexes(connection: Connection) -> dict[str, str]:
         found[f"ix_artifact_balances_type_{key}"] = f"(type, {key}_key DESC{last}, artifact_id)"
     for expiry in EXPIRY.values():
         found[f"ix_artifact_balances_{expiry}"] = f"({expiry}) WHERE {expiry} IS NOT NULL"
-    found["ix_artifact_balances_explored"] = "(artifact_id) WHERE investigations > 0"
+    found["ix_artifact_balances_explored"] = (f"({', '.join(EXPLORED_COLUMNS)}) "
+                                              "WHERE investigations > 0")
     return found
 
 
