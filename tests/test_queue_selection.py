@@ -5,6 +5,7 @@ the pure scoring of every candidate, on random databases, on SQLite and PostgreS
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +19,7 @@ from sqlalchemy import delete, insert, select
 from scidex_alloc.allocator import Allocator
 from scidex_alloc.queue import claims as claims_module
 from scidex_alloc.queue import scoring
-from scidex_alloc.storage.schema import claims, utcnow
+from scidex_alloc.storage.schema import claims, holds, token_bounties, utcnow
 
 ARTIFACTS = 120
 
@@ -26,9 +27,11 @@ ARTIFACTS = 120
 @pytest.fixture(params=["all", "preselected"])
 def explored_reading(request, monkeypatch):
     """Explored candidates all read and scored, or (as with many) preselected in SQL by a
-    floating-point score and the queue's totals summed per investigation count."""
+    floating-point score and the queue's totals summed per investigation count, and then
+    read by id in batches (of 3 here)."""
     if request.param == "preselected":
         monkeypatch.setattr(claims_module, "READ_EVERY_EXPLORED", 0)
+        monkeypatch.setattr(claims_module, "READ_BATCH", 3)
     return request.param
 
 
@@ -138,3 +141,33 @@ def test_budgets_beyond_32_bit_micro_tokens(generated, explored_reading, cli, tm
     able = {s.candidate.artifact_id for s in expected if s.candidate.remaining >= 50000}
     assert able and {e.artifact_id for e in reserved} == able
     assert all(e.hold_id is not None for e in reserved)
+
+
+def test_stale_balances_rank_by_what_they_hold_now(generated, explored_reading):
+    """Explored artifacts whose huge bounty, or hold, expired a moment ago (their balances
+    not yet summed again) rank by their budget without it, in both ways the queue reads
+    explored candidates: with the large bounty they keep, at the top of the queue, and
+    counted in its totals."""
+    with Allocator.open(generated) as allocator:
+        record_investigations(allocator, random.Random(13), 2)
+        with allocator.engine.connect() as connection:
+            explored = sorted({row.artifact_id for row in connection.execute(
+                select(claims.c.artifact_id).where(claims.c.status == "done"))})
+        soon = utcnow() + timedelta(seconds=1)
+        with allocator.engine.begin() as connection:
+            connection.execute(insert(token_bounties), [
+                {"artifact_id": artifact_id, "tokens_offered": 10**4 + i, "expires_at": None}
+                for i, artifact_id in enumerate(explored)] + [
+                {"artifact_id": artifact_id, "tokens_offered": 10**6, "expires_at": soon}
+                for artifact_id in explored[::3]])
+            connection.execute(insert(holds), [
+                {"artifact_id": artifact_id, "tokens": 10**6, "status": "active",
+                 "created_at": utcnow(), "expires_at": soon}
+                for artifact_id in explored[1::3]])
+        while utcnow() <= soon + timedelta(milliseconds=50):
+            time.sleep(0.05)
+        expected = every_candidate(allocator, "me", scoring.UCB_WEIGHT, scoring.EXPLORATION)
+        entries = allocator.next(limit=10, agent="me")
+    assert {e.artifact_id for e in entries[:2]} <= set(explored)
+    assert summary(entries) == [
+        (s.candidate.artifact_id, s.score, s.ucb, s.candidate.remaining) for s in expected[:10]]

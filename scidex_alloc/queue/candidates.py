@@ -16,20 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import (
-    Float,
-    Select,
-    and_,
-    bindparam,
-    case,
-    cast,
-    func,
-    literal,
-    literal_column,
-    or_,
-    select,
-    union_all,
-)
+from sqlalchemy import Float, Select, and_, bindparam, case, cast, func, literal, or_, select
 
 from scidex_alloc.budgets import balances
 from scidex_alloc.budgets.balances import NOW, REWARD_SCALE
@@ -67,7 +54,7 @@ def _enough(available):
 
 def _stale():
     """Balances whose bounty or held total is out of date: summed again by the budget
-    SELECT (each condition indexed)."""
+    SELECT."""
     b = artifact_balances.c
     return or_(*(balances.expired(b[expiry]) for expiry in balances.EXPIRY.values()))
 
@@ -75,18 +62,10 @@ def _stale():
 def _near():
     """Balances that may have `least` (a parameter) available or more: available is at
     most remaining, but where an artifact has holds (whose total another service may have
-    made negative) or a stale bounty."""
+    made negative) or a stale bounty. Every stale balance is among them."""
     b = artifact_balances.c
     return or_(b.remaining_key >= bindparam("least"), balances.expired(b.next_expiry),
                b.held_expiry.is_not(None))
-
-
-def _explored(only: str | None):
-    """Explored artifacts. For the stale balances, which their expiries' indexes find, in a
-    form SQLite cannot read from the explored artifacts' partial index: it would scan that
-    whole instead."""
-    investigations = artifact_balances.c.investigations
-    return (investigations + 0 if only == "stale" else investigations) > 0
 
 
 @lru_cache(maxsize=CACHED)
@@ -95,17 +74,14 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
     """Artifacts with `at_least` available budget and no live claim by another agent, with
     their investigation counts and reward totals (billionths), and the asking agent's own
     live claim: the explored ones, or the unexplored ones by available budget (the best
-    `limit`, found by way of the maintained remaining key). Of the explored, `only` keeps
-    those of `ids` ("ids"), the stale balances ("stale"), or those near `least` ("near").
-    `lean` leaves out the titles and own claims, for scans of many."""
+    `limit`, found by way of the maintained remaining key). Of the explored, `only="ids"`
+    keeps those of `ids`. `lean` leaves out the titles and own claims, for scans of many."""
     b = artifact_balances.c
     own = (_live(claims.c.artifact_id == b.artifact_id, claims.c.agent_id == AGENT)
            if has_agent and not lean else None)
-    where = [_free(has_agent), _explored(only) if explored else b.investigations == 0]
+    where = [_free(has_agent), b.investigations > 0 if explored else b.investigations == 0]
     if explored:
-        narrowed = {None: [], "ids": [b.artifact_id.in_(bindparam("ids", expanding=True))],
-                    "stale": [_stale()],
-                    "near": [_near()] if params == Params() else []}[only]
+        narrowed = {None: [], "ids": [b.artifact_id.in_(bindparam("ids", expanding=True))]}[only]
         within, where = None, [*where, *of_type_unindexed(type_), *narrowed]
         type_ = None
     else:
@@ -120,67 +96,77 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
     ])
     inner = base.subquery()
     stmt = select(inner).where(_enough(inner.c.available))
-    if only == "near":
-        stmt = stmt.where(inner.c.available >= bindparam("least"))
     if explored:
         return stmt
     return (stmt.order_by(inner.c.available.desc(), inner.c.artifact_id)
             .limit(bindparam("count")))
 
 
-def _explored_parts(params: Params, type_: str | None, has_agent: bool) -> list:
-    """Every explored candidate's id, investigations, reward total and available budget (as
-    SQL computes it), for scans of them all: one subquery, or with the default formula
-    two. There the fresh balances are read from the explored artifacts' covering index, in
-    order of investigation count, with the maintained remaining key and held total; only
-    the balances whose bounties or holds expired since they were summed go through the
+POOL_COLUMNS = ("artifact_id", "investigations", "reward_total", "available")
+
+
+def _explored_pool(params: Params, type_: str | None, has_agent: bool):
+    """Explored candidates' ids, investigations, reward totals and available budgets (as
+    SQL computes them), for scans of many. With the default formula, the fresh balances
+    only, read from the explored artifacts' covering index in order of investigation count,
+    with the maintained remaining key and held total; the stale ones (see _stale) are
+    found by `explored_near`. With another formula, every explored candidate, through the
     budget SELECT."""
-    columns = ("artifact_id", "investigations", "reward_total", "available")
     if params != Params():
         e = queue_candidates(params, type_, has_agent, True, lean=True).subquery()
-        return [select(*(e.c[name] for name in columns)).subquery()]
+        return select(*(e.c[name] for name in POOL_COLUMNS)).subquery()
     b = artifact_balances.c
     fresh = [balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()]
     # NULL when a hold's amount is invalid; an expression, so SQLite walks the explored.
     available = case((b.held_invalid == 0, b.remaining_key - b.held + 0))
-    current = select(b.artifact_id, b.investigations, b.reward_total,
-                     available.label("available")).where(
+    return select(b.artifact_id, b.investigations, b.reward_total,
+                  available.label("available")).where(
         b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), *fresh,
-        _enough(available))
-    rest = queue_candidates(params, type_, has_agent, True, lean=True, only="stale").subquery()
-    return [current.subquery(), select(*(rest.c[name] for name in columns)).subquery()]
+        _enough(available)).subquery()
+
+
+@lru_cache(maxsize=CACHED)
+def explored_near(params: Params, type_: str | None, has_agent: bool) -> Select:
+    """The ids of the explored candidates that may have `least` (a parameter, in
+    micro-tokens) available or more, or that the pool leaves out, with whether it does
+    (`stale`): those to read in full before the rest are ranked. Cheap to build and run:
+    with the default formula it reads only the explored artifacts' index."""
+    if params != Params():
+        e = _explored_pool(params, type_, has_agent)
+        return select(e.c.artifact_id, literal(0).label("stale")).where(
+            e.c.available >= bindparam("least"))
+    b = artifact_balances.c
+    return select(b.artifact_id, case((_stale(), 1), else_=0).label("stale")).where(
+        b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), _near())
 
 
 @lru_cache(maxsize=CACHED)
 def explored_groups(params: Params, type_: str | None, has_agent: bool) -> Select:
-    """The explored candidates by investigation count: how many, the best reward total, and
-    the most available budget, per count and part (see _explored_parts), so a count may
-    come twice. Enough for the whole queue's totals."""
-    return union_all(*(
-        select(e.c.investigations, func.count().label("candidates"),
-               func.max(e.c.reward_total).label("best_reward"),
-               func.max(e.c.available).label("most_available"))
-        .group_by(e.c.investigations)
-        for e in _explored_parts(params, type_, has_agent)))
+    """The pool's candidates (see _explored_pool) by investigation count: how many, the
+    best reward total, and the most available budget, per count."""
+    e = _explored_pool(params, type_, has_agent)
+    return (select(e.c.investigations, func.count().label("candidates"),
+                   func.max(e.c.reward_total).label("best_reward"),
+                   func.max(e.c.available).label("most_available"))
+            .group_by(e.c.investigations))
 
 
 @lru_cache(maxsize=CACHED)
 def explored_by_score(params: Params, type_: str | None, has_agent: bool, bounded: bool
                       ) -> Select:
-    """The ids of explored candidates by their score as SQL computes it in floating point
-    (close to, but not always exactly, the pure scoring's): the best `score_limit`, or
-    (`bounded`) those scoring `score_at_least`. The score is `ucb_factor` x (mean reward +
-    `bonus` / sqrt(investigations)) + `available_factor` x available."""
-    scored = []
-    for e in _explored_parts(params, type_, has_agent):
-        n = cast(e.c.investigations, Float)
-        ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
-               + bindparam("bonus", type_=Float) / func.sqrt(n))
-        score = (bindparam("ucb_factor", type_=Float) * ucb
-                 + bindparam("available_factor", type_=Float) * cast(e.c.available, Float))
-        stmt = select(e.c.artifact_id, score.label("sql_score"))
-        if bounded:
-            stmt = stmt.where(score >= bindparam("score_at_least", type_=Float))
-        scored.append(stmt)
-    by_score = union_all(*scored).order_by(literal_column("sql_score").desc())
-    return by_score if bounded else by_score.limit(bindparam("score_limit"))
+    """The ids of the pool's candidates (see _explored_pool) by their score as SQL computes
+    it in floating point (close to, but not always exactly, the pure scoring's): the best
+    `score_limit`, or (`bounded`) those scoring `score_at_least`. The score is
+    `ucb_factor` x (mean reward + `bonus` / sqrt(investigations)) + `available_factor` x
+    available."""
+    e = _explored_pool(params, type_, has_agent)
+    n = cast(e.c.investigations, Float)
+    ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
+           + bindparam("bonus", type_=Float) / func.sqrt(n))
+    score = (bindparam("ucb_factor", type_=Float) * ucb
+             + bindparam("available_factor", type_=Float) * cast(e.c.available, Float))
+    stmt = select(e.c.artifact_id, score.label("sql_score"))
+    if bounded:
+        return stmt.where(score >= bindparam("score_at_least", type_=Float)).order_by(
+            score.desc())
+    return stmt.order_by(score.desc()).limit(bindparam("score_limit"))

@@ -27,6 +27,7 @@ from scidex_alloc.queue import scoring
 from scidex_alloc.queue.candidates import (
     explored_by_score,
     explored_groups,
+    explored_near,
     queue_candidates,
     values,
 )
@@ -47,6 +48,8 @@ REWARD_PRECISION = Decimal("1e-9")
 CANDIDATE_GROWTH = 4
 # Up to this many explored candidates are all read and scored; beyond, SQL preselects them.
 READ_EVERY_EXPLORED = 2000
+# Candidates read by id, so many ids per statement (within every database's bound on them).
+READ_BATCH = 1000
 # Bounds on how far SQL's floating-point score and remaining budget may lie from the exact.
 SCORE_MARGIN = 1e-9
 REMAINING_MARGIN_MICRO = 16
@@ -69,13 +72,13 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
     unexplored = list(connection.execute(queue_candidates(*shape, False),
                                          {**given, "count": wanted}))
     groups = connection.execute(explored_groups(*shape), given).all()
-    count = sum(g.candidates for g in groups)
     queue = None
-    if count <= READ_EVERY_EXPLORED:
+    if sum(g.candidates for g in groups) <= READ_EVERY_EXPLORED:
         explored = list(connection.execute(queue_candidates(*shape, True), given))
+        count = len(explored)
     else:
-        queue, explored = _best_explored(connection, shape, given, weight, exploration,
-                                         wanted, groups, unexplored)
+        queue, explored, count = _best_explored(connection, shape, given, weight,
+                                                exploration, wanted, groups, unexplored)
     explored_complete = len(explored) >= count
     by_id = {row.artifact_id: (queries.budget_row(0, row, params), row)
              for row in explored + unexplored}
@@ -100,24 +103,35 @@ def _position(scored: list[tuple], explored: bool, nth: int) -> int:
 
 def _best_explored(connection: Connection, shape: tuple, given: dict, weight: float,
                    exploration: float, wanted: int, groups, unexplored
-                   ) -> tuple[scoring.Queue, list]:
-    """The whole queue's totals, and the explored candidates that can be among its first
-    `wanted`, when there are too many to read them all (`shape`: the statements'
-    formula, type and whether an agent asks; `given`: their values).
+                   ) -> tuple[scoring.Queue, list, int]:
+    """The whole queue's totals, the explored candidates that can be among its first
+    `wanted`, and how many explored candidates there are, when there are too many to read
+    them all (`shape`: the statements' formula, type and whether an agent asks; `given`:
+    their values; `groups`: the pool's totals per investigation count).
 
-    The totals come from one aggregate per investigation count (the best UCB of a count is
-    that of its best reward) and, for the largest available budget, the few candidates
-    within a margin of SQL's largest. SQL then ranks the explored candidates by a
-    floating-point score; those within SCORE_MARGIN of the `wanted`-th are read and scored
-    exactly: any left out scores below every one of the first `wanted`."""
+    The candidates the pool leaves out (stale balances), and those within a margin of the
+    pool's largest available budget, are read in full first: with the pool's groups they
+    give the totals (the best UCB of a count is that of its best reward). SQL then ranks
+    the pool by a floating-point score; those within SCORE_MARGIN of the `wanted`-th are
+    read and scored exactly: any left out scores below every one of the first `wanted`."""
     params = shape[0]
-    total = sum(g.investigations * g.candidates for g in groups)
-    top_ucb = max(scoring.ucb(scoring.Candidate("", Decimal(0), g.investigations,
-                                                rewards(g.best_reward)), total, exploration)
-                  for g in groups)
+
+    def read(ids) -> list:
+        ordered, stmt = sorted(ids), queue_candidates(*shape, True, only="ids")
+        return [row for start in range(0, len(ordered), READ_BATCH)
+                for row in connection.execute(
+                    stmt, {**given, "ids": ordered[start:start + READ_BATCH]})]
+
     least = max(g.most_available for g in groups) - REMAINING_MARGIN_MICRO
-    best = connection.execute(queue_candidates(*shape, True, only="near"),
-                              {**given, "least": least}).all()
+    near = connection.execute(explored_near(*shape), {**given, "least": least}).all()
+    best = read({row.artifact_id for row in near})
+    stale = {row.artifact_id for row in near if row.stale}
+    counts = [(g.investigations, g.candidates, rewards(g.best_reward)) for g in groups] + [
+        (row.investigations, 1, rewards(row.reward_total))
+        for row in best if row.artifact_id in stale]
+    total = sum(n * how_many for n, how_many, _ in counts)
+    top_ucb = max(scoring.ucb(scoring.Candidate("", Decimal(0), n, reward), total, exploration)
+                  for n, _, reward in counts)
     top_available = max(queries.budget_row(0, row, params).available
                         for row in best + unexplored)
     queue = scoring.Queue(total, top_ucb, top_available)
@@ -129,13 +143,13 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
         return connection.execute(explored_by_score(*shape, bounded),
                                   {**given, **factors, **bound}).all()
 
-    read = by_score(False, score_limit=wanted + 32)
-    if len(read) > wanted and read[-1].sql_score >= read[wanted - 1].sql_score - SCORE_MARGIN:
-        read = by_score(True, score_at_least=read[wanted - 1].sql_score - SCORE_MARGIN)
+    ranked_ = by_score(False, score_limit=wanted + 32)
+    if (len(ranked_) > wanted
+            and ranked_[-1].sql_score >= ranked_[wanted - 1].sql_score - SCORE_MARGIN):
+        ranked_ = by_score(True, score_at_least=ranked_[wanted - 1].sql_score - SCORE_MARGIN)
     have = {row.artifact_id for row in best}  # read in full already
-    ids = sorted({row.artifact_id for row in read} - have)
-    return queue, best + list(connection.execute(queue_candidates(*shape, True, only="ids"),
-                                                 {**given, "ids": ids}))
+    return (queue, best + read({row.artifact_id for row in ranked_} - have),
+            sum(how_many for _, how_many, _ in counts))
 
 
 def rewards(billionths) -> Decimal:
