@@ -25,6 +25,9 @@ FILE_IDENTITY = "file_identity"  # a SQLite connection's record: (st_dev, st_ino
 # Idle connections an engine keeps: one per concurrent caller of the server (its request
 # threads under 8 keep-alive clients), so that no request pays a connect.
 IDLE_CONNECTIONS = 8
+# SQLite's worker threads for sorts larger than its page cache (index builds, an upgrade or
+# rebuild summing every balance): one per core, up to four.
+SORT_THREADS = min(os.cpu_count() or 1, 4)
 
 
 def default_path() -> Path:
@@ -160,6 +163,7 @@ def _sqlite_engine(target: Target) -> Engine:
         if not read_only and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute(f"PRAGMA threads = {SORT_THREADS}")
         try:  # the queue's scores use sqrt, which some SQLite builds leave out
             cursor.execute("SELECT sqrt(1)")
         except dbapi_connection.OperationalError:
