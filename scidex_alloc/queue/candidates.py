@@ -70,18 +70,18 @@ def _near():
 
 @lru_cache(maxsize=CACHED)
 def queue_candidates(params: Params, type_: str | None, has_agent: bool, explored: bool,
-                     lean: bool = False, only: str | None = None) -> Select:
+                     lean: bool = False, by_ids: bool = False) -> Select:
     """Artifacts with `at_least` available budget and no live claim by another agent, with
     their investigation counts and reward totals (billionths), and the asking agent's own
     live claim: the explored ones, or the unexplored ones by available budget (the best
-    `limit`, found by way of the maintained remaining key). Of the explored, `only="ids"`
-    keeps those of `ids`. `lean` leaves out the titles and own claims, for scans of many."""
+    `limit`, found by way of the maintained remaining key). Of the explored, `by_ids` keeps
+    those of `ids`. `lean` leaves out the titles and own claims, for scans of many."""
     b = artifact_balances.c
     own = (_live(claims.c.artifact_id == b.artifact_id, claims.c.agent_id == AGENT)
            if has_agent and not lean else None)
     where = [_free(has_agent), b.investigations > 0 if explored else b.investigations == 0]
     if explored:
-        narrowed = {None: [], "ids": [b.artifact_id.in_(bindparam("ids", expanding=True))]}[only]
+        narrowed = [b.artifact_id.in_(bindparam("ids", expanding=True))] if by_ids else []
         within, where = None, [*where, *of_type_unindexed(type_), *narrowed]
         type_ = None
     else:

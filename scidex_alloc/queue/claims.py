@@ -117,7 +117,7 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     params = shape[0]
 
     def read(ids) -> list:
-        ordered, stmt = sorted(ids), queue_candidates(*shape, True, only="ids")
+        ordered, stmt = sorted(ids), queue_candidates(*shape, True, by_ids=True)
         return [row for start in range(0, len(ordered), READ_BATCH)
                 for row in connection.execute(
                     stmt, {**given, "ids": ordered[start:start + READ_BATCH]})]
@@ -143,12 +143,11 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
         return connection.execute(explored_by_score(*shape, bounded),
                                   {**given, **factors, **bound}).all()
 
-    ranked_ = by_score(False, score_limit=wanted + 32)
-    if (len(ranked_) > wanted
-            and ranked_[-1].sql_score >= ranked_[wanted - 1].sql_score - SCORE_MARGIN):
-        ranked_ = by_score(True, score_at_least=ranked_[wanted - 1].sql_score - SCORE_MARGIN)
+    picks = by_score(False, score_limit=wanted + 32)
+    if len(picks) > wanted and picks[-1].sql_score >= picks[wanted - 1].sql_score - SCORE_MARGIN:
+        picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - SCORE_MARGIN)
     have = {row.artifact_id for row in best}  # read in full already
-    return (queue, best + read({row.artifact_id for row in ranked_} - have),
+    return (queue, best + read({row.artifact_id for row in picks} - have),
             sum(how_many for _, how_many, _ in counts))
 
 
