@@ -99,6 +99,41 @@ def test_next_equals_scoring_every_candidate(generated, explored_reading, seed, 
                                 for s in expected]
 
 
+def investigate_most(allocator, rng, share):
+    """One to three completed investigations of about `share` of the artifacts, written as
+    another service would; nothing else claimed."""
+    now = utcnow()
+    done = [{"artifact_id": b.artifact_id, "agent_id": "x", "status": "done",
+             "claimed_at": now, "lease_expires_at": now, "finished_at": now,
+             "reward": round(rng.random(), 3)}
+            for b in sorted(allocator.rank(), key=lambda b: b.artifact_id)
+            if rng.random() < share for _ in range(rng.randint(1, 3))]
+    with allocator.engine.begin() as connection:
+        connection.execute(delete(claims))
+        if done:
+            connection.execute(insert(claims), done)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32), share=st.sampled_from([0.3, 0.9, 0.98]),
+       wanted=st.sampled_from([1, 2, 5, 20]), weight=st.sampled_from([0.0, 0.3, 0.7]),
+       exploration=st.sampled_from([0.0, 1.4]))
+def test_each_ranking_read_is_a_prefix_of_the_queue(generated, explored_reading, seed, share,
+                                                    wanted, weight, exploration):
+    """What one ranking read returns, however far past the first `wanted` it reaches, is
+    the queue's head in order: a claimer that finds its first choices taken goes on down
+    that list. Explored candidates that SQL left out must not belong in it."""
+    with Allocator.open(generated) as allocator:
+        investigate_most(allocator, random.Random(seed), share)
+        expected = every_candidate(allocator, "me", weight, exploration)
+        with allocator.engine.connect() as connection:
+            scored, _ = claims_module.ranked(connection, allocator.params, utcnow(), None, "me",
+                                             weight, exploration, wanted)
+    assert len(scored) >= min(wanted, len(expected))
+    assert [(s.candidate.artifact_id, s.score) for s, _, _ in scored] == [
+        (s.candidate.artifact_id, s.score) for s in expected[:len(scored)]]
+
+
 def test_a_claim_takes_the_best_candidates_in_order(generated, explored_reading):
     with Allocator.open(generated) as allocator:
         record_investigations(allocator, random.Random(5), 4)

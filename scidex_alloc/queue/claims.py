@@ -112,8 +112,8 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     The candidates the pool leaves out (stale balances), and those within a margin of the
     pool's largest available budget, are read in full first: with the pool's groups they
     give the totals (the best UCB of a count is that of its best reward). SQL then ranks
-    the pool by a floating-point score; those within SCORE_MARGIN of the `wanted`-th are
-    read and scored exactly: any left out scores below every one of the first `wanted`."""
+    the pool by a floating-point score; those within a margin of the `wanted`-th are read
+    and scored exactly: any left out scores below every one of the first `wanted`."""
     params = shape[0]
 
     def read(ids) -> list:
@@ -135,17 +135,21 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     top_available = max(queries.budget_row(0, row, params).available
                         for row in best + unexplored)
     queue = scoring.Queue(total, top_ucb, top_available)
+    # SQL's available budgets are micro-tokens, and may lie REMAINING_MARGIN_MICRO from the
+    # exact ones: so may its scores, by that much of the budget term.
+    available_factor = (1 - weight) / float(to_micro(top_available))
+    margin = SCORE_MARGIN + available_factor * REMAINING_MARGIN_MICRO
     factors = {"bonus": exploration * math.sqrt(math.log(total + 1)),
                "ucb_factor": weight / top_ucb if top_ucb > 0 else 0.0,
-               "available_factor": (1 - weight) / float(top_available)}
+               "available_factor": available_factor}
 
     def by_score(bounded: bool, **bound):
         return connection.execute(explored_by_score(*shape, bounded),
                                   {**given, **factors, **bound}).all()
 
     picks = by_score(False, score_limit=wanted + 32)
-    if len(picks) > wanted and picks[-1].sql_score >= picks[wanted - 1].sql_score - SCORE_MARGIN:
-        picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - SCORE_MARGIN)
+    if len(picks) > wanted and picks[-1].sql_score >= picks[wanted - 1].sql_score - margin:
+        picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - margin)
     have = {row.artifact_id for row in best}  # read in full already
     return (queue, best + read({row.artifact_id for row in picks} - have),
             sum(how_many for _, how_many, _ in counts))
