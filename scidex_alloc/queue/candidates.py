@@ -156,16 +156,17 @@ def explored_by_score(params: Params, type_: str | None, has_agent: bool, bounde
                       ) -> Select:
     """The ids of the pool's candidates (see _explored_pool) by their score as SQL computes
     it in floating point (close to, but not always exactly, the pure scoring's): the best
-    `score_limit`, or (`bounded`) those scoring `score_at_least`. The score is
-    `ucb_factor` x (mean reward + `bonus` / sqrt(investigations)) + `available_factor` x
-    available."""
+    `score_limit`, or (`bounded`) those scoring `score_at_least`, of those with
+    `available_floor` available or more. The score is `ucb_factor` x (mean reward +
+    `bonus` / sqrt(investigations)) + `available_factor` x available."""
     e = _explored_pool(params, type_, has_agent)
     n = cast(e.c.investigations, Float)
     ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
            + bindparam("bonus", type_=Float) / func.sqrt(n))
     score = (bindparam("ucb_factor", type_=Float) * ucb
              + bindparam("available_factor", type_=Float) * cast(e.c.available, Float))
-    stmt = select(e.c.artifact_id, score.label("sql_score"))
+    stmt = select(e.c.artifact_id, score.label("sql_score")).where(
+        e.c.available >= bindparam("available_floor"))
     if bounded:
         return stmt.where(score >= bindparam("score_at_least", type_=Float)).order_by(
             score.desc())

@@ -72,26 +72,30 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
     unexplored = list(connection.execute(queue_candidates(*shape, False),
                                          {**given, "count": wanted}))
     groups = connection.execute(explored_groups(*shape), given).all()
-    queue = None
+    queue, explored_complete, least = None, True, None
     if sum(g.candidates for g in groups) <= READ_EVERY_EXPLORED:
         explored = list(connection.execute(queue_candidates(*shape, True), given))
-        count = len(explored)
     else:
-        queue, explored, count = _best_explored(connection, shape, given, weight,
-                                                exploration, wanted, groups, unexplored)
-    explored_complete = len(explored) >= count
+        queue, explored, explored_complete, least = _best_explored(
+            connection, shape, given, weight, exploration, wanted, groups, unexplored)
     by_id = {row.artifact_id: (queries.budget_row(0, row, params), row)
              for row in explored + unexplored}
-    candidates = [scoring.Candidate(budget.artifact_id, budget.available, row.investigations,
-                                    rewards(row.reward_total))
-                  for budget, row in by_id.values()]
     scored = [(s, *by_id[s.candidate.artifact_id])
-              for s in scoring.score_all(candidates, weight, exploration, queue)]
-    # Past the last of a kind read only in part, an unread candidate may rank higher.
+              for s in scoring.score_all([_candidate(*pair) for pair in by_id.values()],
+                                         weight, exploration, queue)]
+    # Past the last of a kind read only in part, an unread candidate may rank higher; and
+    # one left out for its available budget scores below `least`.
     cuts = [] if explored_complete else [_position(scored, True, wanted)]
     if len(unexplored) == wanted:
         cuts.append(_position(scored, False, wanted))
+    if least is not None:
+        cuts.append(sum(1 for s, _, _ in scored if s.score >= least) - 1)
     return (scored[:min(cuts) + 1], True) if cuts else (scored, False)
+
+
+def _candidate(budget, row) -> scoring.Candidate:
+    return scoring.Candidate(budget.artifact_id, budget.available, row.investigations,
+                             rewards(row.reward_total))
 
 
 def _position(scored: list[tuple], explored: bool, nth: int) -> int:
@@ -103,17 +107,22 @@ def _position(scored: list[tuple], explored: bool, nth: int) -> int:
 
 def _best_explored(connection: Connection, shape: tuple, given: dict, weight: float,
                    exploration: float, wanted: int, groups, unexplored
-                   ) -> tuple[scoring.Queue, list, int]:
+                   ) -> tuple[scoring.Queue, list, bool, float | None]:
     """The whole queue's totals, the explored candidates that can be among its first
-    `wanted`, and how many explored candidates there are, when there are too many to read
-    them all (`shape`: the statements' formula, type and whether an agent asks; `given`:
-    their values; `groups`: the pool's totals per investigation count).
+    `wanted`, whether every explored candidate with enough available budget to be among
+    them was read, and a score every one of them reaches (None: no such bound), when
+    there are too many explored candidates to read them all (`shape`: the statements'
+    formula, type and whether an agent asks; `given`: their values; `groups`: the pool's
+    totals per investigation count).
 
     The candidates the pool leaves out (stale balances), and those within a margin of the
     pool's largest available budget, are read in full first: with the pool's groups they
-    give the totals (the best UCB of a count is that of its best reward). SQL then ranks
-    the pool by a floating-point score; those within a margin of the `wanted`-th are read
-    and scored exactly: any left out scores below every one of the first `wanted`."""
+    give the totals (the best UCB of a count is that of its best reward). With the
+    unexplored ones read, they also give the least score of the first `wanted`, and so the
+    least available budget an explored candidate needs to reach it (its normalised UCB is
+    at most 1). SQL then ranks the pool's candidates with that much by a floating-point
+    score; those within a margin of the `wanted`-th are read and scored exactly: any left
+    out scores below every one of the first `wanted`."""
     params = shape[0]
 
     def read(ids) -> list:
@@ -132,27 +141,49 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     total = sum(n * how_many for n, how_many, _ in counts)
     top_ucb = max(scoring.ucb(scoring.Candidate("", Decimal(0), n, reward), total, exploration)
                   for n, _, reward in counts)
-    top_available = max(queries.budget_row(0, row, params).available
-                        for row in best + unexplored)
+    read_so_far = [(queries.budget_row(0, row, params), row) for row in best + unexplored]
+    top_available = max(budget.available for budget, _ in read_so_far)
     queue = scoring.Queue(total, top_ucb, top_available)
+    least_score, floor = _bounds(read_so_far, weight, exploration, queue, wanted)
     # SQL's available budgets are micro-tokens, and may lie REMAINING_MARGIN_MICRO from the
     # exact ones: so may its scores, by that much of the budget term.
     available_factor = (1 - weight) / float(to_micro(top_available))
     margin = SCORE_MARGIN + available_factor * REMAINING_MARGIN_MICRO
     factors = {"bonus": exploration * math.sqrt(math.log(total + 1)),
                "ucb_factor": weight / top_ucb if top_ucb > 0 else 0.0,
-               "available_factor": available_factor}
+               "available_factor": available_factor,
+               "available_floor": given["at_least"] if floor is None else floor}
 
     def by_score(bounded: bool, **bound):
         return connection.execute(explored_by_score(*shape, bounded),
                                   {**given, **factors, **bound}).all()
 
-    picks = by_score(False, score_limit=wanted + 32)
+    limit = wanted + 32
+    picks = by_score(False, score_limit=limit)
+    complete = len(picks) < limit
     if len(picks) > wanted and picks[-1].sql_score >= picks[wanted - 1].sql_score - margin:
         picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - margin)
     have = {row.artifact_id for row in best}  # read in full already
-    return (queue, best + read({row.artifact_id for row in picks} - have),
-            sum(how_many for _, how_many, _ in counts))
+    return (queue, best + read({row.artifact_id for row in picks} - have), complete,
+            None if floor is None else least_score)
+
+
+def _bounds(read_so_far: list, weight: float, exploration: float, queue: scoring.Queue,
+            wanted: int) -> tuple[float, int | None]:
+    """From candidates already read, (budget row, row) pairs: a score the queue's first
+    `wanted` all reach (the `wanted`-th best read, less SCORE_MARGIN), and the least
+    available budget, in micro-tokens as SQL computes it, an explored candidate needs to
+    come within SCORE_MARGIN of that score (None: no bound that leaves any out). An
+    explored candidate scores at most `weight` + (1 - `weight`) x available / the largest
+    available."""
+    if len(read_so_far) < wanted or weight >= 1:
+        return 0.0, None
+    scores = scoring.score_all([_candidate(*pair) for pair in read_so_far], weight,
+                               exploration, queue)
+    least_score = scores[wanted - 1].score - SCORE_MARGIN
+    share = (least_score - SCORE_MARGIN - weight) / (1 - weight)
+    floor = math.floor(share * float(to_micro(queue.top_remaining))) - REMAINING_MARGIN_MICRO
+    return least_score, (floor if floor > 1 else None)
 
 
 def rewards(billionths) -> Decimal:
