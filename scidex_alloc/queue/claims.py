@@ -165,25 +165,25 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
         picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - margin)
     have = {row.artifact_id for row in best}  # read in full already
     return (queue, best + read({row.artifact_id for row in picks} - have), complete,
-            None if floor is None else least_score)
+            least_score)
 
 
 def _bounds(read_so_far: list, weight: float, exploration: float, queue: scoring.Queue,
-            wanted: int) -> tuple[float, int | None]:
+            wanted: int) -> tuple[float | None, int | None]:
     """From candidates already read, (budget row, row) pairs: a score the queue's first
     `wanted` all reach (the `wanted`-th best read, less SCORE_MARGIN), and the least
     available budget, in micro-tokens as SQL computes it, an explored candidate needs to
-    come within SCORE_MARGIN of that score (None: no bound that leaves any out). An
-    explored candidate scores at most `weight` + (1 - `weight`) x available / the largest
-    available."""
+    come within SCORE_MARGIN of that score; (None, None) when no such bound leaves any
+    out. An explored candidate scores at most `weight` + (1 - `weight`) x available / the
+    largest available."""
     if len(read_so_far) < wanted or weight >= 1:
-        return 0.0, None
+        return None, None
     scores = scoring.score_all([_candidate(*pair) for pair in read_so_far], weight,
                                exploration, queue)
     least_score = scores[wanted - 1].score - SCORE_MARGIN
     share = (least_score - SCORE_MARGIN - weight) / (1 - weight)
     floor = math.floor(share * float(to_micro(queue.top_remaining))) - REMAINING_MARGIN_MICRO
-    return least_score, (floor if floor > 1 else None)
+    return (least_score, floor) if floor > 1 else (None, None)
 
 
 def rewards(billionths) -> Decimal:
