@@ -24,14 +24,17 @@ from scidex_alloc.storage.schema import claims, holds, token_bounties, utcnow
 ARTIFACTS = 120
 
 
-@pytest.fixture(params=["all", "preselected"])
+@pytest.fixture(params=["all", "preselected", "ranked"])
 def explored_reading(request, monkeypatch):
-    """Explored candidates all read and scored, or (as with many) preselected in SQL by a
-    floating-point score and the queue's totals summed per investigation count, and then
-    read by id in batches (of 3 here)."""
-    if request.param == "preselected":
+    """Explored candidates all read and scored, or (as with many) preselected: the queue's
+    totals summed per investigation count, the candidates with enough available budget
+    found along the remaining index where they are few, and else (always, when "ranked")
+    ranked in SQL by a floating-point score; then read by id in batches (of 3 here)."""
+    if request.param != "all":
         monkeypatch.setattr(claims_module, "READ_EVERY_EXPLORED", 0)
         monkeypatch.setattr(claims_module, "READ_BATCH", 3)
+    if request.param == "ranked":
+        monkeypatch.setattr(claims_module, "READ_BY_REMAINING", 0)
     return request.param
 
 

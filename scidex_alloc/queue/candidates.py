@@ -16,7 +16,19 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Float, Select, and_, bindparam, case, cast, func, literal, or_, select
+from sqlalchemy import (
+    Float,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 
 from scidex_alloc.budgets import balances
 from scidex_alloc.budgets.balances import NOW, REWARD_SCALE
@@ -138,6 +150,36 @@ def explored_near(params: Params, type_: str | None, has_agent: bool) -> Select:
     b = artifact_balances.c
     return select(b.artifact_id, case((_stale(), 1), else_=0).label("stale")).where(
         b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), _near())
+
+
+@lru_cache(maxsize=CACHED)
+def balances_above(type_: str | None) -> Select:
+    """At most `count` (a parameter) of the balances (of `type_`) whose maintained remaining
+    key is `least` (micro-tokens) or more, in the remaining index's order: their ids and
+    investigation counts. An artifact without holds has its remaining available, so fewer
+    than `count` rows hold every such candidate but those with holds or a stale bounty
+    (see explored_flagged). Default formula only."""
+    b = artifact_balances.c
+    of_type = [] if type_ is None else [b.type == type_]
+    return (select(b.artifact_id, b.investigations)
+            .where(b.remaining_key >= bindparam("least"), *of_type)
+            .order_by(b.remaining_key.desc().nulls_last(), b.artifact_id)
+            .limit(bindparam("count")))
+
+
+@lru_cache(maxsize=CACHED)
+def explored_flagged(type_: str | None, has_agent: bool) -> Select:
+    """The explored candidates whose stored bounty has expired or that have holds, found
+    along the partial indexes on those expiries: their ids, and whether the pool leaves
+    them out (`stale`). Default formula only."""
+    b = artifact_balances.c
+    # "Explored" as an expression the explored artifacts' index does not serve: else SQLite
+    # would walk it whole rather than the expiries' indexes.
+    explored = b.investigations + 0 > 0
+    where = [explored, _free(has_agent), *of_type_unindexed(type_)]
+    flag = case((_stale(), 1), else_=0).label("stale")
+    return union_all(select(b.artifact_id, flag).where(balances.expired(b.next_expiry), *where),
+                     select(b.artifact_id, flag).where(b.held_expiry.is_not(None), *where))
 
 
 @lru_cache(maxsize=CACHED)

@@ -25,7 +25,9 @@ from scidex_alloc.holds.results import HoldRecord
 from scidex_alloc.ledger import spending
 from scidex_alloc.queue import scoring
 from scidex_alloc.queue.candidates import (
+    balances_above,
     explored_by_score,
+    explored_flagged,
     explored_groups,
     explored_near,
     queue_candidates,
@@ -50,6 +52,9 @@ CANDIDATE_GROWTH = 4
 READ_EVERY_EXPLORED = 2000
 # Candidates read by id, so many ids per statement (within every database's bound on them).
 READ_BATCH = 1000
+# Balances read along the remaining index to find the explored candidates with the most
+# available budget; past this many, the explored artifacts' index is scanned instead.
+READ_BY_REMAINING = 1000
 # Bounds on how far SQL's floating-point score and remaining budget may lie from the exact.
 SCORE_MARGIN = 1e-9
 REMAINING_MARGIN_MICRO = 16
@@ -120,9 +125,11 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     give the totals (the best UCB of a count is that of its best reward). With the
     unexplored ones read, they also give the least score of the first `wanted`, and so the
     least available budget an explored candidate needs to reach it (its normalised UCB is
-    at most 1). SQL then ranks the pool's candidates with that much by a floating-point
-    score; those within a margin of the `wanted`-th are read and scored exactly: any left
-    out scores below every one of the first `wanted`."""
+    at most 1). Where few balances have that much remaining (the remaining index finds
+    them), the explored candidates among them are read in full. Else SQL ranks the pool's
+    candidates with that much by a floating-point score; those within a margin of the
+    `wanted`-th are read and scored exactly. Either way, any left out scores below every
+    one of the first `wanted`."""
     params = shape[0]
 
     def read(ids) -> list:
@@ -132,9 +139,8 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
                     stmt, {**given, "ids": ordered[start:start + READ_BATCH]})]
 
     least = max(g.most_available for g in groups) - REMAINING_MARGIN_MICRO
-    near = connection.execute(explored_near(*shape), {**given, "least": least}).all()
-    best = read({row.artifact_id for row in near})
-    stale = {row.artifact_id for row in near if row.stale}
+    near, stale = _explored_near(connection, shape, given, least)
+    best = read(near)
     counts = [(g.investigations, g.candidates, rewards(g.best_reward)) for g in groups] + [
         (row.investigations, 1, rewards(row.reward_total))
         for row in best if row.artifact_id in stale]
@@ -145,6 +151,12 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     top_available = max(budget.available for budget, _ in read_so_far)
     queue = scoring.Queue(total, top_ucb, top_available)
     least_score, floor = _bounds(read_so_far, weight, exploration, queue, wanted)
+    limit = wanted + 32
+    have = {row.artifact_id for row in best}  # read in full already
+    if floor is not None:
+        above = _explored_above(connection, shape, floor)
+        if above is not None and len(above - have) < limit:
+            return queue, best + read(above - have), True, least_score
     # SQL's available budgets are micro-tokens, and may lie REMAINING_MARGIN_MICRO from the
     # exact ones: so may its scores, by that much of the budget term.
     available_factor = (1 - weight) / float(to_micro(top_available))
@@ -158,14 +170,40 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
         return connection.execute(explored_by_score(*shape, bounded),
                                   {**given, **factors, **bound}).all()
 
-    limit = wanted + 32
     picks = by_score(False, score_limit=limit)
     complete = len(picks) < limit
     if len(picks) > wanted and picks[-1].sql_score >= picks[wanted - 1].sql_score - margin:
         picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - margin)
-    have = {row.artifact_id for row in best}  # read in full already
     return (queue, best + read({row.artifact_id for row in picks} - have), complete,
             least_score)
+
+
+def _explored_above(connection: Connection, shape: tuple, least: int) -> set[str] | None:
+    """The ids of the explored artifacts whose maintained remaining key is `least` or more,
+    found along the remaining index; None where the formula is not the default or such
+    balances are too many to read that way."""
+    params, type_, _ = shape
+    if params != Params():
+        return None
+    above = connection.execute(balances_above(type_),
+                               {"least": least, "count": READ_BY_REMAINING}).all()
+    if len(above) >= READ_BY_REMAINING:
+        return None
+    return {row.artifact_id for row in above if row.investigations}
+
+
+def _explored_near(connection: Connection, shape: tuple, given: dict, least: int
+                   ) -> tuple[set[str], set[str]]:
+    """The ids of the explored candidates that may have `least` available or more, or that
+    the pool leaves out; and of those, the ones it leaves out (stale). Found along the
+    indexes where they are few, else in one scan of the explored artifacts' index."""
+    above = _explored_above(connection, shape, least)
+    if above is None:
+        near = connection.execute(explored_near(*shape), {**given, "least": least}).all()
+        return {row.artifact_id for row in near}, {row.artifact_id for row in near if row.stale}
+    flagged = connection.execute(explored_flagged(*shape[1:]), given).all()
+    return (above | {row.artifact_id for row in flagged},
+            {row.artifact_id for row in flagged if row.stale})
 
 
 def _bounds(read_so_far: list, weight: float, exploration: float, queue: scoring.Queue,
