@@ -27,6 +27,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     union_all,
 )
 
@@ -51,12 +52,27 @@ def _live(*where):
     return and_(claims.c.status == "active", LaterThan(claims.c.lease_expires_at, NOW), *where)
 
 
-def _free(has_agent: bool):
+def _hiding(has_agent: bool):
+    """The live claims that hide an artifact from the asker: another agent's (any, when no
+    agent asks)."""
+    return _live(claims.c.agent_id != AGENT) if has_agent else _live()
+
+
+@lru_cache(maxsize=2)
+def any_hidden(has_agent: bool) -> Select:
+    """A row when some live claim hides an artifact from the asker."""
+    return select(claims.c.id).where(_hiding(has_agent)).limit(1)
+
+
+def _free(has_agent: bool, hidden: bool):
     """No live claim of another agent on the artifact. The live claims are few and read
     once, rather than looked up for each of many candidates (their artifact ids are never
-    NULL, so NOT IN is exact)."""
-    others = _live(claims.c.agent_id != AGENT) if has_agent else _live()
-    return artifact_balances.c.artifact_id.not_in(select(claims.c.artifact_id).where(others))
+    NULL, so NOT IN is exact); when none hides any artifact (not `hidden`, see any_hidden),
+    there is nothing to look up for each candidate."""
+    if not hidden:
+        return true()
+    return artifact_balances.c.artifact_id.not_in(
+        select(claims.c.artifact_id).where(_hiding(has_agent)))
 
 
 def _enough(available):
@@ -81,8 +97,8 @@ def _near():
 
 
 @lru_cache(maxsize=CACHED)
-def queue_candidates(params: Params, type_: str | None, has_agent: bool, explored: bool,
-                     lean: bool = False, by_ids: bool = False) -> Select:
+def queue_candidates(params: Params, type_: str | None, has_agent: bool, hidden: bool,
+                     explored: bool, lean: bool = False, by_ids: bool = False) -> Select:
     """Artifacts with `at_least` available budget and no live claim by another agent, with
     their investigation counts and reward totals (billionths), and the asking agent's own
     live claim: the explored ones, or the unexplored ones by available budget (the best
@@ -91,7 +107,8 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
     b = artifact_balances.c
     own = (_live(claims.c.artifact_id == b.artifact_id, claims.c.agent_id == AGENT)
            if has_agent and not lean else None)
-    where = [_free(has_agent), b.investigations > 0 if explored else b.investigations == 0]
+    where = [_free(has_agent, hidden),
+             b.investigations > 0 if explored else b.investigations == 0]
     if explored:
         narrowed = [b.artifact_id.in_(bindparam("ids", expanding=True))] if by_ids else []
         within, where = None, [*where, *of_type_unindexed(type_), *narrowed]
@@ -117,7 +134,7 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, explore
 POOL_COLUMNS = ("artifact_id", "investigations", "reward_total", "available")
 
 
-def _explored_pool(params: Params, type_: str | None, has_agent: bool):
+def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: bool):
     """Explored candidates' ids, investigations, reward totals and available budgets (as
     SQL computes them), for scans of many. With the default formula, the fresh balances
     only, read from the explored artifacts' covering index in order of investigation count,
@@ -125,7 +142,7 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool):
     found by `explored_near`. With another formula, every explored candidate, through the
     budget SELECT."""
     if params != Params():
-        e = queue_candidates(params, type_, has_agent, True, lean=True).subquery()
+        e = queue_candidates(params, type_, has_agent, hidden, True, lean=True).subquery()
         return select(*(e.c[name] for name in POOL_COLUMNS)).subquery()
     b = artifact_balances.c
     fresh = [balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()]
@@ -133,23 +150,24 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool):
     available = case((b.held_invalid == 0, b.remaining_key - b.held + 0))
     return select(b.artifact_id, b.investigations, b.reward_total,
                   available.label("available")).where(
-        b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), *fresh,
+        b.investigations > 0, _free(has_agent, hidden), *of_type_unindexed(type_), *fresh,
         _enough(available)).subquery()
 
 
 @lru_cache(maxsize=CACHED)
-def explored_near(params: Params, type_: str | None, has_agent: bool) -> Select:
+def explored_near(params: Params, type_: str | None, has_agent: bool, hidden: bool
+                  ) -> Select:
     """The ids of the explored candidates that may have `least` (a parameter, in
     micro-tokens) available or more, or that the pool leaves out, with whether it does
     (`stale`): those to read in full before the rest are ranked. Cheap to build and run:
     with the default formula it reads only the explored artifacts' index."""
     if params != Params():
-        e = _explored_pool(params, type_, has_agent)
+        e = _explored_pool(params, type_, has_agent, hidden)
         return select(e.c.artifact_id, literal(0).label("stale")).where(
             e.c.available >= bindparam("least"))
     b = artifact_balances.c
     return select(b.artifact_id, case((_stale(), 1), else_=0).label("stale")).where(
-        b.investigations > 0, _free(has_agent), *of_type_unindexed(type_), _near())
+        b.investigations > 0, _free(has_agent, hidden), *of_type_unindexed(type_), _near())
 
 
 @lru_cache(maxsize=CACHED)
@@ -168,7 +186,7 @@ def balances_above(type_: str | None) -> Select:
 
 
 @lru_cache(maxsize=CACHED)
-def explored_flagged(type_: str | None, has_agent: bool) -> Select:
+def explored_flagged(type_: str | None, has_agent: bool, hidden: bool) -> Select:
     """The explored candidates whose stored bounty has expired or that have holds, found
     along the partial indexes on those expiries: their ids, and whether the pool leaves
     them out (`stale`). Default formula only."""
@@ -176,17 +194,18 @@ def explored_flagged(type_: str | None, has_agent: bool) -> Select:
     # "Explored" as an expression the explored artifacts' index does not serve: else SQLite
     # would walk it whole rather than the expiries' indexes.
     explored = b.investigations + 0 > 0
-    where = [explored, _free(has_agent), *of_type_unindexed(type_)]
+    where = [explored, _free(has_agent, hidden), *of_type_unindexed(type_)]
     flag = case((_stale(), 1), else_=0).label("stale")
     return union_all(select(b.artifact_id, flag).where(balances.expired(b.next_expiry), *where),
                      select(b.artifact_id, flag).where(b.held_expiry.is_not(None), *where))
 
 
 @lru_cache(maxsize=CACHED)
-def explored_groups(params: Params, type_: str | None, has_agent: bool) -> Select:
+def explored_groups(params: Params, type_: str | None, has_agent: bool, hidden: bool
+                    ) -> Select:
     """The pool's candidates (see _explored_pool) by investigation count: how many, the
     best reward total, and the most available budget, per count."""
-    e = _explored_pool(params, type_, has_agent)
+    e = _explored_pool(params, type_, has_agent, hidden)
     return (select(e.c.investigations, func.count().label("candidates"),
                    func.max(e.c.reward_total).label("best_reward"),
                    func.max(e.c.available).label("most_available"))
@@ -194,14 +213,14 @@ def explored_groups(params: Params, type_: str | None, has_agent: bool) -> Selec
 
 
 @lru_cache(maxsize=CACHED)
-def explored_by_score(params: Params, type_: str | None, has_agent: bool, bounded: bool
-                      ) -> Select:
+def explored_by_score(params: Params, type_: str | None, has_agent: bool, hidden: bool,
+                      bounded: bool) -> Select:
     """The ids of the pool's candidates (see _explored_pool) by their score as SQL computes
     it in floating point (close to, but not always exactly, the pure scoring's): the best
     `score_limit`, or (`bounded`) those scoring `score_at_least`, of those with
     `available_floor` available or more. The score is `ucb_factor` x (mean reward +
     `bonus` / sqrt(investigations)) + `available_factor` x available."""
-    e = _explored_pool(params, type_, has_agent)
+    e = _explored_pool(params, type_, has_agent, hidden)
     n = cast(e.c.investigations, Float)
     ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
            + bindparam("bonus", type_=Float) / func.sqrt(n))

@@ -25,6 +25,7 @@ from scidex_alloc.holds.results import HoldRecord
 from scidex_alloc.ledger import spending
 from scidex_alloc.queue import scoring
 from scidex_alloc.queue.candidates import (
+    any_hidden,
     balances_above,
     explored_by_score,
     explored_flagged,
@@ -72,8 +73,10 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
     they are few; else see _best_explored."""
     at_least = 0 if reserve is None else to_micro(
         reserving.amount_in(connection, *reserve).tokens)
-    shape = (params, type_, agent is not None)
     given = values(now, agent, at_least)
+    has_agent = agent is not None
+    hidden = connection.execute(any_hidden(has_agent), given).first() is not None
+    shape = (params, type_, has_agent, hidden)
     unexplored = list(connection.execute(queue_candidates(*shape, False),
                                          {**given, "count": wanted}))
     groups = connection.execute(explored_groups(*shape), given).all()
@@ -117,7 +120,8 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     `wanted`, whether every explored candidate with enough available budget to be among
     them was read, and a score every one of them reaches (None: no such bound), when
     there are too many explored candidates to read them all (`shape`: the statements'
-    formula, type and whether an agent asks; `given`: their values; `groups`: the pool's
+    formula, type, whether an agent asks and whether live claims hide any artifact from
+    it; `given`: their values; `groups`: the pool's
     totals per investigation count).
 
     The candidates the pool leaves out (stale balances), and those within a margin of the
@@ -182,7 +186,7 @@ def _explored_above(connection: Connection, shape: tuple, least: int) -> set[str
     """The ids of the explored artifacts whose maintained remaining key is `least` or more,
     found along the remaining index; None where the formula is not the default or such
     balances are too many to read that way."""
-    params, type_, _ = shape
+    params, type_ = shape[:2]
     if params != Params():
         return None
     above = connection.execute(balances_above(type_),
