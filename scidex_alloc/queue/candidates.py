@@ -146,12 +146,12 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: b
         return select(*(e.c[name] for name in POOL_COLUMNS)).subquery()
     b = artifact_balances.c
     fresh = [balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()]
-    # NULL when a hold's amount is invalid; an expression, so SQLite walks the explored.
-    available = case((b.held_invalid == 0, b.remaining_key - b.held + 0))
+    # An expression, so SQLite walks the explored; none where a hold's amount is invalid.
+    available = b.remaining_key - b.held + 0
     return select(b.artifact_id, b.investigations, b.reward_total,
                   available.label("available")).where(
-        b.investigations > 0, _free(has_agent, hidden), *of_type_unindexed(type_), *fresh,
-        _enough(available)).subquery()
+        b.investigations > 0, b.held_invalid == 0, _free(has_agent, hidden),
+        *of_type_unindexed(type_), *fresh, _enough(available)).subquery()
 
 
 @lru_cache(maxsize=CACHED)
@@ -203,13 +203,20 @@ def explored_flagged(type_: str | None, has_agent: bool, hidden: bool) -> Select
 @lru_cache(maxsize=CACHED)
 def explored_groups(params: Params, type_: str | None, has_agent: bool, hidden: bool
                     ) -> Select:
-    """The pool's candidates (see _explored_pool) by investigation count: how many, the
-    best reward total, and the most available budget, per count."""
+    """The pool's candidates (see _explored_pool) by investigation count: how many, and the
+    best reward total, per count."""
     e = _explored_pool(params, type_, has_agent, hidden)
     return (select(e.c.investigations, func.count().label("candidates"),
-                   func.max(e.c.reward_total).label("best_reward"),
-                   func.max(e.c.available).label("most_available"))
+                   func.max(e.c.reward_total).label("best_reward"))
             .group_by(e.c.investigations))
+
+
+@lru_cache(maxsize=CACHED)
+def explored_most_available(params: Params, type_: str | None, has_agent: bool, hidden: bool
+                            ) -> Select:
+    """The largest available budget of the pool's candidates (see _explored_pool)."""
+    e = _explored_pool(params, type_, has_agent, hidden)
+    return select(func.max(e.c.available))
 
 
 @lru_cache(maxsize=CACHED)

@@ -30,6 +30,7 @@ from scidex_alloc.queue.candidates import (
     explored_by_score,
     explored_flagged,
     explored_groups,
+    explored_most_available,
     explored_near,
     queue_candidates,
     values,
@@ -121,11 +122,10 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     them was read, and a score every one of them reaches (None: no such bound), when
     there are too many explored candidates to read them all (`shape`: the statements'
     formula, type, whether an agent asks and whether live claims hide any artifact from
-    it; `given`: their values; `groups`: the pool's
-    totals per investigation count).
+    it; `given`: their values; `groups`: the pool's totals per investigation count).
 
-    The candidates the pool leaves out (stale balances), and those within a margin of the
-    pool's largest available budget, are read in full first: with the pool's groups they
+    The candidates the pool leaves out (stale balances), and those that may have the
+    queue's largest available budget, are read in full first: with the pool's groups they
     give the totals (the best UCB of a count is that of its best reward). With the
     unexplored ones read, they also give the least score of the first `wanted`, and so the
     least available budget an explored candidate needs to reach it (its normalised UCB is
@@ -142,8 +142,8 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
                 for row in connection.execute(
                     stmt, {**given, "ids": ordered[start:start + READ_BATCH]})]
 
-    least = max(g.most_available for g in groups) - REMAINING_MARGIN_MICRO
-    near, stale = _explored_near(connection, shape, given, least)
+    near, stale = _explored_near(connection, shape, given, _least_near(connection, shape,
+                                                                      given, unexplored))
     best = read(near)
     counts = [(g.investigations, g.candidates, rewards(g.best_reward)) for g in groups] + [
         (row.investigations, 1, rewards(row.reward_total))
@@ -180,6 +180,17 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
         picks = by_score(True, score_at_least=picks[wanted - 1].sql_score - margin)
     return (queue, best + read({row.artifact_id for row in picks} - have), complete,
             least_score)
+
+
+def _least_near(connection: Connection, shape: tuple, given: dict, unexplored: list) -> int:
+    """The least maintained remaining key (micro-tokens) an explored candidate without holds
+    or a stale bounty needs to have the largest available budget of the queue: within a
+    margin of the best unexplored candidate's (each may lie REMAINING_MARGIN_MICRO from the
+    exact), or of the explored ones' largest where no candidate is unexplored."""
+    if unexplored:
+        return int(max(row.available for row in unexplored)) - 2 * REMAINING_MARGIN_MICRO
+    most = connection.execute(explored_most_available(*shape), given).scalar_one()
+    return int(most) - REMAINING_MARGIN_MICRO
 
 
 def _explored_above(connection: Connection, shape: tuple, least: int) -> set[str] | None:
