@@ -68,10 +68,11 @@ MISSED = {
 `next --claim` makes several: the best unexplored candidates along the balances'
 remaining index, an aggregate of the explored ones per investigation count, then the
 explored candidates that can reach the top (all of them while they are few, else those
-that SQL's floating-point score puts near the top), which it scores exactly in Python;
-then it leases the best one in a short write transaction and commits. What lies above
-the floor grows with the number of investigated artifacts (the detail column gives it),
-not with `--limit`.
+with enough remaining budget along the remaining index, or those that SQL's
+floating-point score puts near the top), which it scores exactly in Python; then it
+leases the best one in a short write transaction and commits. What lies above the floor
+grows with the number of investigated artifacts (the aggregate reads each one's index
+entry; the detail column gives their number), not with `--limit`.
 """,
     10: """
 **Case 10 (16 Python agents) shares 2 cores between 16 processes.** Each investigation is
