@@ -139,7 +139,7 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: b
     SQL computes them), for scans of many. With the default formula, the fresh balances
     only, read from the explored artifacts' covering index in order of investigation count,
     with the maintained remaining key and held total; the stale ones (see _stale) are
-    found by `explored_near`. With another formula, every explored candidate, through the
+    found by `explored_flagged` (or `explored_near`). With another formula, every explored candidate, through the
     budget SELECT."""
     if params != Params():
         e = queue_candidates(params, type_, has_agent, hidden, True, lean=True).subquery()
