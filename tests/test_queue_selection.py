@@ -44,9 +44,10 @@ def generated(db_url, cli):
     return db_url
 
 
-def every_candidate(allocator, agent, weight, exploration):
-    """The whole queue, scored the plain way: every artifact with budget left and no live
-    claim of another agent, its investigations counted from the claims themselves."""
+def every_candidate(allocator, agent, weight, exploration, type_=None):
+    """The whole queue (of `type_`), scored the plain way: every artifact with budget left
+    and no live claim of another agent, its investigations counted from the claims
+    themselves."""
     now = utcnow()
     with allocator.engine.connect() as connection:
         rows = connection.execute(select(claims)).all()
@@ -59,7 +60,7 @@ def every_candidate(allocator, agent, weight, exploration):
             taken.add(row.artifact_id)
     candidates = [scoring.Candidate(b.artifact_id, b.remaining, investigations[b.artifact_id],
                                     Decimal(rewards[b.artifact_id]))
-                  for b in allocator.rank(by="remaining")
+                  for b in allocator.rank(type_, by="remaining")
                   if b.remaining is not None and b.remaining > 0 and b.artifact_id not in taken]
     return scoring.score_all(candidates, weight, exploration)
 
@@ -120,18 +121,19 @@ def investigate_most(allocator, rng, share):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32), share=st.sampled_from([0.3, 0.9, 0.98]),
        wanted=st.sampled_from([1, 2, 5, 20]), weight=st.sampled_from([0.0, 0.3, 0.7]),
-       exploration=st.sampled_from([0.0, 1.4]))
+       exploration=st.sampled_from([0.0, 1.4]), type_=st.sampled_from([None, "hypothesis"]))
 def test_each_ranking_read_is_a_prefix_of_the_queue(generated, explored_reading, seed, share,
-                                                    wanted, weight, exploration):
+                                                    wanted, weight, exploration, type_):
     """What one ranking read returns, however far past the first `wanted` it reaches, is
-    the queue's head in order: a claimer that finds its first choices taken goes on down
-    that list. Explored candidates that SQL left out must not belong in it."""
+    the queue's head in order (the whole queue's, or one type's): a claimer that finds its
+    first choices taken goes on down that list. Explored candidates that SQL left out must
+    not belong in it."""
     with Allocator.open(generated) as allocator:
         investigate_most(allocator, random.Random(seed), share)
-        expected = every_candidate(allocator, "me", weight, exploration)
+        expected = every_candidate(allocator, "me", weight, exploration, type_)
         with allocator.engine.connect() as connection:
-            scored, _ = claims_module.ranked(connection, allocator.params, utcnow(), None, "me",
-                                             weight, exploration, wanted)
+            scored, _ = claims_module.ranked(connection, allocator.params, utcnow(), type_,
+                                             "me", weight, exploration, wanted)
     assert len(scored) >= min(wanted, len(expected))
     assert [(s.candidate.artifact_id, s.score) for s, _, _ in scored] == [
         (s.candidate.artifact_id, s.score) for s in expected[:len(scored)]]
