@@ -415,15 +415,15 @@ class Allocator:
             return migrate.upgrade(conn)
 
     def rebuild_balances(self) -> tuple[int, int]:
-        """Sum every maintained balance again from the source tables, and make their indexes
-        and triggers again (after manual surgery or a restore): how many artifacts there
-        are, and how many balances were wrong."""
+        """Make the maintained balances exact again from the source tables, with their
+        totals, indexes and triggers (after manual surgery or a restore): how many artifacts
+        there are, and how many balances were wrong."""
         from scidex_alloc.budgets import balances
 
         def rebuild(connection):
             now = utcnow()
-            wrong = len(connection.execute(balances.mismatches(), {"now": now}).all())
-            return balances.install(connection, now), wrong
+            wrong = list(connection.scalars(balances.mismatches(), {"now": now}))
+            return balances.mend(connection, now, wrong), len(wrong)
         return self._tx.write_retried(rebuild)
 
     def current(self) -> tuple[str | None, str]:

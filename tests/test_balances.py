@@ -743,11 +743,16 @@ HAND_EDITS = {  # what is done to the balances, and the row the audit must show
 }
 
 
+@pytest.mark.parametrize("summed", ["wrong", "every"])
 @pytest.mark.parametrize("edit", list(HAND_EDITS))
-def test_audit_catches_a_balance_changed_by_hand_and_rebuild_mends_it(db_kind, db_url, cli,
-                                                                     edit):
+def test_audit_catches_a_balance_changed_by_hand_and_rebuild_mends_it(
+        db_kind, db_url, cli, monkeypatch, edit, summed):
     """Surgery on artifact_balances (or a bad restore) is what `balances-exact` is for:
-    it names the artifact, `alloc db rebuild-balances` counts it and mends it."""
+    it names the artifact, `alloc db rebuild-balances` counts it and mends it, whether it
+    sums again only the wrong balances (while they are few of all) or every one."""
+    from scidex_alloc.budgets import balances as balances_module
+
+    monkeypatch.setattr(balances_module, "RESUM_FRACTION", 1 if summed == "wrong" else 10**9)
     generate(cli, db_url, 60, 7)
     statement, shown_row = HAND_EDITS[edit]
     original = budget_json(cli, db_url, "hyp-0000001")

@@ -262,6 +262,31 @@ def install(connection: Connection, now: datetime, summed: bool = True) -> int |
     return count
 
 
+def mend(connection: Connection, now: datetime, wrong: list[str]) -> int:
+    """Make the balances exact again after manual surgery or a restore, with their totals,
+    indexes and triggers as this version defines them, in the caller's transaction; how
+    many artifacts there are. `wrong` are the artifacts `mismatches` found: while they are
+    few of all (see `few`), only their balances are made again from the source tables (one
+    whose artifact is gone is dropped), else every one is."""
+    from scidex_alloc.budgets import ddl, totals
+
+    if not few(connection, len(wrong)):
+        return install(connection, now)
+    b, a = artifact_balances, artifacts
+    ids = bindparam("ids", expanding=True)
+    made = select(a.c.id, a.c.type, *(column.label(name) for name, column
+                                       in recomputed(a.c.id, NOW).items())).where(a.c.id.in_(ids))
+    with _summing(connection):
+        for start in range(0, len(wrong), RESUM_BATCH):
+            batch = wrong[start:start + RESUM_BATCH]
+            connection.execute(b.delete().where(b.c.artifact_id.in_(ids)), {"ids": batch})
+            connection.execute(b.insert().from_select(["artifact_id", "type", *COLUMNS], made),
+                               {"now": now, "ids": batch})
+    create_indexes(connection)
+    ddl.create_triggers(connection)
+    return totals.artifacts(connection)
+
+
 def fold_expired(connection: Connection, now: datetime) -> int:
     """Sum again the bounties and holds of the balances where one of them expired by `now`
     (readers do so on every read until then); how many balances."""
