@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select
 
 from scidex_alloc.allocator import Allocator
-from scidex_alloc.queue import claims as claims_module
-from scidex_alloc.queue import scoring
+from scidex_alloc.queue import ranking, scoring
 from scidex_alloc.storage.schema import claims, holds, token_bounties, utcnow
 
 ARTIFACTS = 120
@@ -31,10 +30,10 @@ def explored_reading(request, monkeypatch):
     found along the remaining index where they are few, and else (always, when "ranked")
     ranked in SQL by a floating-point score; then read by id in batches (of 3 here)."""
     if request.param != "all":
-        monkeypatch.setattr(claims_module, "READ_EVERY_EXPLORED", 0)
-        monkeypatch.setattr(claims_module, "READ_BATCH", 3)
+        monkeypatch.setattr(ranking, "READ_EVERY_EXPLORED", 0)
+        monkeypatch.setattr(ranking, "READ_BATCH", 3)
     if request.param == "ranked":
-        monkeypatch.setattr(claims_module, "READ_BY_REMAINING", 0)
+        monkeypatch.setattr(ranking, "READ_BY_REMAINING", 0)
     return request.param
 
 
@@ -132,7 +131,7 @@ def test_each_ranking_read_is_a_prefix_of_the_queue(generated, explored_reading,
         investigate_most(allocator, random.Random(seed), share)
         expected = every_candidate(allocator, "me", weight, exploration, type_)
         with allocator.engine.connect() as connection:
-            scored, _ = claims_module.ranked(connection, allocator.params, utcnow(), type_,
+            scored, _ = ranking.ranked(connection, allocator.params, utcnow(), type_,
                                              "me", weight, exploration, wanted)
     assert len(scored) >= min(wanted, len(expected))
     assert [(s.candidate.artifact_id, s.score) for s, _, _ in scored] == [
