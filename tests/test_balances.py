@@ -598,6 +598,60 @@ def test_an_expired_bounty_is_no_breach(db_kind, db_url, cli):
     assert rebuilt.stderr == "rebuilt the balances of 1 artifacts; 0 differed\n"
 
 
+def pending_rows(db_kind, db_url) -> list[str]:
+    """The artifact ids of `pending_demand`, in the order their rows were appended."""
+    with Direct(db_kind, db_url) as direct:
+        rows = [row[0] for row in direct.rows("SELECT artifact_id FROM pending_demand ORDER BY id")]
+        direct.rollback()
+    return rows
+
+
+def stored_demand(db_kind, db_url, artifact_id) -> int:
+    """The demand stored in an artifact's balance, in micro-tokens."""
+    with Direct(db_kind, db_url) as direct:
+        (demand,), = direct.rows("SELECT demand FROM artifact_balances WHERE artifact_id = ?",
+                                 artifact_id)
+        direct.rollback()
+    return int(demand)
+
+
+def test_positions_make_their_artifact_pending_until_a_fold(db_kind, db_url, cli, allocator):
+    """Another service's position writes leave the balance as it was and append the
+    artifact to `pending_demand` (a closed position, counted in no demand, appends
+    nothing); every reader sums a pending artifact's demand again, so budgets, rankings
+    and the audit are exact before any fold. `alloc snapshot` folds every pending
+    artifact, and an agent's `spend` folds them first too: no row is left, and the stored
+    balance equals its recomputation."""
+    write(db_kind, db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis'), ('a2', 'hypothesis')",
+          "INSERT INTO markets (artifact_id, price) VALUES ('a1', 0.5), ('a2', 0.5)",
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a2', 'x', 10)")
+    assert cli("snapshot", "--db", db_url).exit_code == 0
+    assert pending_rows(db_kind, db_url) == []
+    write(db_kind, db_url,
+          "INSERT INTO positions (artifact_id, agent_id, tokens, status) VALUES "
+          "('a1', 'x', 100, 'open'), ('a2', 'y', 30, 'closed')")
+    assert pending_rows(db_kind, db_url) == ["a1"]
+    assert stored_demand(db_kind, db_url, "a1") == 0
+    assert budget_json(cli, db_url, "a1")["demand"] == 100
+    assert [r["artifact_id"] for r in rank_json(cli, db_url, "--limit", "1")] == ["a1"]
+    assert_readers_match_sources(db_kind, db_url, allocator, "pending")
+    assert balances_check(allocator) == []
+
+    assert cli("snapshot", "--db", db_url).exit_code == 0
+    assert pending_rows(db_kind, db_url) == []
+    assert stored_demand(db_kind, db_url, "a1") == 100_000_000
+    write(db_kind, db_url, "UPDATE positions SET status = 'closed' WHERE artifact_id = 'a1'")
+    assert pending_rows(db_kind, db_url) == ["a1"]
+    assert budget_json(cli, db_url, "a1")["demand"] == 0
+    assert [r["artifact_id"] for r in rank_json(cli, db_url, "--limit", "1")] == ["a2"]
+    assert cli("spend", "a2", "1", "--db", db_url).exit_code == 0
+    assert pending_rows(db_kind, db_url) == []
+    assert stored_demand(db_kind, db_url, "a1") == 0
+    assert_readers_match_sources(db_kind, db_url, allocator, "folded")
+    assert balances_check(allocator) == []
+
+
 only_postgresql = pytest.mark.parametrize("db_kind", ["postgresql"], indirect=True)
 
 
@@ -627,7 +681,7 @@ def test_bounties_of_two_concurrent_transactions_both_count(db_url, cli, allocat
     def first():
         write("postgresql", db_url,
               "INSERT INTO token_bounties (artifact_id, tokens_offered) VALUES ('a', 7)",
-              "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('b', 'x', 1)")
+              "INSERT INTO markets (artifact_id, price) VALUES ('b', 0.5)")
 
     def second():
         write("postgresql", db_url,
@@ -643,6 +697,37 @@ def test_bounties_of_two_concurrent_transactions_both_count(db_url, cli, allocat
         firsts.result(), seconds.result()
     assert budget_json(cli, db_url, "a")["bounty"] == 12
     assert balances_check(allocator) == []
+
+
+@only_postgresql
+def test_folds_never_wait_for_each_other_nor_lose_a_position(db_url, cli, allocator):
+    """A fold takes only the pending rows it sees, with SKIP LOCKED: a second fold while
+    the first is open passes its rows by instead of waiting, and a position committed
+    after a fold took the rows keeps its own row, so it is summed by the next fold. The
+    readers are exact throughout."""
+    from scidex_alloc.budgets import balances
+    from scidex_alloc.storage.schema import utcnow
+
+    write("postgresql", db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('a', 'hypothesis'), ('b', 'hypothesis')",
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a', 'x', 5)")
+    late = psycopg.connect(db_url)  # another service's transaction, not yet committed
+    late.execute("INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('b', 'x', 7)")
+    with allocator.engine.connect() as first:
+        with first.begin():
+            assert balances.fold_pending(first, utcnow()) == 1  # a's row, locked until commit
+            write("postgresql", db_url,
+                  "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('b', 'y', 1)")
+            second = cli("snapshot", "--db", db_url)  # folds b's committed row, skips a's
+            assert second.exit_code == 0, second.stderr
+            late.commit()
+            late.close()
+        assert pending_rows("postgresql", db_url) == ["b"]  # the late position's row
+    assert budget_json(cli, db_url, "b")["demand"] == 8
+    assert balances_check(allocator) == []
+    assert cli("snapshot", "--db", db_url).exit_code == 0
+    assert pending_rows("postgresql", db_url) == []
+    assert [stored_demand("postgresql", db_url, aid) for aid in "ab"] == [5_000_000, 8_000_000]
 
 
 # --------------------------------------------------------------------------- 2. hostile values
@@ -771,6 +856,28 @@ def test_audit_catches_a_balance_changed_by_hand_and_rebuild_mends_it(
     assert budget_json(cli, db_url, "hyp-0000001") == original
     again = cli("db", "rebuild-balances", "--db", db_url)
     assert again.stderr == "rebuilt the balances of 60 artifacts; 0 differed\n"
+
+
+def test_pending_rows_deleted_by_hand_are_caught_and_mended(db_kind, db_url, cli, allocator):
+    """Deleting `pending_demand` rows by hand leaves a balance's out-of-date demand as if it
+    were folded: `balances-exact` names the artifact, and `alloc db rebuild-balances`
+    mends it. A fold drops the rows of an artifact that is gone."""
+    generate(cli, db_url, 60, 7)
+    write(db_kind, db_url,
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('hyp-0000001', 'x', 5)",
+          "DELETE FROM pending_demand")
+    code, checks = audit_json(cli, db_url)
+    assert code == 6
+    assert checks["balances-exact"]["rows"] == [{"artifact_id": "hyp-0000001",
+                                                 "differs": "demand"}]
+    rebuilt = cli("db", "rebuild-balances", "--db", db_url)
+    assert rebuilt.stderr == "rebuilt the balances of 60 artifacts; 1 differed\n"
+    assert audit_json(cli, db_url)[0] == 0
+
+    write(db_kind, db_url, "INSERT INTO pending_demand (artifact_id) VALUES ('ghost')")
+    assert cli("snapshot", "--db", db_url).exit_code == 0
+    assert pending_rows(db_kind, db_url) == []
+    assert balances_check(allocator) == []
 
 
 # --------------------------------------------------------------------------- 4. alloc load

@@ -5,7 +5,8 @@ sums them.
 One definition of each term (`_terms`) yields the per-artifact recomputation the
 triggers use, and the set-based one that backfills, rebuilds and audits the balances;
 readers take the stored terms (`stored_terms`), summing a bounty again only past the
-instant one of its bounties expired.
+instant one of its bounties expired, and a demand again only while its artifact is
+pending (its positions changed since the balance summed them: see `fold_pending`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from scidex_alloc.storage.schema import (
     claims,
     holds,
     markets,
+    pending_demand,
     positions,
     resource_allocations,
     token_bounties,
@@ -66,6 +68,7 @@ COLUMNS = ("demand", "demand_invalid", "bounty", "bounty_invalid", "next_expiry"
            "spent", "spent_invalid", "investigations", "reward_total", *HELD)
 # The terms that expire with time, and the column keeping when the first of them does.
 EXPIRY = {"bounty": "next_expiry", "held": "held_expiry"}
+FOLD_BATCH = 1000  # pending rows folded per statement
 
 
 def _terms(now: ColumnElement) -> dict:
@@ -164,6 +167,7 @@ def rebuild(connection: Connection, now: datetime) -> int:
     indexes are made afresh after the rows."""
     sqlite = connection.dialect.name == "sqlite"
     with _summing(connection):
+        connection.execute(pending_demand.delete())  # before the sums: see fold_pending
         if sqlite:
             for name in indexes(connection):
                 connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
@@ -233,9 +237,17 @@ def resum(connection: Connection, now: datetime, ids: set[str]) -> int:
     ordered, count = sorted(ids), 0
     with _summing(connection):
         for start in range(0, len(ordered), RESUM_BATCH):
-            count += connection.execute(
-                stmt, {"now": now, "ids": ordered[start:start + RESUM_BATCH]}).rowcount
+            batch = ordered[start:start + RESUM_BATCH]
+            _unpend(connection, batch)
+            count += connection.execute(stmt, {"now": now, "ids": batch}).rowcount
     return count
+
+
+def _unpend(connection: Connection, ids: list[str]) -> None:
+    """Delete the pending rows of the artifacts `ids`, before their balances are summed
+    again (see fold_pending)."""
+    p = pending_demand.c
+    connection.execute(pending_demand.delete().where(p.artifact_id.in_(ids)))
 
 
 def few(connection: Connection, count: int) -> bool:
@@ -279,6 +291,7 @@ def mend(connection: Connection, now: datetime, wrong: list[str]) -> int:
     with _summing(connection):
         for start in range(0, len(wrong), RESUM_BATCH):
             batch = wrong[start:start + RESUM_BATCH]
+            _unpend(connection, batch)
             connection.execute(b.delete().where(b.c.artifact_id.in_(ids)), {"ids": batch})
             connection.execute(b.insert().from_select(["artifact_id", "type", *COLUMNS], made),
                                {"now": now, "ids": batch})
@@ -299,16 +312,65 @@ def fold_expired(connection: Connection, now: datetime) -> int:
     return folded
 
 
+def fold_pending(connection: Connection, now: datetime, limit: int | None = None,
+                 wait: bool = False) -> int:
+    """Sum again the demand of the pending artifacts (those of the first `limit` pending
+    rows, or of all), and delete their rows, with those of artifacts that are gone; how
+    many balances were summed.
+
+    On PostgreSQL a fold waits for no lock (unless `wait`): it takes the pending rows and
+    the balances no other transaction holds (SKIP LOCKED), and leaves the others pending,
+    so it can end any write transaction without making a deadlock. Every position whose
+    row it takes committed before, so the sums see it; one committed meanwhile keeps its
+    own row."""
+    p, b = pending_demand.c, artifact_balances.c
+    postgresql = connection.dialect.name == "postgresql"
+
+    def locked(stmt):
+        return stmt.with_for_update(skip_locked=not wait) if postgresql else stmt
+
+    rows = connection.execute(locked(select(p.id, p.artifact_id).order_by(p.id).limit(limit))
+                              ).all()
+    artifacts = sorted({row.artifact_id for row in rows})
+    values = recomputed(b.artifact_id, NOW, ("demand", "demand_invalid"))
+    summed: list[str] = []
+    for start in range(0, len(artifacts), FOLD_BATCH):
+        batch = artifacts[start:start + FOLD_BATCH]
+        held = list(connection.scalars(locked(
+            select(b.artifact_id).where(b.artifact_id.in_(batch)).order_by(b.artifact_id))))
+        if held:
+            connection.execute(artifact_balances.update().where(b.artifact_id.in_(held))
+                               .values(values), {"now": now})
+            summed += held
+    folded = set(summed)
+    for artifact_gone, ids in ((False, [r.id for r in rows if r.artifact_id in folded]),
+                               (True, [r.id for r in rows if r.artifact_id not in folded])):
+        gone = [p.artifact_id.not_in(select(b.artifact_id))] if artifact_gone else []
+        for start in range(0, len(ids), FOLD_BATCH):
+            connection.execute(pending_demand.delete().where(
+                p.id.in_(ids[start:start + FOLD_BATCH]), *gone))
+    return len(summed)
+
+
+def pending(artifact_id: ColumnElement) -> ColumnElement:
+    """Whether an artifact's positions changed since its balance summed them: its stored
+    demand and ranking keys are out of date, and readers sum its demand again. (The
+    pending artifacts are few and read once, not looked up per balance.)"""
+    return artifact_id.in_(select(pending_demand.c.artifact_id))
+
+
 def mismatches():
     """Artifacts whose balance differs from its recomputation at NOW (or that lack one, or
     whose balance has no artifact). A term that expires is compared only while the stored
-    one is current: past its stored expiry, readers sum it again themselves."""
+    one is current: past its stored expiry, readers sum it again themselves; so is demand,
+    only while its artifact is not pending."""
     b = artifact_balances.c
-    stale = {column: term for term, expiry in EXPIRY.items()
-             for column in (term, f"{term}_invalid", expiry)}
+    current = {column: unexpired(b[expiry]) for term, expiry in EXPIRY.items()
+               for column in (term, f"{term}_invalid", expiry)}
+    current.update(dict.fromkeys(("demand", "demand_invalid"), ~pending(b.artifact_id)))
 
     def compared(columns):
-        return [case((unexpired(b[EXPIRY[stale[name]]]), columns[name])) if name in stale
+        return [case((current[name], columns[name])) if name in current
                 else columns[name] for name in COLUMNS]
 
     stored = select(b.artifact_id, b.type, *compared(b))
@@ -344,12 +406,13 @@ def valid_total(column: ColumnElement, invalid: ColumnElement) -> ColumnElement:
 def stored_terms() -> dict[str, ColumnElement]:
     """The balance columns as the budget SELECT reads them at NOW: each total NULL when
     invalid, a bounty or held total summed again from the source where one of its rows
-    expired since it was summed. Built once: every budget SELECT shares them."""
+    expired since it was summed, and a demand where its artifact is pending. Built once:
+    every budget SELECT shares them."""
     b = artifact_balances.c
-    found = {name: valid_total(b[name], b[f"{name}_invalid"]) for name in ("demand", "spent")}
-    found.update({f"{name}_invalid": b[f"{name}_invalid"] for name in ("demand", "spent")})
-    for term, expiry in EXPIRY.items():
-        fresh = unexpired(b[expiry])
+    found = {"spent": valid_total(b.spent, b.spent_invalid), "spent_invalid": b.spent_invalid}
+    current = {"demand": ~pending(b.artifact_id),
+               **{term: unexpired(b[expiry]) for term, expiry in EXPIRY.items()}}
+    for term, fresh in current.items():
         total, invalid = _summed_again(term)
         found[term] = case((fresh, valid_total(b[term], b[f"{term}_invalid"])), else_=total)
         found[f"{term}_invalid"] = case((fresh, b[f"{term}_invalid"]), else_=invalid)

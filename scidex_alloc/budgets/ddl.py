@@ -1,13 +1,17 @@
 """The SQL that keeps the balances: the generated ranking keys and the triggers on the
 source tables, for each database, and their suspension during bulk loads.
 
-On PostgreSQL the triggers on the tables other services write (artifacts, markets,
-positions, token_bounties) are row triggers deferred to commit, so that a writer that
-keeps its transaction open never holds a balance row that spends and claims need; those
-on alloc's own tables run at once: once per statement on resource_allocations and claims,
-per row on holds (few per artifact, summed again as bounties are). On
-SQLite, whose writers queue for one lock anyway, every trigger is a row trigger that
-applies at once.
+A change to positions, which other services write most, only appends its artifact to
+`pending_demand` (on PostgreSQL once per statement): readers sum a pending artifact's
+demand again until it is folded (balances.fold_pending), so that such a write costs one
+row at the end of a small table rather than its balance's moves in every ranking index.
+
+On PostgreSQL the triggers on the other tables other services write (artifacts, markets,
+token_bounties) are row triggers deferred to commit, so that a writer that keeps its
+transaction open never holds a balance row that spends and claims need; those on alloc's
+own tables run at once: once per statement on resource_allocations and claims, per row
+on holds (few per artifact, summed again as bounties are). On SQLite, whose writers queue
+for one lock anyway, every trigger is a row trigger that applies at once.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from scidex_alloc.storage.sql import InstantKey, LaterThan, MicroTokens, literal
 
 SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside alloc load
 # PostgreSQL: tables whose writers may be other services, whose triggers wait for the
-# commit; and alloc's own, whose triggers run once per statement.
-DEFERRED = ("artifacts", "markets", "positions", "token_bounties")
-STATEMENT_LEVEL = ("resource_allocations", "claims")
+# commit; and those whose triggers run once per statement: alloc's own, and positions
+# (whose trigger, without pending_demand, is deferred as the others' above).
+DEFERRED = ("artifacts", "markets", "token_bounties")
+STATEMENT_LEVEL = ("resource_allocations", "claims", "positions")
 # The balance columns of alloc's own tables, whose triggers run at once.
 IMMEDIATE = ("spent", "spent_invalid", "investigations", "reward_total", *HELD)
 
@@ -109,9 +114,9 @@ def _insert_recomputed(connection, row: str) -> str:
             + ", ".join(literal_sql(connection, values[c]) for c in COLUMNS))
 
 
-def _statements(connection) -> dict[str, dict[str, list[str]]]:
+def _statements(connection, pending: bool) -> dict[str, dict[str, list[str]]]:
     """Per source table and event (INSERT, DELETE, UPDATE), the row trigger's statements
-    that keep the balances, in terms of NEW and OLD."""
+    that keep the balances, in terms of NEW and OLD (positions: see create_triggers)."""
     def additive(table):
         plus = _update_additive(connection, table, "NEW", "+")
         minus = _update_additive(connection, table, "OLD", "-")
@@ -164,12 +169,33 @@ def _statements(connection) -> dict[str, dict[str, list[str]]]:
                        "UPDATE artifact_balances SET price = NEW.price "
                        "WHERE artifact_id = NEW.artifact_id"],
         },
-        "positions": additive("positions"),
+        "positions": ({"INSERT": [_pending("NEW")], "DELETE": [_pending("OLD")],
+                       "UPDATE": [_pending("OLD"), _pending("NEW")]} if pending
+                      else additive("positions")),
         "token_bounties": expiring(BOUNTY),
         "resource_allocations": additive("resource_allocations"),
         "claims": additive("claims"),
         "holds": holds_kept,
     }
+
+
+def _pending(row: str) -> str:
+    """Append the artifact of one position row (NEW or OLD) to pending_demand when the
+    row counts in its demand."""
+    return (f"INSERT INTO pending_demand (artifact_id) SELECT {row}.artifact_id "
+            f"WHERE {row}.status = 'open'")
+
+
+def _pending_per_statement() -> dict[str, str]:
+    """PostgreSQL: per event, append once each artifact whose open positions a whole
+    statement changed (its transition tables new_rows and old_rows)."""
+    def appended(*rows: str) -> str:
+        selects = " UNION ALL ".join(f"SELECT artifact_id FROM {row}_rows WHERE status = 'open'"
+                                     for row in rows)
+        return (f"INSERT INTO pending_demand (artifact_id) SELECT DISTINCT artifact_id "
+                f"FROM ({selects}) changed")
+
+    return {"INSERT": appended("n"), "DELETE": appended("o"), "UPDATE": appended("o", "n")}
 
 
 def _held_by_addition(connection, summed_again) -> dict[str, list[str]]:
@@ -276,12 +302,13 @@ def _trigger_name(table: str, event: str | None = None) -> str:
     return f"balances_{table}" + (f"_{event.lower()}" if event else "")
 
 
-def create_triggers(connection: Connection) -> None:
+def create_triggers(connection: Connection, pending: bool = True) -> None:
     """Create the triggers that keep the balances and their totals (replacing any of the
-    same name)."""
+    same name). A change to positions makes its artifact pending; without `pending` (as
+    before revision 0010), it adds to the balance itself."""
     drop_triggers(connection)
     totals.create_triggers(connection)
-    for table, events in _statements(connection).items():
+    for table, events in _statements(connection, pending).items():
         if connection.dialect.name == "sqlite":
             for event, statements in events.items():
                 of = f" OF {WATCHED[table]}" if event == "UPDATE" else ""
@@ -290,13 +317,16 @@ def create_triggers(connection: Connection) -> None:
                     f"CREATE TRIGGER {_trigger_name(table, event)} AFTER {event}{of} "
                     f"ON {table} FOR EACH ROW BEGIN\n{body}END")
         else:
-            _create_postgresql_trigger(connection, table, events)
+            _create_postgresql_trigger(connection, table, events, pending)
 
 
-def _create_postgresql_trigger(connection: Connection, table: str, events) -> None:
-    if table in STATEMENT_LEVEL:
-        events = {event: [statement] for event, statement
-                  in _statement_level(connection, table).items()}
+def _create_postgresql_trigger(connection: Connection, table: str, events, pending: bool
+                               ) -> None:
+    per_statement = table in STATEMENT_LEVEL and (pending or table != "positions")
+    if per_statement:
+        found = (_pending_per_statement() if table == "positions"
+                 else _statement_level(connection, table))
+        events = {event: [statement] for event, statement in found.items()}
     branches = "".join(
         f"  IF TG_OP = '{event}' THEN\n" + "".join(f"    {s};\n" for s in statements)
         + "  END IF;\n" for event, statements in events.items())
@@ -306,7 +336,7 @@ def _create_postgresql_trigger(connection: Connection, table: str, events) -> No
         f"BEGIN\n"
         f"  IF current_setting('{SUSPEND_SETTING}', true) = 'suspended' THEN RETURN NULL; END IF;\n"
         f"{branches}  RETURN NULL;\nEND\n$body$")
-    if table in STATEMENT_LEVEL:  # transition tables need one trigger per event
+    if per_statement:  # transition tables need one trigger per event
         for event, tables in (("INSERT", "NEW TABLE AS n_rows"), ("DELETE", "OLD TABLE AS o_rows"),
                               ("UPDATE", "NEW TABLE AS n_rows OLD TABLE AS o_rows")):
             connection.exec_driver_sql(
@@ -314,7 +344,7 @@ def _create_postgresql_trigger(connection: Connection, table: str, events) -> No
                 f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
         return
     kind, timing = (("CONSTRAINT TRIGGER", " DEFERRABLE INITIALLY DEFERRED")
-                    if table in DEFERRED else ("TRIGGER", ""))
+                    if table in (*DEFERRED, "positions") else ("TRIGGER", ""))
     connection.exec_driver_sql(
         f"CREATE {kind} {name} AFTER INSERT OR DELETE OR UPDATE OF {WATCHED[table]} "
         f"ON {table}{timing} FOR EACH ROW EXECUTE FUNCTION {name}()")

@@ -33,7 +33,12 @@ from scidex_alloc.budgets.results import BudgetRow
 from scidex_alloc.errors import UnknownArtifact, UsageError
 from scidex_alloc.formula import DECIMALS, HALF, MAX_TOTAL, MICRO, Params, plain, terms
 from scidex_alloc.options import SORT_KEYS
-from scidex_alloc.storage.schema import artifact_balances, artifacts, utcnow
+from scidex_alloc.storage.schema import (
+    artifact_balances,
+    artifacts,
+    pending_demand,
+    utcnow,
+)
 from scidex_alloc.storage.sql import Clamp01, IsFinite, WholeNumber
 
 # Sort keys the balances' indexes serve: available by way of remaining (see top_ids).
@@ -151,8 +156,8 @@ def top_ids(params: Params, type_: str | None, by: str, where=()):
     """A subquery of the ids that can be among the first `count` (a parameter) by `by`
     (budget, remaining or available): the first `count` by their maintained key, in index
     order, and every one whose stored bounty has expired since it was summed (its key is
-    out of date). None when the formula's parameters are not the defaults the keys were
-    computed with.
+    out of date), or whose artifact is pending (see balances.pending). None when the
+    formula's parameters are not the defaults the keys were computed with.
 
     Available is remaining less held, and held is 0 but where an artifact has holds: the
     first `count` by available are among the first `count` without holds by remaining and
@@ -164,14 +169,25 @@ def top_ids(params: Params, type_: str | None, by: str, where=()):
     of_type = [] if type_ is None else [b.type == type_]
     unheld = [b.held_expiry.is_(None)] if by == "available" else []
     top = (select(b.artifact_id)
-           .where(balances.unexpired(b.next_expiry), *unheld, *of_type, *where)
+           .where(balances.unexpired(b.next_expiry), ~balances.pending(b.artifact_id), *unheld,
+                  *of_type, *where)
            .order_by(key.desc().nulls_last(), b.artifact_id).limit(bindparam("count"))
            .subquery())
     stale = select(b.artifact_id).where(balances.expired(b.next_expiry), *unheld,
                                         *of_type_unindexed(type_), *where)
     held = ([select(b.artifact_id).where(b.held_expiry.is_not(None), *of_type_unindexed(type_),
                                          *where)] if unheld else [])
-    return union_all(select(top.c.artifact_id), stale, *held).subquery("top_ids")
+    pending = pending_balances(balances.unexpired(b.next_expiry), *unheld,
+                               *of_type_unindexed(type_), *where)  # none of the others
+    return union_all(select(top.c.artifact_id), stale, *held, pending).subquery("top_ids")
+
+
+def pending_balances(*where) -> Select:
+    """The ids of the pending artifacts' balances (see balances.pending) that meet
+    `where`, found from the pending rows, each once."""
+    b, p = artifact_balances.c, pending_demand.c
+    return (select(b.artifact_id).select_from(pending_demand.join(
+        artifact_balances, b.artifact_id == p.artifact_id)).where(*where).distinct())
 
 
 @lru_cache(maxsize=256)

@@ -75,6 +75,7 @@ def record(connection: Connection, params: Params, type_: str | None, every: str
     already recorded, even by a concurrent snapshot, gains no rows."""
     bucket = timeparse.bucket_start(now, every)
     balances.fold_expired(connection, now)
+    balances.fold_pending(connection, now)
     stmt = snapshot_insert(connection.dialect.name, params, now, type_, every, bucket)
     added = connection.execute(stmt.execution_options(preserve_rowcount=True),
                                {"now": now}).rowcount

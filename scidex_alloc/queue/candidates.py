@@ -33,7 +33,12 @@ from sqlalchemy import (
 
 from scidex_alloc.budgets import balances
 from scidex_alloc.budgets.balances import NOW, REWARD_SCALE
-from scidex_alloc.budgets.queries import budget_select, of_type_unindexed, top_ids
+from scidex_alloc.budgets.queries import (
+    budget_select,
+    of_type_unindexed,
+    pending_balances,
+    top_ids,
+)
 from scidex_alloc.formula import Params
 from scidex_alloc.storage.schema import Timestamp, artifact_balances, claims
 from scidex_alloc.storage.sql import LaterThan
@@ -81,19 +86,21 @@ def _enough(available):
 
 
 def _stale():
-    """Balances whose bounty or held total is out of date: summed again by the budget
-    SELECT."""
+    """Balances whose bounty or held total is out of date, or whose artifact is pending:
+    summed again by the budget SELECT."""
     b = artifact_balances.c
-    return or_(*(balances.expired(b[expiry]) for expiry in balances.EXPIRY.values()))
+    return or_(*(balances.expired(b[expiry]) for expiry in balances.EXPIRY.values()),
+               balances.pending(b.artifact_id))
 
 
 def _near():
     """Balances that may have `least` (a parameter) available or more: available is at
     most remaining, but where an artifact has holds (whose total another service may have
-    made negative) or a stale bounty. Every stale balance is among them."""
+    made negative), a stale bounty or a pending artifact. Every stale balance is among
+    them."""
     b = artifact_balances.c
     return or_(b.remaining_key >= bindparam("least"), balances.expired(b.next_expiry),
-               b.held_expiry.is_not(None))
+               b.held_expiry.is_not(None), balances.pending(b.artifact_id))
 
 
 @lru_cache(maxsize=CACHED)
@@ -145,7 +152,8 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: b
         e = queue_candidates(params, type_, has_agent, hidden, True, lean=True).subquery()
         return select(*(e.c[name] for name in POOL_COLUMNS)).subquery()
     b = artifact_balances.c
-    fresh = [balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()]
+    fresh = [*(balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()),
+             ~balances.pending(b.artifact_id)]
     # An expression, so SQLite walks the explored; none where a hold's amount is invalid.
     available = b.remaining_key - b.held + 0
     return select(b.artifact_id, b.investigations, b.reward_total,
@@ -175,8 +183,8 @@ def balances_above(type_: str | None) -> Select:
     """At most `count` (a parameter) of the balances (of `type_`) whose maintained remaining
     key is `least` (micro-tokens) or more, in the remaining index's order: their ids and
     investigation counts. An artifact without holds has its remaining available, so fewer
-    than `count` rows hold every such candidate but those with holds or a stale bounty
-    (see explored_flagged). Default formula only."""
+    than `count` rows hold every such candidate but those with holds, a stale bounty or
+    a pending artifact (see explored_flagged). Default formula only."""
     b = artifact_balances.c
     of_type = [] if type_ is None else [b.type == type_]
     return (select(b.artifact_id, b.investigations)
@@ -188,8 +196,9 @@ def balances_above(type_: str | None) -> Select:
 @lru_cache(maxsize=CACHED)
 def explored_flagged(type_: str | None, has_agent: bool, hidden: bool) -> Select:
     """The explored candidates whose stored bounty has expired or that have holds, found
-    along the partial indexes on those expiries: their ids, and whether the pool leaves
-    them out (`stale`). Default formula only."""
+    along the partial indexes on those expiries, and the pending ones, found from their
+    rows: their ids, and whether the pool leaves them out (`stale`). Default formula
+    only."""
     b = artifact_balances.c
     # "Explored" as an expression the explored artifacts' index does not serve: else SQLite
     # would walk it whole rather than the expiries' indexes.
@@ -197,7 +206,8 @@ def explored_flagged(type_: str | None, has_agent: bool, hidden: bool) -> Select
     where = [explored, _free(has_agent, hidden), *of_type_unindexed(type_)]
     flag = case((_stale(), 1), else_=0).label("stale")
     return union_all(select(b.artifact_id, flag).where(balances.expired(b.next_expiry), *where),
-                     select(b.artifact_id, flag).where(b.held_expiry.is_not(None), *where))
+                     select(b.artifact_id, flag).where(b.held_expiry.is_not(None), *where),
+                     pending_balances(*where).add_columns(literal(1).label("stale")))
 
 
 @lru_cache(maxsize=CACHED)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Select, func, literal, select
+from sqlalchemy import Select, func, literal, select, union_all
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets import balances, totals
-from scidex_alloc.budgets.queries import budget_select, tokens_from_micro
+from scidex_alloc.budgets.queries import budget_select, pending_balances, tokens_from_micro
 from scidex_alloc.formula import MICRO, ONE, Params
 from scidex_alloc.history import snapshots
 from scidex_alloc.serving.results import Pipeline, PipelinePoint, TypeTotals
@@ -68,15 +68,18 @@ def pipeline_by_type(params: Params) -> Select:
     """Capital to research per artifact type at `now`: committed demand, bounty, budget,
     spent over its valid artifacts, and how many are invalid. With the default formula
     the totals the database keeps serve, corrected for the balances whose bounties
-    expired since they were summed; with another, every budget is summed."""
+    expired since they were summed or whose artifacts are pending; with another, every
+    budget is summed."""
     if params != Params():
         rows = _contributions(budget_select(params).subquery())
         return totals.by_type(rows).order_by(rows.c.type)
     a = artifact_balances.c
-    expired = balances.expired(a.next_expiry)
+    stale = a.artifact_id.in_(union_all(  # each found along its own index, once
+        select(a.artifact_id).where(balances.expired(a.next_expiry)),
+        pending_balances(balances.unexpired(a.next_expiry))))
     stored = select(a.type, *(v.label(k) for k, v in totals.contribution(a, -1).items())
-                    ).where(expired)
-    again = _contributions(budget_select(params, where=[expired]).subquery())
+                    ).where(stale)
+    again = _contributions(budget_select(params, where=[stale]).subquery())
     kept = select(balance_totals.c.type, *(balance_totals.c[name] for name in totals.COLUMNS))
     rows = kept.union_all(stored, select(again)).subquery()
     return totals.by_type(rows).order_by(rows.c.type)

@@ -277,6 +277,19 @@ artifact_balances = Table(
     Column("remaining_key", Numeric),
 )
 
+# The artifacts whose positions changed since their balance summed its demand (revision
+# 0010): a trigger on positions appends a row per change, which costs another service's
+# insert one row at the end of a small table where updating the balance would move its
+# entries in every ranking index. Readers sum such an artifact's demand again, as they do
+# an expired bounty, until `balances.fold_pending` sums it into the balance and deletes
+# its rows.
+pending_demand = Table(
+    "pending_demand",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("artifact_id", ArtifactId(), nullable=False),
+)
+
 # The balances' totals per artifact type (revision 0008; budgets/totals.py), kept by
 # triggers on artifact_balances: each change appends its differences as a row, and every
 # so many rows are folded into one per type. A type's totals are the sums of its rows:
