@@ -159,6 +159,7 @@ def case_writer(ctx, backend, dbs: dict) -> None:
                                ("writer-%",))
         if added != rows // chunks * chunks:
             ctx.notes.append(f"case 14 {backend.kind}: {added} rows written, expected {rows}")
+        readers = _pending_cost(ctx, backend, kept)
     finally:
         copies.drop(backend, kept)
         if bare is not None:
@@ -174,8 +175,26 @@ def case_writer(ctx, backend, dbs: dict) -> None:
         _s(floor), f"{ratio:.2f}x", "<= 1.5x", _met(ratio <= 1.5, _applies(ctx)),
         f"{rows / ours:,.0f} inserts/s with the triggers, {rows / floor:,.0f} without; "
         f"{commit}; the insert loops' time, in {chunks} alternating chunks (chunk ratios "
-        f"{chunk_ratios[0]:.2f}-{chunk_ratios[-1]:.2f}x). One `alloc spend` process vs its "
-        "floor is case 3 (the floor's insert fires the same triggers)", ours, floor))
+        f"{chunk_ratios[0]:.2f}-{chunk_ratios[-1]:.2f}x). {readers}. One `alloc spend` process "
+        "vs its floor is case 3 (the floor's insert fires the same triggers)", ours, floor))
+
+
+def _pending_cost(ctx, backend, db) -> str:
+    """What the inserts' pending rows cost the readers until they are folded: `rank
+    --limit 50` with them, one `alloc spend` (which folds up to 1,000 first), `alloc
+    snapshot` (which folds the rest), and `rank --limit 50` again."""
+    pending = backend.scalar(db, "SELECT count(*) FROM pending_demand")
+    artifact = _top_remaining(db, 1)[0]
+    rank = alloc_argv() + ["rank", "--limit", "50", "-f", "json", "--db", db.url]
+    steps = [("rank --limit 50", rank),
+             ("one spend folding 1,000", alloc_argv() + ["spend", artifact, "0.000001",
+                                                         "--db", db.url]),
+             ("snapshot folding the rest", alloc_argv() + ["snapshot", "--db", db.url]),
+             ("rank --limit 50 after", rank)]
+    timed = [f"{label} {procs.run(argv).seconds:.2f} s" for label, argv in steps]
+    left = backend.scalar(db, "SELECT count(*) FROM pending_demand")
+    ctx.log(f"case 14 {backend.kind}: {pending:,} pending rows; {', '.join(timed)}")
+    return f"with the {pending:,} pending rows left: {', '.join(timed)} ({left} left)"
 
 
 def case_migration(ctx, backend, dbs: dict) -> None:

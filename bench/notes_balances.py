@@ -53,7 +53,10 @@ METHOD = """
 - **14**: `bench/writer.py` inserts positions one row per transaction through the bare
   driver (sqlite3 in autocommit with alloc's pragmas; psycopg in autocommit), into a copy
   with the balance triggers and into one without them (`ddl.drop_triggers`),
-  interleaved; the time is the insert loop's. One `alloc spend` process against its
+  interleaved; the time is the insert loop's. Then, on the copy with the triggers, the
+  pending rows the inserts left are timed for the readers: `alloc rank --limit 50` with
+  them, one `alloc spend` (which folds 1,000 of them first), `alloc snapshot` (which
+  folds the rest), and `rank --limit 50` again. One `alloc spend` process against its
   floor is case 3, whose floor's insert fires the same triggers.
 - **15**: a copy taken back to the previous revision, and then to revision 0004 (before
   the balances: `alembic downgrade 0004` drops them and their triggers), with the
@@ -100,12 +103,10 @@ exact decimals and formats them for CSV: per-row Python work that the floor skip
 """,
     14: """
 **Case 14's floor is the same inserts without the triggers.** Each position inserted also
-updates its artifact's balance row (PostgreSQL: in a deferred constraint trigger, run at
-commit): the demand, the generated budget and remaining keys, and so the entries of the
-four indexes on those keys (on PostgreSQL not a HOT update: the row gets new index
-entries). That is about as much writing again as the insert itself; the share it adds
-is smaller where each commit also waits for a WAL flush (PostgreSQL, synchronous_commit
-on) than where commits are cheap (SQLite with synchronous NORMAL: no fsync per commit).
+appends its artifact to `pending_demand` (PostgreSQL: once per statement): one small row
+at the end of a small table. Updating the balance instead would move its entries in the
+four indexes on the budget and remaining keys, about as much writing again as the insert
+itself, and more where commits are cheap (SQLite with synchronous NORMAL).
 """,
     16: """
 **Case 16's floor is case 10's loop without holds.** Reserving adds a hold row (and its
