@@ -436,7 +436,7 @@ class Allocator:
 
 class _FoldingWrites:
     """The transactions of the commands agents loop on (`spend`, `next --claim`, `done`):
-    each write ends by folding up to FOLD_BATCH pending rows (balances.fold_pending, which
+    each write ends by folding up to PER_WRITE pending rows (folding.fold_pending, which
     waits for no lock), so that while agents work, the pending artifacts every reader sums
     again stay few."""
 
@@ -445,11 +445,11 @@ class _FoldingWrites:
         self.read = tx.read
 
     def write_retried(self, work: Callable):
-        from scidex_alloc.budgets import balances
+        from scidex_alloc.budgets import folding
 
         def then_fold(connection):
             done = work(connection)
-            balances.fold_pending(connection, utcnow(), balances.FOLD_BATCH)
+            folding.fold_pending(connection, utcnow(), folding.PER_WRITE)
             return done
         return self._tx.write_retried(then_fold)
 

@@ -705,7 +705,7 @@ def test_folds_never_wait_for_each_other_nor_lose_a_position(db_url, cli, alloca
     the first is open passes its rows by instead of waiting, and a position committed
     after a fold took the rows keeps its own row, so it is summed by the next fold. The
     readers are exact throughout."""
-    from scidex_alloc.budgets import balances
+    from scidex_alloc.budgets import folding
     from scidex_alloc.storage.schema import utcnow
 
     write("postgresql", db_url,
@@ -715,7 +715,7 @@ def test_folds_never_wait_for_each_other_nor_lose_a_position(db_url, cli, alloca
     late.execute("INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('b', 'x', 7)")
     with allocator.engine.connect() as first:
         with first.begin():
-            assert balances.fold_pending(first, utcnow()) == 1  # a's row, locked until commit
+            assert folding.fold_pending(first, utcnow()) == 1  # a's row, locked until commit
             write("postgresql", db_url,
                   "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('b', 'y', 1)")
             second = cli("snapshot", "--db", db_url)  # folds b's committed row, skips a's

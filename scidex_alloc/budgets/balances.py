@@ -6,7 +6,7 @@ One definition of each term (`_terms`) yields the per-artifact recomputation the
 triggers use, and the set-based one that backfills, rebuilds and audits the balances;
 readers take the stored terms (`stored_terms`), summing a bounty again only past the
 instant one of its bounties expired, and a demand again only while its artifact is
-pending (its positions changed since the balance summed them: see `fold_pending`).
+pending (its positions changed since the balance summed them: see folding.py).
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ COLUMNS = ("demand", "demand_invalid", "bounty", "bounty_invalid", "next_expiry"
            "spent", "spent_invalid", "investigations", "reward_total", *HELD)
 # The terms that expire with time, and the column keeping when the first of them does.
 EXPIRY = {"bounty": "next_expiry", "held": "held_expiry"}
-FOLD_BATCH = 1000  # pending rows folded per statement
 
 
 def _terms(now: ColumnElement) -> dict:
@@ -167,7 +166,7 @@ def rebuild(connection: Connection, now: datetime) -> int:
     indexes are made afresh after the rows."""
     sqlite = connection.dialect.name == "sqlite"
     with _summing(connection):
-        connection.execute(pending_demand.delete())  # before the sums: see fold_pending
+        connection.execute(pending_demand.delete())  # before the sums: see folding.fold_pending
         if sqlite:
             for name in indexes(connection):
                 connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
@@ -245,7 +244,7 @@ def resum(connection: Connection, now: datetime, ids: set[str]) -> int:
 
 def _unpend(connection: Connection, ids: list[str]) -> None:
     """Delete the pending rows of the artifacts `ids`, before their balances are summed
-    again (see fold_pending)."""
+    again (see folding.fold_pending)."""
     p = pending_demand.c
     connection.execute(pending_demand.delete().where(p.artifact_id.in_(ids)))
 
@@ -298,58 +297,6 @@ def mend(connection: Connection, now: datetime, wrong: list[str]) -> int:
     create_indexes(connection)
     ddl.create_triggers(connection)
     return totals.artifacts(connection)
-
-
-def fold_expired(connection: Connection, now: datetime) -> int:
-    """Sum again the bounties and holds of the balances where one of them expired by `now`
-    (readers do so on every read until then); how many balances."""
-    b = artifact_balances
-    folded = 0
-    for term, expiry in EXPIRY.items():
-        values = recomputed(b.c.artifact_id, NOW, (term, f"{term}_invalid", expiry))
-        folded += connection.execute(
-            b.update().where(expired(b.c[expiry])).values(values), {"now": now}).rowcount
-    return folded
-
-
-def fold_pending(connection: Connection, now: datetime, limit: int | None = None,
-                 wait: bool = False) -> int:
-    """Sum again the demand of the pending artifacts (those of the first `limit` pending
-    rows, or of all), and delete their rows, with those of artifacts that are gone; how
-    many balances were summed.
-
-    On PostgreSQL a fold waits for no lock (unless `wait`): it takes the pending rows and
-    the balances no other transaction holds (SKIP LOCKED), and leaves the others pending,
-    so it can end any write transaction without making a deadlock. Every position whose
-    row it takes committed before, so the sums see it; one committed meanwhile keeps its
-    own row."""
-    p, b = pending_demand.c, artifact_balances.c
-    postgresql = connection.dialect.name == "postgresql"
-
-    def locked(stmt):
-        return stmt.with_for_update(skip_locked=not wait) if postgresql else stmt
-
-    rows = connection.execute(locked(select(p.id, p.artifact_id).order_by(p.id).limit(limit))
-                              ).all()
-    artifacts = sorted({row.artifact_id for row in rows})
-    values = recomputed(b.artifact_id, NOW, ("demand", "demand_invalid"))
-    summed: list[str] = []
-    for start in range(0, len(artifacts), FOLD_BATCH):
-        batch = artifacts[start:start + FOLD_BATCH]
-        held = list(connection.scalars(locked(
-            select(b.artifact_id).where(b.artifact_id.in_(batch)).order_by(b.artifact_id))))
-        if held:
-            connection.execute(artifact_balances.update().where(b.artifact_id.in_(held))
-                               .values(values), {"now": now})
-            summed += held
-    folded = set(summed)
-    for artifact_gone, ids in ((False, [r.id for r in rows if r.artifact_id in folded]),
-                               (True, [r.id for r in rows if r.artifact_id not in folded])):
-        gone = [p.artifact_id.not_in(select(b.artifact_id))] if artifact_gone else []
-        for start in range(0, len(ids), FOLD_BATCH):
-            connection.execute(pending_demand.delete().where(
-                p.id.in_(ids[start:start + FOLD_BATCH]), *gone))
-    return len(summed)
 
 
 def pending(artifact_id: ColumnElement) -> ColumnElement:

@@ -3,7 +3,7 @@ source tables, for each database, and their suspension during bulk loads.
 
 A change to positions, which other services write most, only appends its artifact to
 `pending_demand` (on PostgreSQL once per statement): readers sum a pending artifact's
-demand again until it is folded (balances.fold_pending), so that such a write costs one
+demand again until it is folded (folding.fold_pending), so that such a write costs one
 row at the end of a small table rather than its balance's moves in every ranking index.
 
 On PostgreSQL the triggers on the other tables other services write (artifacts, markets,

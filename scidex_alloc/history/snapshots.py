@@ -9,7 +9,7 @@ from sqlalchemy import Select, and_, func, literal, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc import timeparse
-from scidex_alloc.budgets import balances, queries
+from scidex_alloc.budgets import folding, queries
 from scidex_alloc.budgets.queries import budget_select
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import Params, exact
@@ -74,8 +74,8 @@ def record(connection: Connection, params: Params, type_: str | None, every: str
     """Every artifact's budget in the bucket of `every` that `now` falls in; a bucket
     already recorded, even by a concurrent snapshot, gains no rows."""
     bucket = timeparse.bucket_start(now, every)
-    balances.fold_expired(connection, now)
-    balances.fold_pending(connection, now)
+    folding.fold_expired(connection, now)
+    folding.fold_pending(connection, now)
     stmt = snapshot_insert(connection.dialect.name, params, now, type_, every, bucket)
     added = connection.execute(stmt.execution_options(preserve_rowcount=True),
                                {"now": now}).rowcount

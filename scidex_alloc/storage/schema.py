@@ -281,7 +281,7 @@ artifact_balances = Table(
 # 0010): a trigger on positions appends a row per change, which costs another service's
 # insert one row at the end of a small table where updating the balance would move its
 # entries in every ranking index. Readers sum such an artifact's demand again, as they do
-# an expired bounty, until `balances.fold_pending` sums it into the balance and deletes
+# an expired bounty, until `folding.fold_pending` sums it into the balance and deletes
 # its rows.
 pending_demand = Table(
     "pending_demand",

@@ -1,6 +1,6 @@
 """The artifacts whose positions changed since their balance summed its demand: the
 triggers on positions append to `pending_demand` instead of updating the balance, and
-readers sum a pending artifact's demand again until it is folded (budgets/balances.py).
+readers sum a pending artifact's demand again until it is folded (budgets/folding.py).
 The triggers are made by `balances.install` once the upgrade reaches the newest revision
 (storage/migrate.py).
 
@@ -31,10 +31,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    from scidex_alloc.budgets import balances, ddl
+    from scidex_alloc.budgets import ddl, folding
     from scidex_alloc.storage.schema import utcnow
 
     connection = op.get_bind()
-    balances.fold_pending(connection, utcnow(), wait=True)
+    folding.fold_pending(connection, utcnow(), wait=True)
     ddl.create_triggers(connection, pending=False)
     op.drop_table("pending_demand")

@@ -1,0 +1,71 @@
+"""Folding: bringing stored balances up to date where readers sum a term again themselves,
+so that they have few to sum: the bounties and holds that expired since they were summed,
+and the demand of the pending artifacts (whose positions changed since; see
+`balances.pending`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from scidex_alloc.budgets.balances import EXPIRY, NOW, expired, recomputed
+from scidex_alloc.storage.schema import artifact_balances, pending_demand
+
+FOLD_BATCH = 1000  # pending rows folded per statement
+# Pending rows each of an agent's writes folds: a few milliseconds more, well above the rate
+# at which another service writes positions while agents work.
+PER_WRITE = 100
+
+
+def fold_expired(connection: Connection, now: datetime) -> int:
+    """Sum again the bounties and holds of the balances where one of them expired by `now`
+    (readers do so on every read until then); how many balances."""
+    b = artifact_balances
+    folded = 0
+    for term, expiry in EXPIRY.items():
+        values = recomputed(b.c.artifact_id, NOW, (term, f"{term}_invalid", expiry))
+        folded += connection.execute(
+            b.update().where(expired(b.c[expiry])).values(values), {"now": now}).rowcount
+    return folded
+
+
+def fold_pending(connection: Connection, now: datetime, limit: int | None = None,
+                 wait: bool = False) -> int:
+    """Sum again the demand of the pending artifacts (those of the first `limit` pending
+    rows, or of all), and delete their rows, with those of artifacts that are gone; how
+    many balances were summed.
+
+    On PostgreSQL a fold waits for no lock (unless `wait`): it takes the pending rows and
+    the balances no other transaction holds (SKIP LOCKED), and leaves the others pending,
+    so it can end any write transaction without making a deadlock. Every position whose
+    row it takes committed before, so the sums see it; one committed meanwhile keeps its
+    own row."""
+    p, b = pending_demand.c, artifact_balances.c
+    postgresql = connection.dialect.name == "postgresql"
+
+    def locked(stmt):
+        return stmt.with_for_update(skip_locked=not wait) if postgresql else stmt
+
+    rows = connection.execute(locked(select(p.id, p.artifact_id).order_by(p.id).limit(limit))
+                              ).all()
+    artifacts = sorted({row.artifact_id for row in rows})
+    values = recomputed(b.artifact_id, NOW, ("demand", "demand_invalid"))
+    summed: list[str] = []
+    for start in range(0, len(artifacts), FOLD_BATCH):
+        batch = artifacts[start:start + FOLD_BATCH]
+        held = list(connection.scalars(locked(
+            select(b.artifact_id).where(b.artifact_id.in_(batch)).order_by(b.artifact_id))))
+        if held:
+            connection.execute(artifact_balances.update().where(b.artifact_id.in_(held))
+                               .values(values), {"now": now})
+            summed += held
+    folded = set(summed)
+    for artifact_gone, ids in ((False, [r.id for r in rows if r.artifact_id in folded]),
+                               (True, [r.id for r in rows if r.artifact_id not in folded])):
+        gone = [p.artifact_id.not_in(select(b.artifact_id))] if artifact_gone else []
+        for start in range(0, len(ids), FOLD_BATCH):
+            connection.execute(pending_demand.delete().where(
+                p.id.in_(ids[start:start + FOLD_BATCH]), *gone))
+    return len(summed)
