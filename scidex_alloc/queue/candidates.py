@@ -40,7 +40,7 @@ from scidex_alloc.budgets.queries import (
     top_ids,
 )
 from scidex_alloc.formula import Params
-from scidex_alloc.storage.schema import Timestamp, artifact_balances, claims
+from scidex_alloc.storage.schema import Timestamp, artifact_balances, claims, pending_demand
 from scidex_alloc.storage.sql import LaterThan
 
 CACHED = 64  # statements kept per builder: one per formula, type and shape in use
@@ -69,6 +69,13 @@ def any_hidden(has_agent: bool) -> Select:
     return select(claims.c.id).where(_hiding(has_agent)).limit(1)
 
 
+@lru_cache(maxsize=1)
+def any_pending() -> Select:
+    """A row when some artifact is pending (see balances.pending): where none is, the
+    scans of the explored candidates leave out the test for each of them."""
+    return select(pending_demand.c.id).limit(1)
+
+
 def _free(has_agent: bool, hidden: bool):
     """No live claim of another agent on the artifact. The live claims are few and read
     once, rather than looked up for each of many candidates (their artifact ids are never
@@ -85,22 +92,25 @@ def _enough(available):
     return available >= bindparam("at_least")
 
 
-def _stale():
-    """Balances whose bounty or held total is out of date, or whose artifact is pending:
-    summed again by the budget SELECT."""
+def _stale(pending: bool):
+    """Balances whose bounty or held total is out of date, or (where any artifact is
+    `pending`) whose artifact is pending: summed again by the budget SELECT."""
     b = artifact_balances.c
     return or_(*(balances.expired(b[expiry]) for expiry in balances.EXPIRY.values()),
-               balances.pending(b.artifact_id))
+               *_pending(pending))
 
 
-def _near():
+def _pending(pending: bool) -> list:
+    return [balances.pending(artifact_balances.c.artifact_id)] if pending else []
+
+
+def _near(pending: bool):
     """Balances that may have `least` (a parameter) available or more: available is at
     most remaining, but where an artifact has holds (whose total another service may have
-    made negative), a stale bounty or a pending artifact. Every stale balance is among
-    them."""
+    made negative), a stale bounty or is pending. Every stale balance is among them."""
     b = artifact_balances.c
     return or_(b.remaining_key >= bindparam("least"), balances.expired(b.next_expiry),
-               b.held_expiry.is_not(None), balances.pending(b.artifact_id))
+               b.held_expiry.is_not(None), *_pending(pending))
 
 
 @lru_cache(maxsize=CACHED)
@@ -141,19 +151,21 @@ def queue_candidates(params: Params, type_: str | None, has_agent: bool, hidden:
 POOL_COLUMNS = ("artifact_id", "investigations", "reward_total", "available")
 
 
-def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: bool):
+def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: bool,
+                   pending: bool):
     """Explored candidates' ids, investigations, reward totals and available budgets (as
     SQL computes them), for scans of many. With the default formula, the fresh balances
     only, read from the explored artifacts' covering index in order of investigation count,
-    with the maintained remaining key and held total; the stale ones (see _stale) are
-    found by `explored_flagged` (or `explored_near`). With another formula, every explored candidate, through the
-    budget SELECT."""
+    with the maintained remaining key and held total; the stale ones (see _stale; the
+    pending ones are tested for only where any artifact is `pending`) are found by
+    `explored_flagged` (or `explored_near`). With another formula, every explored
+    candidate, through the budget SELECT."""
     if params != Params():
         e = queue_candidates(params, type_, has_agent, hidden, True, lean=True).subquery()
         return select(*(e.c[name] for name in POOL_COLUMNS)).subquery()
     b = artifact_balances.c
     fresh = [*(balances.unexpired(b[expiry]) for expiry in balances.EXPIRY.values()),
-             ~balances.pending(b.artifact_id)]
+             *(~test for test in _pending(pending))]
     # An expression, so SQLite walks the explored; none where a hold's amount is invalid.
     available = b.remaining_key - b.held + 0
     return select(b.artifact_id, b.investigations, b.reward_total,
@@ -163,19 +175,20 @@ def _explored_pool(params: Params, type_: str | None, has_agent: bool, hidden: b
 
 
 @lru_cache(maxsize=CACHED)
-def explored_near(params: Params, type_: str | None, has_agent: bool, hidden: bool
-                  ) -> Select:
+def explored_near(params: Params, type_: str | None, has_agent: bool, hidden: bool,
+                  pending: bool) -> Select:
     """The ids of the explored candidates that may have `least` (a parameter, in
     micro-tokens) available or more, or that the pool leaves out, with whether it does
     (`stale`): those to read in full before the rest are ranked. Cheap to build and run:
     with the default formula it reads only the explored artifacts' index."""
     if params != Params():
-        e = _explored_pool(params, type_, has_agent, hidden)
+        e = _explored_pool(params, type_, has_agent, hidden, pending)
         return select(e.c.artifact_id, literal(0).label("stale")).where(
             e.c.available >= bindparam("least"))
     b = artifact_balances.c
-    return select(b.artifact_id, case((_stale(), 1), else_=0).label("stale")).where(
-        b.investigations > 0, _free(has_agent, hidden), *of_type_unindexed(type_), _near())
+    return select(b.artifact_id, case((_stale(pending), 1), else_=0).label("stale")).where(
+        b.investigations > 0, _free(has_agent, hidden), *of_type_unindexed(type_),
+        _near(pending))
 
 
 @lru_cache(maxsize=CACHED)
@@ -194,50 +207,52 @@ def balances_above(type_: str | None) -> Select:
 
 
 @lru_cache(maxsize=CACHED)
-def explored_flagged(type_: str | None, has_agent: bool, hidden: bool) -> Select:
+def explored_flagged(type_: str | None, has_agent: bool, hidden: bool, pending: bool
+                     ) -> Select:
     """The explored candidates whose stored bounty has expired or that have holds, found
-    along the partial indexes on those expiries, and the pending ones, found from their
-    rows: their ids, and whether the pool leaves them out (`stale`). Default formula
-    only."""
+    along the partial indexes on those expiries, and (where any is `pending`) the pending
+    ones, found from their rows: their ids, and whether the pool leaves them out
+    (`stale`). Default formula only."""
     b = artifact_balances.c
     # "Explored" as an expression the explored artifacts' index does not serve: else SQLite
     # would walk it whole rather than the expiries' indexes.
     explored = b.investigations + 0 > 0
     where = [explored, _free(has_agent, hidden), *of_type_unindexed(type_)]
-    flag = case((_stale(), 1), else_=0).label("stale")
+    flag = case((_stale(pending), 1), else_=0).label("stale")
+    found = [pending_balances(*where).add_columns(literal(1).label("stale"))] if pending else []
     return union_all(select(b.artifact_id, flag).where(balances.expired(b.next_expiry), *where),
                      select(b.artifact_id, flag).where(b.held_expiry.is_not(None), *where),
-                     pending_balances(*where).add_columns(literal(1).label("stale")))
+                     *found)
 
 
 @lru_cache(maxsize=CACHED)
-def explored_groups(params: Params, type_: str | None, has_agent: bool, hidden: bool
-                    ) -> Select:
+def explored_groups(params: Params, type_: str | None, has_agent: bool, hidden: bool,
+                    pending: bool) -> Select:
     """The pool's candidates (see _explored_pool) by investigation count: how many, and the
     best reward total, per count."""
-    e = _explored_pool(params, type_, has_agent, hidden)
+    e = _explored_pool(params, type_, has_agent, hidden, pending)
     return (select(e.c.investigations, func.count().label("candidates"),
                    func.max(e.c.reward_total).label("best_reward"))
             .group_by(e.c.investigations))
 
 
 @lru_cache(maxsize=CACHED)
-def explored_most_available(params: Params, type_: str | None, has_agent: bool, hidden: bool
-                            ) -> Select:
+def explored_most_available(params: Params, type_: str | None, has_agent: bool, hidden: bool,
+                            pending: bool) -> Select:
     """The largest available budget of the pool's candidates (see _explored_pool)."""
-    e = _explored_pool(params, type_, has_agent, hidden)
+    e = _explored_pool(params, type_, has_agent, hidden, pending)
     return select(func.max(e.c.available))
 
 
 @lru_cache(maxsize=CACHED)
 def explored_by_score(params: Params, type_: str | None, has_agent: bool, hidden: bool,
-                      bounded: bool) -> Select:
+                      pending: bool, bounded: bool) -> Select:
     """The ids of the pool's candidates (see _explored_pool) by their score as SQL computes
     it in floating point (close to, but not always exactly, the pure scoring's): the best
     `score_limit`, or (`bounded`) those scoring `score_at_least`, of those with
     `available_floor` available or more. The score is `ucb_factor` x (mean reward +
     `bonus` / sqrt(investigations)) + `available_factor` x available."""
-    e = _explored_pool(params, type_, has_agent, hidden)
+    e = _explored_pool(params, type_, has_agent, hidden, pending)
     n = cast(e.c.investigations, Float)
     ucb = (cast(e.c.reward_total, Float) / REWARD_SCALE / n
            + bindparam("bonus", type_=Float) / func.sqrt(n))

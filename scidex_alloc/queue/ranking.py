@@ -15,6 +15,7 @@ from scidex_alloc.holds import reserving
 from scidex_alloc.queue import scoring
 from scidex_alloc.queue.candidates import (
     any_hidden,
+    any_pending,
     balances_above,
     explored_by_score,
     explored_flagged,
@@ -52,13 +53,14 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
     given = values(now, agent, at_least)
     has_agent = agent is not None
     hidden = connection.execute(any_hidden(has_agent), given).first() is not None
-    shape = (params, type_, has_agent, hidden)
-    unexplored = list(connection.execute(queue_candidates(*shape, False),
+    pending = connection.execute(any_pending()).first() is not None
+    shape = (params, type_, has_agent, hidden, pending)
+    unexplored = list(connection.execute(queue_candidates(*shape[:4], False),
                                          {**given, "count": wanted}))
     groups = connection.execute(explored_groups(*shape), given).all()
     queue, explored_complete, least = None, True, None
     if sum(g.candidates for g in groups) <= READ_EVERY_EXPLORED:
-        explored = list(connection.execute(queue_candidates(*shape, True), given))
+        explored = list(connection.execute(queue_candidates(*shape[:4], True), given))
     else:
         queue, explored, explored_complete, least = _best_explored(
             connection, shape, given, weight, exploration, wanted, groups, unexplored)
@@ -96,8 +98,8 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     `wanted`, whether every explored candidate with enough available budget to be among
     them was read, and a score every one of them reaches (None: no such bound), when
     there are too many explored candidates to read them all (`shape`: the statements'
-    formula, type, whether an agent asks and whether live claims hide any artifact from
-    it; `given`: their values; `groups`: the pool's totals per investigation count).
+    formula, type, whether an agent asks, whether live claims hide any artifact from it
+    and whether any artifact is pending; `given`: their values; `groups`: the pool's totals per investigation count).
 
     The candidates the pool leaves out (stale balances), and those that may have the
     queue's largest available budget, are read in full first: with the pool's groups they
@@ -112,7 +114,7 @@ def _best_explored(connection: Connection, shape: tuple, given: dict, weight: fl
     params = shape[0]
 
     def read(ids) -> list:
-        ordered, stmt = sorted(ids), queue_candidates(*shape, True, by_ids=True)
+        ordered, stmt = sorted(ids), queue_candidates(*shape[:4], True, by_ids=True)
         return [row for start in range(0, len(ordered), READ_BATCH)
                 for row in connection.execute(
                     stmt, {**given, "ids": ordered[start:start + READ_BATCH]})]
