@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 
 from scidex_alloc.allocator import Allocator
 from scidex_alloc.queue import ranking, scoring
-from scidex_alloc.storage.schema import claims, holds, token_bounties, utcnow
+from scidex_alloc.storage.schema import claims, holds, positions, token_bounties, utcnow
 
 ARTIFACTS = 120
 
@@ -64,9 +64,22 @@ def every_candidate(allocator, agent, weight, exploration, type_=None):
     return scoring.score_all(candidates, weight, exploration)
 
 
+def change_positions(connection, rng, ids):
+    """Positions opened and closed on a few artifacts, written as another service would:
+    those artifacts are pending, their stored demand out of date until folded."""
+    opened = [{"artifact_id": rng.choice(ids), "agent_id": "y", "status": "open",
+               "tokens": rng.choice([1, 80, 20_000]), "created_at": utcnow()}
+              for _ in range(rng.randrange(0, 12))]
+    if opened:
+        connection.execute(insert(positions), opened)
+    closed = rng.sample(ids, rng.randrange(0, 6))
+    connection.execute(update(positions).where(positions.c.artifact_id.in_(closed))
+                       .values(status="closed"))
+
+
 def record_investigations(allocator, rng, others_claims):
-    """Random completed investigations (with and without rewards), and live claims of
-    other agents, written as another service would."""
+    """Random completed investigations (with and without rewards), live claims of other
+    agents and changed positions, written as another service would."""
     ids = sorted(row.artifact_id for row in allocator.rank())
     now = utcnow()
     done = [{"artifact_id": rng.choice(ids), "agent_id": "x", "status": "done",
@@ -81,6 +94,7 @@ def record_investigations(allocator, rng, others_claims):
         for rows in (done, live):
             if rows:
                 connection.execute(insert(claims), rows)
+        change_positions(connection, rng, ids)
 
 
 def summary(entries):
@@ -103,8 +117,8 @@ def test_next_equals_scoring_every_candidate(generated, explored_reading, seed, 
 
 
 def investigate_most(allocator, rng, share):
-    """One to three completed investigations of about `share` of the artifacts, written as
-    another service would; nothing else claimed."""
+    """One to three completed investigations of about `share` of the artifacts, and changed
+    positions, written as another service would; nothing else claimed."""
     now = utcnow()
     done = [{"artifact_id": b.artifact_id, "agent_id": "x", "status": "done",
              "claimed_at": now, "lease_expires_at": now, "finished_at": now,
@@ -115,6 +129,7 @@ def investigate_most(allocator, rng, share):
         connection.execute(delete(claims))
         if done:
             connection.execute(insert(claims), done)
+        change_positions(connection, rng, sorted({b.artifact_id for b in allocator.rank()}))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
