@@ -615,17 +615,25 @@ def stored_demand(db_kind, db_url, artifact_id) -> int:
     return int(demand)
 
 
-def test_positions_make_their_artifact_pending_until_a_fold(db_kind, db_url, cli, allocator):
+@pytest.mark.parametrize("batch", ["default", 1])
+def test_positions_make_their_artifact_pending_until_a_fold(db_kind, db_url, cli, allocator,
+                                                             monkeypatch, batch):
     """Another service's position writes leave the balance as it was and append the
     artifact to `pending_demand` (a closed position, counted in no demand, appends
     nothing); every reader sums a pending artifact's demand again, so budgets, rankings
     and the audit are exact before any fold. `alloc snapshot` folds every pending
-    artifact, and an agent's `spend` folds them first too: no row is left, and the stored
-    balance equals its recomputation."""
+    artifact (its rows taken a batch at a time), and an agent's `spend` folds some too:
+    no row is left, and the stored balance equals its recomputation."""
+    from scidex_alloc.budgets import folding
+
+    if batch != "default":
+        monkeypatch.setattr(folding, "FOLD_BATCH", batch)
     write(db_kind, db_url,
           "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis'), ('a2', 'hypothesis')",
           "INSERT INTO markets (artifact_id, price) VALUES ('a1', 0.5), ('a2', 0.5)",
-          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a2', 'x', 10)")
+          "INSERT INTO positions (artifact_id, agent_id, tokens) VALUES ('a2', 'x', 10), "
+          "('a1', 'w', 0), ('a2', 'w', 0)")
+    assert sorted(set(pending_rows(db_kind, db_url))) == ["a1", "a2"]
     assert cli("snapshot", "--db", db_url).exit_code == 0
     assert pending_rows(db_kind, db_url) == []
     write(db_kind, db_url,
@@ -642,7 +650,7 @@ def test_positions_make_their_artifact_pending_until_a_fold(db_kind, db_url, cli
     assert pending_rows(db_kind, db_url) == []
     assert stored_demand(db_kind, db_url, "a1") == 100_000_000
     write(db_kind, db_url, "UPDATE positions SET status = 'closed' WHERE artifact_id = 'a1'")
-    assert pending_rows(db_kind, db_url) == ["a1"]
+    assert pending_rows(db_kind, db_url) in (["a1", "a1"], ["a1"])  # per row; per statement
     assert budget_json(cli, db_url, "a1")["demand"] == 0
     assert [r["artifact_id"] for r in rank_json(cli, db_url, "--limit", "1")] == ["a2"]
     assert cli("spend", "a2", "1", "--db", db_url).exit_code == 0

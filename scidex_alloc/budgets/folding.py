@@ -35,37 +35,47 @@ def fold_pending(connection: Connection, now: datetime, limit: int | None = None
                  wait: bool = False) -> int:
     """Sum again the demand of the pending artifacts (those of the first `limit` pending
     rows, or of all), and delete their rows, with those of artifacts that are gone; how
-    many balances were summed.
+    many balances were summed. The rows are taken FOLD_BATCH at a time, in id order.
 
     On PostgreSQL a fold waits for no lock (unless `wait`): it takes the pending rows and
     the balances no other transaction holds (SKIP LOCKED), and leaves the others pending,
     so it can end any write transaction without making a deadlock. Every position whose
     row it takes committed before, so the sums see it; one committed meanwhile keeps its
     own row."""
-    p, b = pending_demand.c, artifact_balances.c
+    p = pending_demand.c
+    summed, past = 0, []
+    while limit is None or limit > 0:
+        size = FOLD_BATCH if limit is None else min(limit, FOLD_BATCH)
+        rows = connection.execute(_locked(connection, wait, select(p.id, p.artifact_id)
+                                          .where(*past).order_by(p.id).limit(size))).all()
+        if not rows:
+            break
+        summed += _fold_rows(connection, now, rows, wait)
+        past = [p.id > rows[-1].id]
+        limit = None if limit is None else limit - len(rows)
+    return summed
+
+
+def _locked(connection: Connection, wait: bool, stmt):
     postgresql = connection.dialect.name == "postgresql"
+    return stmt.with_for_update(skip_locked=not wait) if postgresql else stmt
 
-    def locked(stmt):
-        return stmt.with_for_update(skip_locked=not wait) if postgresql else stmt
 
-    rows = connection.execute(locked(select(p.id, p.artifact_id).order_by(p.id).limit(limit))
-                              ).all()
+def _fold_rows(connection: Connection, now: datetime, rows, wait: bool) -> int:
+    """Fold the pending `rows` (id, artifact_id): sum the demand of the balances it can
+    lock, and delete their rows and those whose artifact has no balance."""
+    p, b = pending_demand.c, artifact_balances.c
     artifacts = sorted({row.artifact_id for row in rows})
-    values = recomputed(b.artifact_id, NOW, ("demand", "demand_invalid"))
-    summed: list[str] = []
-    for start in range(0, len(artifacts), FOLD_BATCH):
-        batch = artifacts[start:start + FOLD_BATCH]
-        held = list(connection.scalars(locked(
-            select(b.artifact_id).where(b.artifact_id.in_(batch)).order_by(b.artifact_id))))
-        if held:
-            connection.execute(artifact_balances.update().where(b.artifact_id.in_(held))
-                               .values(values), {"now": now})
-            summed += held
-    folded = set(summed)
-    for artifact_gone, ids in ((False, [r.id for r in rows if r.artifact_id in folded]),
-                               (True, [r.id for r in rows if r.artifact_id not in folded])):
-        gone = [p.artifact_id.not_in(select(b.artifact_id))] if artifact_gone else []
-        for start in range(0, len(ids), FOLD_BATCH):
-            connection.execute(pending_demand.delete().where(
-                p.id.in_(ids[start:start + FOLD_BATCH]), *gone))
-    return len(summed)
+    held = set(connection.scalars(_locked(connection, wait, select(b.artifact_id).where(
+        b.artifact_id.in_(artifacts)).order_by(b.artifact_id))))
+    if held:
+        connection.execute(
+            artifact_balances.update().where(b.artifact_id.in_(sorted(held)))
+            .values(recomputed(b.artifact_id, NOW, ("demand", "demand_invalid"))),
+            {"now": now})
+    for ids, where in (([r.id for r in rows if r.artifact_id in held], []),
+                       ([r.id for r in rows if r.artifact_id not in held],
+                        [p.artifact_id.not_in(select(b.artifact_id))])):
+        if ids:
+            connection.execute(pending_demand.delete().where(p.id.in_(ids), *where))
+    return len(held)
