@@ -74,9 +74,8 @@ def pipeline_by_type(params: Params) -> Select:
         rows = _contributions(budget_select(params).subquery())
         return totals.by_type(rows).order_by(rows.c.type)
     a = artifact_balances.c
-    stale = a.artifact_id.in_(union_all(  # each found along its own index, once
-        select(a.artifact_id).where(balances.expired(a.next_expiry)),
-        pending_balances(balances.unexpired(a.next_expiry))))
+    stale = a.artifact_id.in_(union_all(  # along the expiry index, and from the pending rows
+        select(a.artifact_id).where(balances.expired(a.next_expiry)), pending_balances()))
     stored = select(a.type, *(v.label(k) for k, v in totals.contribution(a, -1).items())
                     ).where(stale)
     again = _contributions(budget_select(params, where=[stale]).subquery())
