@@ -23,6 +23,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    exists,
     func,
     literal,
     or_,
@@ -64,23 +65,19 @@ def _hiding(has_agent: bool):
 
 
 @lru_cache(maxsize=2)
-def any_hidden(has_agent: bool) -> Select:
-    """A row when some live claim hides an artifact from the asker."""
-    return select(claims.c.id).where(_hiding(has_agent)).limit(1)
-
-
-@lru_cache(maxsize=1)
-def any_pending() -> Select:
-    """A row when some artifact is pending (see balances.pending): where none is, the
-    scans of the explored candidates leave out the test for each of them."""
-    return select(pending_demand.c.id).limit(1)
+def hidden_and_pending(has_agent: bool) -> Select:
+    """Whether some live claim hides an artifact from the asker (`hidden`), and whether
+    some artifact is pending (`pending`, see balances.pending): where none is, the scans
+    of many candidates leave out the test for each of them. One round trip."""
+    return select(exists(select(claims.c.id).where(_hiding(has_agent))).label("hidden"),
+                  exists(select(pending_demand.c.id)).label("pending"))
 
 
 def _free(has_agent: bool, hidden: bool):
     """No live claim of another agent on the artifact. The live claims are few and read
     once, rather than looked up for each of many candidates (their artifact ids are never
-    NULL, so NOT IN is exact); when none hides any artifact (not `hidden`, see any_hidden),
-    there is nothing to look up for each candidate."""
+    NULL, so NOT IN is exact); when none hides any artifact (not `hidden`, see
+    hidden_and_pending), there is nothing to look up for each candidate."""
     if not hidden:
         return true()
     return artifact_balances.c.artifact_id.not_in(

@@ -14,14 +14,13 @@ from scidex_alloc.formula import Params, to_micro
 from scidex_alloc.holds import reserving
 from scidex_alloc.queue import scoring
 from scidex_alloc.queue.candidates import (
-    any_hidden,
-    any_pending,
     balances_above,
     explored_by_score,
     explored_flagged,
     explored_groups,
     explored_most_available,
     explored_near,
+    hidden_and_pending,
     queue_candidates,
     values,
 )
@@ -52,9 +51,8 @@ def ranked(connection: Connection, params: Params, now: datetime, type_: str | N
         reserving.amount_in(connection, *reserve).tokens)
     given = values(now, agent, at_least)
     has_agent = agent is not None
-    hidden = connection.execute(any_hidden(has_agent), given).first() is not None
-    pending = connection.execute(any_pending()).first() is not None
-    shape = (params, type_, has_agent, hidden, pending)
+    hidden, pending = connection.execute(hidden_and_pending(has_agent), given).one()
+    shape = (params, type_, has_agent, bool(hidden), bool(pending))
     unexplored = list(connection.execute(queue_candidates(*shape[:4], False),
                                          {**given, "count": wanted}))
     groups = connection.execute(explored_groups(*shape), given).all()
