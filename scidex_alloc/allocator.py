@@ -56,7 +56,6 @@ class Allocator:
         self.params = params or Params()
         self.target = target
         self._tx = Transactions(engine)
-        self._agent_tx = _FoldingWrites(self._tx)
         self._cache = None
 
     @classmethod
@@ -133,8 +132,7 @@ class Allocator:
         request = spending.request(0, {
             "artifact_id": artifact_id, "amount": amount, "unit": unit, "kind": kind,
             "agent": agent, "note": note, "key": key, "allow_overdraft": allow_overdraft})
-        return self._agent_tx.write_retried(
-            lambda conn: spending.record_one(conn, self.params, request))
+        return self._tx.write_retried(lambda conn: spending.record_one(conn, self.params, request))
 
     def spend_file(self, stream: IO[bytes], fmt: str, atomic: bool = False,
                    progress: Callable[[int], None] | None = None) -> BatchSummary:
@@ -191,8 +189,8 @@ class Allocator:
             raise UsageError("{claim} needs {agent}", "claim", "agent")
         if amount is not None:
             _check_ttl(lease, "lease")
-        return claims.claim_top(self._agent_tx, self.params, type_, agent, lease, limit,
-                                ucb_weight, exploration, amount)
+        return claims.claim_top(_FoldingWrites(self._tx), self.params, type_, agent, lease,
+                                limit, ucb_weight, exploration, amount)
 
     def done(self, claim_id: int, reward: float | None = None, spend: str | None = None,
              unit: str | None = None, kind: str | None = None) -> ClaimInfo:
@@ -206,7 +204,7 @@ class Allocator:
         # Without a unit the amount is in the hold's, as the held amount is.
         amount = None if spend is None else (parse_amount(spend, param="spend"), _unit(unit))
         kind = spending.text_field({"kind": kind}, "kind")
-        return self._agent_tx.write_retried(lambda conn: claims.finish(
+        return self._tx.write_retried(lambda conn: claims.finish(
             conn, self.params, claim_id, "done", value, amount, kind))
 
     def release(self, claim_id: int) -> ClaimInfo:
@@ -435,10 +433,9 @@ class Allocator:
 
 
 class _FoldingWrites:
-    """The transactions of the commands agents loop on (`spend`, `next --claim`, `done`):
-    each write ends by folding up to PER_WRITE pending rows (folding.fold_pending, which
-    waits for no lock), so that while agents work, the pending artifacts every reader sums
-    again stay few."""
+    """The transactions of `next --claim`, which every agent loops on: each write ends by
+    folding up to PER_WRITE pending rows (folding.fold_pending, which waits for no lock),
+    so that while agents work, the pending artifacts every reader sums again stay few."""
 
     def __init__(self, tx: Transactions):
         self._tx = tx

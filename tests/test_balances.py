@@ -622,8 +622,8 @@ def test_positions_make_their_artifact_pending_until_a_fold(db_kind, db_url, cli
     artifact to `pending_demand` (a closed position, counted in no demand, appends
     nothing); every reader sums a pending artifact's demand again, so budgets, rankings
     and the audit are exact before any fold. `alloc snapshot` folds every pending
-    artifact (its rows taken a batch at a time), and an agent's `spend` folds some too:
-    no row is left, and the stored balance equals its recomputation."""
+    artifact (its rows taken a batch at a time), and an agent's `next --claim` folds some
+    too: no row is left, and the stored balance equals its recomputation."""
     from scidex_alloc.budgets import folding
 
     if batch != "default":
@@ -653,7 +653,7 @@ def test_positions_make_their_artifact_pending_until_a_fold(db_kind, db_url, cli
     assert pending_rows(db_kind, db_url) in (["a1", "a1"], ["a1"])  # per row; per statement
     assert budget_json(cli, db_url, "a1")["demand"] == 0
     assert [r["artifact_id"] for r in rank_json(cli, db_url, "--limit", "1")] == ["a2"]
-    assert cli("spend", "a2", "1", "--db", db_url).exit_code == 0
+    assert cli("next", "--claim", "--agent", "t", "--db", db_url).exit_code == 0
     assert pending_rows(db_kind, db_url) == []
     assert stored_demand(db_kind, db_url, "a1") == 0
     assert_readers_match_sources(db_kind, db_url, allocator, "folded")

@@ -6,16 +6,17 @@ and the demand of the pending artifacts (whose positions changed since; see
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets.balances import EXPIRY, NOW, expired, recomputed
 from scidex_alloc.storage.schema import artifact_balances, pending_demand
 
 FOLD_BATCH = 1000  # pending rows folded per statement
-# Pending rows each of an agent's writes folds: a few milliseconds more, well above the rate
-# at which another service writes positions while agents work.
+# Pending rows each `next --claim` folds: a few milliseconds more, and with agents claiming
+# many times a second far above the rate another service writes positions.
 PER_WRITE = 100
 
 
@@ -42,32 +43,43 @@ def fold_pending(connection: Connection, now: datetime, limit: int | None = None
     so it can end any write transaction without making a deadlock. Every position whose
     row it takes committed before, so the sums see it; one committed meanwhile keeps its
     own row."""
-    p = pending_demand.c
-    summed, past = 0, []
+    postgresql = connection.dialect.name == "postgresql"
+    summed, after = 0, None
     while limit is None or limit > 0:
         size = FOLD_BATCH if limit is None else min(limit, FOLD_BATCH)
-        rows = connection.execute(_locked(connection, wait, select(p.id, p.artifact_id)
-                                          .where(*past).order_by(p.id).limit(size))).all()
+        rows = connection.execute(_taken(postgresql, wait, after is None),
+                                  {"size": size, "after": after}).all()
         if not rows:
             break
-        summed += _fold_rows(connection, now, rows, wait)
-        past = [p.id > rows[-1].id]
+        summed += _fold_rows(connection, now, rows, postgresql, wait)
+        after = rows[-1].id
         limit = None if limit is None else limit - len(rows)
     return summed
 
 
-def _locked(connection: Connection, wait: bool, stmt):
-    postgresql = connection.dialect.name == "postgresql"
+@lru_cache(maxsize=8)
+def _taken(postgresql: bool, wait: bool, first: bool) -> Select:
+    """The next `size` (a parameter) pending rows in id order: the first ones, or those
+    past the id `after`. Built once: every agent's claim runs it."""
+    p = pending_demand.c
+    stmt = select(p.id, p.artifact_id).order_by(p.id).limit(bindparam("size"))
+    if not first:
+        stmt = stmt.where(p.id > bindparam("after"))
+    return _locked(stmt, postgresql, wait)
+
+
+def _locked(stmt: Select, postgresql: bool, wait: bool) -> Select:
     return stmt.with_for_update(skip_locked=not wait) if postgresql else stmt
 
 
-def _fold_rows(connection: Connection, now: datetime, rows, wait: bool) -> int:
+def _fold_rows(connection: Connection, now: datetime, rows, postgresql: bool, wait: bool
+               ) -> int:
     """Fold the pending `rows` (id, artifact_id): sum the demand of the balances it can
     lock, and delete their rows and those whose artifact has no balance."""
     p, b = pending_demand.c, artifact_balances.c
     artifacts = sorted({row.artifact_id for row in rows})
-    held = set(connection.scalars(_locked(connection, wait, select(b.artifact_id).where(
-        b.artifact_id.in_(artifacts)).order_by(b.artifact_id))))
+    held = set(connection.scalars(_locked(select(b.artifact_id).where(
+        b.artifact_id.in_(artifacts)).order_by(b.artifact_id), postgresql, wait)))
     if held:
         connection.execute(
             artifact_balances.update().where(b.artifact_id.in_(sorted(held)))
