@@ -181,14 +181,13 @@ def case_writer(ctx, backend, dbs: dict) -> None:
 
 def _pending_cost(ctx, backend, db) -> str:
     """What the inserts' pending rows cost the readers until they are folded: `rank
-    --limit 50` with them, one `alloc spend` (which folds some), `alloc snapshot` (which
-    folds the rest), and `rank --limit 50` again."""
+    --limit 50` with them, one `alloc next --claim` (which folds some), `alloc snapshot`
+    (which folds the rest), and `rank --limit 50` again."""
     pending = backend.scalar(db, "SELECT count(*) FROM pending_demand")
-    artifact = _top_remaining(db, 1)[0]
     rank = alloc_argv() + ["rank", "--limit", "50", "-f", "json", "--db", db.url]
     steps = [("rank --limit 50", rank),
-             ("one spend folding some", alloc_argv() + ["spend", artifact, "0.000001",
-                                                         "--db", db.url]),
+             ("one next --claim folding some", alloc_argv() + [
+                 "next", "--claim", "--agent", "bench-writer", "--db", db.url]),
              ("snapshot folding the rest", alloc_argv() + ["snapshot", "--db", db.url]),
              ("rank --limit 50 after", rank)]
     timed = [f"{label} {procs.run(argv).seconds:.2f} s" for label, argv in steps]

@@ -55,7 +55,7 @@ METHOD = """
   with the balance triggers and into one without them (`ddl.drop_triggers`),
   interleaved; the time is the insert loop's. Then, on the copy with the triggers, the
   pending rows the inserts left are timed for the readers: `alloc rank --limit 50` with
-  them, one `alloc spend` (which folds some of them), `alloc snapshot` (which
+  them, one `alloc next --claim` (which folds some of them), `alloc snapshot` (which
   folds the rest), and `rank --limit 50` again. One `alloc spend` process against its
   floor is case 3, whose floor's insert fires the same triggers.
 - **15**: a copy taken back to the previous revision, and then to revision 0004 (before
