@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, select, text
 from sqlalchemy.engine import Connection
 
 from scidex_alloc.budgets.balances import EXPIRY, NOW, expired, recomputed
@@ -44,16 +44,19 @@ def fold_pending(connection: Connection, now: datetime, limit: int | None = None
     row it takes committed before, so the sums see it; one committed meanwhile keeps its
     own row."""
     postgresql = connection.dialect.name == "postgresql"
-    summed, after = 0, None
-    while limit is None or limit > 0:
-        size = FOLD_BATCH if limit is None else min(limit, FOLD_BATCH)
+    summed, taken, after = 0, 0, None
+    while limit is None or limit > taken:
+        size = FOLD_BATCH if limit is None else min(limit - taken, FOLD_BATCH)
         rows = connection.execute(_taken(postgresql, wait, after is None),
                                   {"size": size, "after": after}).all()
         if not rows:
             break
         summed += _fold_rows(connection, now, rows, postgresql, wait)
-        after = rows[-1].id
-        limit = None if limit is None else limit - len(rows)
+        taken, after = taken + len(rows), rows[-1].id
+    if postgresql and taken >= FOLD_BATCH:
+        # The planner's count of pending rows would stay that of before the fold until
+        # autovacuum comes by, and the rankings would plan for that many.
+        connection.execute(text("ANALYZE pending_demand"))
     return summed
 
 
