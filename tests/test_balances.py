@@ -581,6 +581,38 @@ def test_a_new_artifact_and_its_rows_in_one_transaction(db_kind, db_url, cli, al
     assert balances_check(allocator) == []
 
 
+def test_a_spend_file_adds_to_each_balance_once_and_keeps_the_trigger(
+        db_kind, db_url, cli, allocator, tmp_path):
+    """A spend file adds each chunk's new lines to their balances at once (on SQLite in
+    place of the row trigger, which is back afterwards): lines on one artifact, a replay,
+    refusals, a sum past 64 bits on SQLite and a rolled-back atomic file leave every
+    balance exact, and another service's spend afterwards still counts."""
+    edge = 2**63 // 10**6 - 1  # tokens: one more million of them is past 64 bits of micro
+    write(db_kind, db_url,
+          "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis'), ('a2', 'analysis'), "
+          "('big', 'hypothesis')",
+          "INSERT INTO token_bounties (artifact_id, tokens_offered) VALUES ('a1', 100), ('a2', 10)",
+          f"INSERT INTO resource_allocations (artifact_id, tokens) VALUES ('big', {edge})",
+          "INSERT INTO resource_allocations (artifact_id, tokens) VALUES ('a2', 0.5)")
+    spends = tmp_path / "spends.csv"
+    spends.write_text("artifact_id,amount,key,allow_overdraft\n"
+                      "a1,1.5,k1,\na1,2.25,k2,\na2,3,k3,\na1,1.5,k1,\na2,8,,\nnone,1,,\n"
+                      "big,1,,true\nbig,1000000,,true\n")
+    summary = cli("spend", "--file", spends, "--format", "json", "--db", db_url).json()
+    assert (summary["recorded"], summary["replayed"], summary["refused"],
+            summary["invalid"]) == (5, 1, 1, 1)
+    write(db_kind, db_url, "INSERT INTO resource_allocations (artifact_id, tokens) "
+                           "VALUES ('a1', 0.25)")
+    failing = tmp_path / "failing.csv"
+    failing.write_text("artifact_id,amount\na1,1\na2,100\n")
+    assert cli("spend", "--file", failing, "--atomic", "--db", db_url).exit_code == 3
+
+    assert (budget_json(cli, db_url, "a1")["spent"], budget_json(cli, db_url, "a2")["spent"]
+            ) == (4, D("3.5"))
+    assert_readers_match_sources(db_kind, db_url, allocator, "after the spend files")
+    assert balances_check(allocator) == []
+
+
 def test_an_expired_bounty_is_no_breach(db_kind, db_url, cli):
     """A stored bounty past its `next_expiry` is summed again by the readers, so the
     balance is not wrong: `balances-exact` stays ok (and rebuild finds nothing to mend)."""

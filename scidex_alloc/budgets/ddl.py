@@ -16,7 +16,9 @@ for one lock anyway, every trigger is a row trigger that applies at once.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime
+from typing import Iterator
 
 from sqlalchemy import and_, case, literal, literal_column, text
 from sqlalchemy.engine import Connection
@@ -37,7 +39,7 @@ from scidex_alloc.budgets.balances import (
     valid_total,
 )
 from scidex_alloc.formula import Params
-from scidex_alloc.storage.sql import InstantKey, LaterThan, MicroTokens, literal_sql
+from scidex_alloc.storage.sql import ExactSum, InstantKey, LaterThan, MicroTokens, literal_sql
 
 SUSPEND_SETTING = "scidex_alloc.balances"  # PostgreSQL: 'suspended' inside alloc load
 # PostgreSQL: tables whose writers may be other services, whose triggers wait for the
@@ -47,6 +49,7 @@ DEFERRED = ("artifacts", "markets", "token_bounties")
 STATEMENT_LEVEL = ("resource_allocations", "claims", "positions")
 # The balance columns of alloc's own tables, whose triggers run at once.
 IMMEDIATE = ("spent", "spent_invalid", "investigations", "reward_total", *HELD)
+MAX_ROWID = 2**63 - 1  # SQLite's greatest id
 
 
 def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
@@ -272,18 +275,57 @@ def _statement_level(connection, table: str) -> dict[str, str]:
     sources = {"INSERT": [changes("n", "")], "DELETE": [changes("o", "-")],
                "UPDATE": [changes("o", "-"), changes("n", "")]}
     found = {}
-    sums = ", ".join(f"sum({c}) AS {c}" for c in columns)
-    moved = " OR ".join(f"sum({c}) <> 0" for c in columns)
     sets = ", ".join(f"{c} = b.{c} + d.{c}" for c in columns)
     for event, selects in sources.items():
-        deltas = (f"SELECT artifact_id, {sums} FROM ({' UNION ALL '.join(selects)}) c "
-                  f"GROUP BY artifact_id HAVING {moved}")
+        deltas = _grouped(connection, columns, " UNION ALL ".join(selects))
         found[event] = (
             f"PERFORM 1 FROM artifact_balances WHERE artifact_id IN (SELECT artifact_id FROM "
             f"({deltas}) d) ORDER BY artifact_id FOR UPDATE;\n"
             f"    UPDATE artifact_balances b SET {sets} FROM ({deltas}) d "
             f"WHERE b.artifact_id = d.artifact_id")
     return found
+
+
+def _grouped(connection, columns: list[str], changes: str) -> str:
+    """Per artifact, the sums of the `changes` rows' columns, where any is not zero."""
+    sums = {c: literal_sql(connection, ExactSum(literal_column(c))) for c in columns}
+    return (f"SELECT artifact_id, {', '.join(f'{s} AS {c}' for c, s in sums.items())} "
+            f"FROM ({changes}) c GROUP BY artifact_id "
+            f"HAVING {' OR '.join(f'{s} <> 0' for s in sums.values())}")
+
+
+@contextmanager
+def added_per_statement(connection: Connection, table: str) -> Iterator[None]:
+    """Inside a write transaction, a bulk insert into alloc's own `table` that adds to the
+    balances once per artifact, as PostgreSQL's statement-level trigger does: on SQLite,
+    whose row trigger costs more than the insert itself, the insert trigger is dropped
+    for the insert, and one grouped UPDATE adds the new rows (those past the greatest id
+    before it; the write lock keeps other writers out) before the trigger is made again."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    after = connection.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar() or 0
+    if after >= MAX_ROWID:  # past it SQLite picks new ids at random: keep the row trigger
+        yield
+        return
+    name = _trigger_name(table, "INSERT")
+    trigger = connection.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)).scalar()
+    connection.exec_driver_sql(f"DROP TRIGGER {name}")
+    yield
+    columns, _ = _additions(connection, "n")[table]
+    changes = (f"SELECT n.artifact_id, {', '.join(f'{a} AS {c}' for c, a in columns.items())} "
+               f"FROM {table} n WHERE n.id > ?")
+    heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection), SUMMED)
+    added = {c: f"artifact_balances.{c} + d.{c}" for c in columns}
+    sets = ", ".join(
+        f"{c} = CASE WHEN typeof({added[c]}) = 'integer' THEN {added[c]} "
+        f"ELSE {literal_sql(connection, heal[c])} END" if c in SUMMED else f"{c} = {added[c]}"
+        for c in columns)
+    connection.exec_driver_sql(
+        f"UPDATE artifact_balances SET {sets} FROM ({_grouped(connection, list(columns), changes)}) d "
+        f"WHERE artifact_balances.artifact_id = d.artifact_id", (after,))
+    connection.exec_driver_sql(trigger)
 
 
 # The columns whose change moves a balance: an UPDATE of any other leaves it alone.
