@@ -9,7 +9,8 @@ Without a server the PostgreSQL cases are skipped -- except under CI=true, where
 Fixtures:
   db_kind       "sqlite" / "postgresql"; any test using the fixtures below runs on both
   empty_db_url  a fresh database with no tables (SQLite: a path that does not exist yet)
-  db_url        the same with the schema made by `alloc db upgrade`
+  db_url        a fresh database with the schema made by `alloc db upgrade` (a copy
+                of one database upgraded once per session)
   cli           run the real CLI in-process: cli(*args, input=None, env=None) -> Result
   alloc_proc    run `python -m scidex_alloc` as a separate process
   pg_admin_url  the admin URL of the PostgreSQL server
@@ -21,9 +22,15 @@ import atexit
 import io
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+import uuid
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import psycopg
 import pytest
@@ -32,6 +39,9 @@ from tests.pgserver import (
     PgUnavailable,
     ThrowawayServer,
     admin_connection,
+    create_database,
+    disconnect_all,
+    drop_database,
     find_bindir,
     free_port,
     throwaway_database,
@@ -197,12 +207,45 @@ def empty_db_url(request, db_kind, tmp_path):
         yield url
 
 
-@pytest.fixture
-def db_url(empty_db_url):
-    """A fresh database with the schema made by `alloc db upgrade`."""
-    result = run_cli("db", "upgrade", "--db", empty_db_url)
+def upgrade(url: str) -> None:
+    result = run_cli("db", "upgrade", "--db", url)
     assert result.exit_code == 0, f"alloc db upgrade failed: {result.stderr}{result.stdout}"
-    return empty_db_url
+
+
+# Every revision's upgrade costs about 0.25 s, more than most tests: `alloc db upgrade`
+# makes one database per session and kind, and each test's db_url is a copy of it.
+@pytest.fixture(scope="session")
+def upgraded_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file made by `alloc db upgrade`, its log checkpointed into it."""
+    path = tmp_path_factory.mktemp("upgraded") / "upgraded.db"
+    upgrade(str(path))
+    with closing(sqlite3.connect(path)) as connection:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0, "the upgraded SQLite database is still in use"
+    return path
+
+
+@pytest.fixture(scope="session")
+def upgraded_postgresql(pg_admin_url) -> Iterator[str]:
+    """The name of a PostgreSQL database made by `alloc db upgrade`, to copy as a template."""
+    name = f"upgraded_{uuid.uuid4().hex[:16]}"
+    upgrade(create_database(pg_admin_url, name))
+    disconnect_all(pg_admin_url, name)  # a template must have no session
+    yield name
+    drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def db_url(request, db_kind, tmp_path):
+    """A fresh database with the schema made by `alloc db upgrade` (a copy of one)."""
+    if db_kind == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copyfile(request.getfixturevalue("upgraded_sqlite"), path)
+        yield str(path)
+        return
+    with throwaway_database(request.getfixturevalue("pg_admin_url"),
+                            template=request.getfixturevalue("upgraded_postgresql")) as url:
+        yield url
 
 
 # --------------------------------------------------------------------------- `alloc serve`

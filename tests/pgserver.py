@@ -203,12 +203,21 @@ def database_exists(admin_url: str, name: str) -> bool:
                              (name,)).fetchone() is not None
 
 
-def create_database(admin_url: str, name: str) -> str:
-    """A new empty database `name` (replacing any of that name); its URL."""
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """A new database `name` (replacing any of that name), empty or a copy of the database
+    `template` (to which no one may be connected); its URL."""
+    copy = f' TEMPLATE "{template}"' if template else ""
     with admin_connection(admin_url) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"{copy}')
     return database_url(admin_url, name)
+
+
+def disconnect_all(admin_url: str, name: str) -> None:
+    """End every session connected to the database `name`."""
+    with admin_connection(admin_url) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
 
 
 def drop_database(admin_url: str, name: str) -> None:
@@ -217,10 +226,12 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 @contextmanager
-def throwaway_database(admin_url: str, prefix: str = "t") -> Iterator[str]:
-    """The URL of a new empty database with a unique name, dropped afterwards."""
+def throwaway_database(admin_url: str, prefix: str = "t", template: str | None = None
+                       ) -> Iterator[str]:
+    """The URL of a new database with a unique name (empty, or a copy of `template`),
+    dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
-    url = create_database(admin_url, name)
+    url = create_database(admin_url, name, template)
     try:
         yield url
     finally:
