@@ -296,11 +296,13 @@ def _grouped(connection, columns: list[str], changes: str) -> str:
 
 @contextmanager
 def added_per_statement(connection: Connection, table: str) -> Iterator[None]:
-    """Inside a write transaction, a bulk insert into alloc's own `table` that adds to the
-    balances once per artifact, as PostgreSQL's statement-level trigger does: on SQLite,
-    whose row trigger costs more than the insert itself, the insert trigger is dropped
-    for the insert, and one grouped UPDATE adds the new rows (those past the greatest id
-    before it; the write lock keeps other writers out) before the trigger is made again."""
+    """Inside a write transaction (which an error rolls back), a bulk insert into alloc's
+    own `table` that adds to each balance and to the totals once, as PostgreSQL's
+    statement-level triggers do. On SQLite, whose row triggers cost more than the insert
+    itself, the insert's and the totals' triggers are dropped for it; then the totals lose
+    the balances it moves, one grouped UPDATE adds the new rows (those past the greatest
+    id before it: the write lock keeps other writers out), the totals gain the balances
+    back, and the triggers are made again."""
     if connection.dialect.name != "sqlite":
         yield
         return
@@ -308,10 +310,12 @@ def added_per_statement(connection: Connection, table: str) -> Iterator[None]:
     if after >= MAX_ROWID:  # past it SQLite picks new ids at random: keep the row trigger
         yield
         return
-    name = _trigger_name(table, "INSERT")
-    trigger = connection.exec_driver_sql(
+    dropped = [_trigger_name(table, "INSERT"), totals.trigger_name("UPDATE")]
+    made = [connection.exec_driver_sql(
         "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)).scalar()
-    connection.exec_driver_sql(f"DROP TRIGGER {name}")
+        for name in dropped]
+    for name in dropped:
+        connection.exec_driver_sql(f"DROP TRIGGER {name}")
     yield
     columns, _ = _additions(connection, "n")[table]
     changes = (f"SELECT n.artifact_id, {', '.join(f'{a} AS {c}' for c, a in columns.items())} "
@@ -322,10 +326,14 @@ def added_per_statement(connection: Connection, table: str) -> Iterator[None]:
         f"{c} = CASE WHEN typeof({added[c]}) = 'integer' THEN {added[c]} "
         f"ELSE {literal_sql(connection, heal[c])} END" if c in SUMMED else f"{c} = {added[c]}"
         for c in columns)
+    moved = f"artifact_balances b WHERE b.artifact_id IN (SELECT artifact_id FROM {table} WHERE id > ?)"
+    connection.exec_driver_sql(totals.appended(connection, [(moved, "b", -1)]), (after,))
     connection.exec_driver_sql(
         f"UPDATE artifact_balances SET {sets} FROM ({_grouped(connection, list(columns), changes)}) d "
         f"WHERE artifact_balances.artifact_id = d.artifact_id", (after,))
-    connection.exec_driver_sql(trigger)
+    connection.exec_driver_sql(totals.appended(connection, [(moved, "b", 1)]), (after,))
+    for trigger in made:
+        connection.exec_driver_sql(trigger)
 
 
 # The columns whose change moves a balance: an UPDATE of any other leaves it alone.

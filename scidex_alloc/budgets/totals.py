@@ -89,7 +89,7 @@ def mismatches():
     return select(types.c.type).order_by(types.c.type)
 
 
-def _appended(connection: Connection, sources: list[tuple[str, str, int]]) -> str:
+def appended(connection: Connection, sources: list[tuple[str, str, int]]) -> str:
     """INSERT of the rows' differences per type: `sources` are (FROM clause, row alias,
     sign); types whose totals do not move append nothing."""
     parts = []
@@ -128,9 +128,9 @@ def create_triggers(connection: Connection) -> None:
         for event, sources in events.items():
             of = f" OF {', '.join(WATCHED)}" if event == "UPDATE" else ""
             connection.exec_driver_sql(
-                f"CREATE TRIGGER balance_totals_{event.lower()} AFTER {event}{of} "
+                f"CREATE TRIGGER {trigger_name(event)} AFTER {event}{of} "
                 f"ON artifact_balances FOR EACH ROW BEGIN\n  "
-                f"{_appended(connection, sources)};\nEND")
+                f"{appended(connection, sources)};\nEND")
         connection.exec_driver_sql(
             f"CREATE TRIGGER balance_totals_fold AFTER INSERT ON balance_totals "
             f"FOR EACH ROW WHEN NEW.id % {COMPACT_EVERY} = 0 BEGIN\n  "
@@ -142,7 +142,7 @@ def create_triggers(connection: Connection) -> None:
             f"OR current_setting('{OFF_SETTING}', true) = 'off' THEN RETURN NULL; END IF;")
     events = {"INSERT": [("n_rows n", "n", 1)], "DELETE": [("o_rows o", "o", -1)],
               "UPDATE": [("o_rows o", "o", -1), ("n_rows n", "n", 1)]}
-    branches = "".join(f"  IF TG_OP = '{event}' THEN\n    {_appended(connection, sources)};\n"
+    branches = "".join(f"  IF TG_OP = '{event}' THEN\n    {appended(connection, sources)};\n"
                        f"  END IF;\n" for event, sources in events.items())
     connection.exec_driver_sql(
         f"CREATE OR REPLACE FUNCTION balance_totals_append() RETURNS trigger "
@@ -150,7 +150,7 @@ def create_triggers(connection: Connection) -> None:
     for event, tables in (("INSERT", "NEW TABLE AS n_rows"), ("DELETE", "OLD TABLE AS o_rows"),
                           ("UPDATE", "NEW TABLE AS n_rows OLD TABLE AS o_rows")):
         connection.exec_driver_sql(
-            f"CREATE TRIGGER balance_totals_{event.lower()} AFTER {event} ON artifact_balances "
+            f"CREATE TRIGGER {trigger_name(event)} AFTER {event} ON artifact_balances "
             f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION balance_totals_append()")
     connection.exec_driver_sql(
         f"CREATE OR REPLACE FUNCTION balance_totals_fold() RETURNS trigger "
@@ -162,8 +162,13 @@ def create_triggers(connection: Connection) -> None:
         f"WHEN (mod(NEW.id, {COMPACT_EVERY}) = 0) EXECUTE FUNCTION balance_totals_fold()")
 
 
+def trigger_name(event: str) -> str:
+    """The name of the trigger that appends the changes of `event` to the totals."""
+    return f"balance_totals_{event.lower()}"
+
+
 def drop_triggers(connection: Connection) -> None:
-    names = [f"balance_totals_{event}" for event in ("insert", "delete", "update")]
+    names = [trigger_name(event) for event in ("INSERT", "DELETE", "UPDATE")]
     if connection.dialect.name == "sqlite":
         for name in (*names, "balance_totals_fold"):
             connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}")
