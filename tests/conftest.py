@@ -36,6 +36,7 @@ import psycopg
 import pytest
 
 from tests.pgserver import (
+    Copies,
     PgUnavailable,
     ThrowawayServer,
     admin_connection,
@@ -226,12 +227,14 @@ def upgraded_sqlite(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def upgraded_postgresql(pg_admin_url) -> Iterator[str]:
-    """The name of a PostgreSQL database made by `alloc db upgrade`, to copy as a template."""
+def upgraded_postgresql(pg_admin_url) -> Iterator[Copies]:
+    """Copies, made ahead, of a PostgreSQL database made by `alloc db upgrade`."""
     name = f"upgraded_{uuid.uuid4().hex[:16]}"
     upgrade(create_database(pg_admin_url, name))
     disconnect_all(pg_admin_url, name)  # a template must have no session
-    yield name
+    copies = Copies(pg_admin_url, name)
+    yield copies
+    copies.stop()
     drop_database(pg_admin_url, name)
 
 
@@ -243,8 +246,7 @@ def db_url(request, db_kind, tmp_path):
         shutil.copyfile(request.getfixturevalue("upgraded_sqlite"), path)
         yield str(path)
         return
-    with throwaway_database(request.getfixturevalue("pg_admin_url"),
-                            template=request.getfixturevalue("upgraded_postgresql")) as url:
+    with request.getfixturevalue("upgraded_postgresql").database() as url:
         yield url
 
 
