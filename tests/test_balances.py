@@ -581,12 +581,13 @@ def test_a_new_artifact_and_its_rows_in_one_transaction(db_kind, db_url, cli, al
     assert balances_check(allocator) == []
 
 
-def test_a_spend_file_adds_to_each_balance_once_and_keeps_the_trigger(
+def test_a_spend_file_adds_to_each_balance_once_and_keeps_the_triggers(
         db_kind, db_url, cli, allocator, tmp_path):
-    """A spend file adds each chunk's new lines to their balances at once (on SQLite in
-    place of the row trigger, which is back afterwards): lines on one artifact, a replay,
-    refusals, a sum past 64 bits on SQLite and a rolled-back atomic file leave every
-    balance exact, and another service's spend afterwards still counts."""
+    """A spend file adds each chunk's new lines to their balances and the totals at once
+    (on SQLite in place of the row triggers, which are back afterwards): lines on one
+    artifact, a replay, refusals, a sum past 64 bits on SQLite and a rolled-back atomic
+    file leave every balance and total exact, and another service's spend afterwards
+    still counts in both."""
     edge = 2**63 // 10**6 - 1  # tokens: one more million of them is past 64 bits of micro
     write(db_kind, db_url,
           "INSERT INTO artifacts (id, type) VALUES ('a1', 'hypothesis'), ('a2', 'analysis'), "

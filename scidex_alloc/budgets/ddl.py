@@ -326,10 +326,12 @@ def added_per_statement(connection: Connection, table: str) -> Iterator[None]:
         f"{c} = CASE WHEN typeof({added[c]}) = 'integer' THEN {added[c]} "
         f"ELSE {literal_sql(connection, heal[c])} END" if c in SUMMED else f"{c} = {added[c]}"
         for c in columns)
-    moved = f"artifact_balances b WHERE b.artifact_id IN (SELECT artifact_id FROM {table} WHERE id > ?)"
+    moved = (f"artifact_balances b WHERE b.artifact_id IN "
+             f"(SELECT artifact_id FROM {table} WHERE id > ?)")
+    deltas = _grouped(connection, list(columns), changes)
     connection.exec_driver_sql(totals.appended(connection, [(moved, "b", -1)]), (after,))
     connection.exec_driver_sql(
-        f"UPDATE artifact_balances SET {sets} FROM ({_grouped(connection, list(columns), changes)}) d "
+        f"UPDATE artifact_balances SET {sets} FROM ({deltas}) d "
         f"WHERE artifact_balances.artifact_id = d.artifact_id", (after,))
     connection.exec_driver_sql(totals.appended(connection, [(moved, "b", 1)]), (after,))
     for trigger in made:
