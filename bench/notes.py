@@ -78,16 +78,16 @@ statement (the slopes of case 8 are the same), but alloc pays a fixed cost per p
 case 8) where the floor pays Python and the driver only.
 """,
     2: """
-**Case 2 is bounded by the floor: even the bare statement through the driver is not 50x
-faster than the per-artifact code.** The naive code runs 4 queries for each of 40,000
-hypotheses; psycopg prepares them after 5 uses, so each costs ~75 us on 127.0.0.1 (about
-12 s in all). The case 1 floor at 100k, the set-based statement alone through psycopg
-with nothing but Python and the driver around it, is only ~41x faster (the detail
-column); `alloc rank` adds its start-up (the intercept of case 8) to that. 50x would
-need the whole process under ~0.24 s, less than the floor's own ~0.29 s. With a real
-network between client and server (0.3 ms or more per round trip) the naive code takes
-48 s or more and the ratio exceeds 90x; on SQLite, in-process queries cost ~5 us and the
-naive code is only 2-3x slower.
+**Case 2 is bounded by process start-up.** The naive code runs 4 queries for each of
+40,000 hypotheses; psycopg prepares them after 5 uses, so each costs ~75 us on 127.0.0.1
+(about 12 s in all). The ranking statement alone through psycopg, with nothing but Python
+and the driver around it, is about 95x faster (the detail column); `alloc rank` adds its
+start-up (Python, SQLAlchemy, Typer: the intercept of case 8). 100x would need the whole
+process under ~0.12 s, less than case 3's floor (Python with the driver, SQLAlchemy and
+Typer imported, and one query: 0.22-0.31 s). With a real network between
+client and server (0.3 ms or more per round trip) the naive code takes 48 s or more and
+the ratio passes 140x; on SQLite, in-process queries cost ~5 us and the naive code is
+only 2-4x slower.
 """,
     3: """
 **Case 3 is bounded by what alloc imports and does per process beyond the floor** (the
