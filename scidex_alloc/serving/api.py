@@ -7,10 +7,13 @@ the Pydantic models of serving/models.py describe them for the OpenAPI document.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
+import threading
+from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Iterator
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -272,16 +275,43 @@ def serve(allocator: Allocator, sock: socket.socket, workers: int = 1) -> None:
     logger.addHandler(messages)
     propagate, logger.propagate = logger.propagate, False
     try:
-        server.run(sockets=[sock])
+        with _stopped_by_ctrl_c(server) as interrupted:
+            server.run(sockets=[sock])
     except SystemExit:  # uvicorn exits when the application fails to start
         pass
     finally:
         logger.removeHandler(messages)
         logger.propagate = propagate
         sock.close()
+    if interrupted:
+        raise KeyboardInterrupt
     if not server.started:
         reason = messages.held[0] if messages.held else "the server did not start"
         raise AllocError(f"cannot serve on {where}: {reason}")
+
+
+@contextmanager
+def _stopped_by_ctrl_c(server) -> Iterator[list[int]]:
+    """Ctrl-C (SIGINT) while the server starts or serves asks it to stop, as uvicorn's own
+    handler does while it serves, and is listed for the caller to end as interrupted once
+    the server has stopped; after that, SIGINT is ignored, so that the same signal,
+    which uvicorn raises again as it stops, cannot kill the exiting process. Python's
+    handler would raise KeyboardInterrupt wherever the signal landed, in the event loop's
+    setup too: a coroutine left never awaited, or a process killed by the signal."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach only it
+        yield seen
+        return
+
+    def stop(sig, frame) -> None:
+        seen.append(sig)
+        server.should_exit = True
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN if seen else previous)
 
 
 class _OneLineLog(logging.Handler):
