@@ -1,6 +1,7 @@
 """`alloc load`: bad rows are reported by line and nothing of a failed file is written."""
 
 import csv
+import io
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from scidex_alloc.allocator import Allocator
+from scidex_alloc.loading import reader
 
 
 def count(cli, db_url):
@@ -182,6 +184,51 @@ def test_csv_and_json_lines_store_the_same_rows(db_url, cli, tmp_path, rows):
         assert result.exit_code == 0, result.stderr
         stored.append(stored_positions(db_url))
     assert stored[0] == stored[1] and len(stored[0]) == len(rows)
+
+
+def test_a_file_of_many_blocks_stores_what_json_lines_do(db_url, cli, tmp_path):
+    """The reader takes lines in blocks of about reader.BLOCK characters, and matches a
+    block at once when each of its lines is plain. Checked lines among plain ones, a quoted
+    value whose lines fall in two blocks, an empty line, blocks of plain lines only and no
+    final line end must store what JSON Lines store, and a bad value is named by its line."""
+    cli("load", "artifacts", "-", "--format", "csv", "--db", db_url, input="id,type\na,h\n")
+    names = ("artifact_id", "agent_id", "tokens", "status", "created_at")
+    rows = [["a", f"agent-{i}", f"{i}.25", "open", "2026-01-02 03:04:05"] for i in range(6000)]
+    rows[0][1] = "q,uoted"  # quoted: checked value by value
+    rows[1][2] = "007"  # not plain: leading zeros
+    rows[350][1] = "two\nlines"  # over two lines of one block
+    rendered = [_csv_line(row) for row in rows]
+    size, ends = 0, []
+    for i, line in enumerate(rendered):  # where readlines(BLOCK) ends its blocks
+        size += len(line)
+        if size >= reader.BLOCK:
+            ends.append(i)
+            size = 0
+    assert len(ends) >= 4 and ends[2] < 4999  # the third block is all plain lines
+    rows[ends[0]][1] = "x" * 80 + "\nsecond line"  # longer than its line: still the end
+    rendered[ends[0]] = _csv_line(rows[ends[0]])
+    rendered.insert(ends[0] + 10, "\r\n")
+    text_csv = ",".join(names) + "\r\n" + "".join(rendered).removesuffix("\r\n")
+    # the header, the rows, the empty line and the second lines of two quoted values
+    line = 1 + 5000 + 1 + 2
+    bad = text_csv.replace("4999.25", "4999.2.5")
+    result = cli("load", "positions", "-", "--format", "csv", "--db", db_url, input=bad)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == f"line {line}: tokens '4999.2.5' is not a number"
+    stored = []
+    for fmt, content in (("csv", text_csv), ("jsonl", "".join(
+            json.dumps(dict(zip(names, row))) + "\n" for row in rows))):
+        result = cli("load", "positions", "-", "--format", fmt, "--db", db_url, input=content)
+        assert result.exit_code == 0, result.stderr
+        stored.append(stored_positions(db_url))
+    assert stored[0] == stored[1] and len(stored[0]) == len(rows)
+    assert stored[0][ends[0]][1] == "x" * 80 + "\nsecond line"
+
+
+def _csv_line(row) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(row)
+    return out.getvalue()
 
 
 def stored_positions(db_url) -> list[tuple]:

@@ -12,6 +12,7 @@ from typing import Callable
 from scidex_alloc import limits
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_AMOUNT, MICRO, exact, parse_amount
+from scidex_alloc.storage.bulk import stored
 from scidex_alloc.storage.schema import BOUNTY_STATUSES, POSITION_STATUSES
 from scidex_alloc.timeparse import iso_utc
 
@@ -213,6 +214,7 @@ def columns_for(spec: Spec, names: list[str]) -> tuple[str, ...]:
 
 
 def validate(spec: Spec, columns: tuple[str, ...], record: dict) -> tuple:
+    """A record's values in `columns` order, checked, as the database stores them."""
     fields = spec.fields
     if not record.keys() <= fields.keys():
         unknown = next(name for name in record if name not in fields)
@@ -220,4 +222,4 @@ def validate(spec: Spec, columns: tuple[str, ...], record: dict) -> tuple:
     values = tuple(fields[name].check(record.get(name), name) for name in columns)
     if spec.row_check is not None:
         spec.row_check(dict(zip(columns, values)))
-    return values
+    return tuple(map(stored, values))  # as a plain line's values are: as stored

@@ -1,17 +1,17 @@
 """`alloc load` and `alloc generate`: rows bulk-inserted in the caller's transaction.
 
 A file's values are checked row by row (reader.py) and rows stream into the database
-as they are read, so on PostgreSQL the server inserts while we parse. The database's
-own constraints check references and keys; only when it refuses a chunk, or after a
-bad row, are the chunk's rows looked up set-based (which referenced artifacts exist,
-which keys are taken) to name the lines at fault. After the first bad row nothing more
-is inserted, and the transaction is rolled back.
+a batch of lines at a time as they are read, so on PostgreSQL the server inserts while
+we parse. The database's own constraints check references and keys; only when it
+refuses a chunk, or after a bad row, are the chunk's rows looked up set-based (which
+referenced artifacts exist, which keys are taken) to name the lines at fault. After the
+first bad row nothing more is inserted, and the transaction is rolled back.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from itertools import chain, islice, tee
+from itertools import chain
 from operator import itemgetter
 from typing import IO, Callable, Iterator
 
@@ -28,7 +28,7 @@ from scidex_alloc.loading.results import LoadReport, RowProblem
 from scidex_alloc.storage import bulk, database
 from scidex_alloc.storage.schema import artifacts, utcnow
 
-CHUNK = 10_000
+CHUNK = 30_000  # rows a savepoint; their distinct keys stay within SQLite's 32,766 variables
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
 LOADED_TOTALS = {"positions": "demand", "bounties": "bounty"}  # what a load can push too far
 MAX_TOUCHED = 100_000  # artifacts a load keeps the ids of, to sum only their balances again
@@ -73,16 +73,17 @@ def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     table = artifacts.metadata.tables[spec.table]
     report = LoadReport(what)
     rows = reader.Rows(spec, stream, fmt, report.problems, MAX_PROBLEMS)
-    good = iter(rows)
+    batches = rows.batches()
     seen: set[str] = set()
     touched: set[str] | None = set() if "artifact_id" in table.c else None
     while len(report.problems) < MAX_PROBLEMS:
         chunk: list[tuple[int, tuple]] = []
         if report.problems:
-            chunk += islice(good, CHUNK)
+            for _ in _kept(batches, chunk):
+                pass
             report.problems += _faults(connection, spec, table, rows.columns, chunk, seen)
         else:
-            _insert_chunk(connection, spec, table, rows, islice(good, CHUNK), chunk, seen, report)
+            _insert_chunk(connection, spec, table, rows, batches, chunk, seen, report)
         if not chunk:
             break
         if touched is not None:
@@ -101,22 +102,32 @@ def _insert_file(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     return report, touched
 
 
-def _insert_chunk(connection, spec, table, rows, items, chunk, seen, report) -> None:
-    """Insert the rows of `items` as they are read, keeping them in `chunk`."""
-    first = next(items, None)  # reading the first row settles the columns
+def _kept(batches: Iterator[list[tuple[int, tuple]]], chunk: list) -> Iterator[tuple]:
+    """The values of the rows of the next batches, as they are read, until `chunk`, which
+    keeps their (line, values), holds CHUNK rows or more."""
+    for batch in batches:
+        chunk += batch
+        yield from map(itemgetter(1), batch)
+        if len(chunk) >= CHUNK:
+            return
+
+
+def _insert_chunk(connection, spec, table, rows, batches, chunk, seen, report) -> None:
+    """Insert the rows of the next batches as they are read, keeping them in `chunk`."""
+    values = _kept(batches, chunk)
+    first = next(values, None)  # reading the first row settles the columns
     if first is None:
         return
-    feed, kept = tee(chain((first,), items))
     try:
         with _savepoint(connection):
-            bulk.insert_rows(connection, table, rows.columns, map(itemgetter(1), feed))
+            bulk.insert_stored(connection, table, rows.columns, chain((first,), values))
     except connection.dialect.loaded_dbapi.IntegrityError:
-        chunk += kept
+        for _ in values:  # the rest of the chunk, to name the rows at fault
+            pass
         report.problems += _faults(connection, spec, table, rows.columns, chunk, seen)
         if not report.problems:
             raise
     else:
-        chunk += kept
         report.loaded += len(chunk)
 
 

@@ -3,7 +3,9 @@
 Each row becomes a tuple in the file's column order, or a problem with its line number.
 A CSV line whose every value is plainly valid (a plain number, an ISO timestamp in the
 form the database stores) is matched by one regular expression and kept as written;
-any other line gets the full per-value checks. Both give the same stored rows.
+any other line gets the full per-value checks. Both give the same stored rows. Lines are
+read in blocks, and a block whose every line is plain is matched in one pass: a file of
+millions of rows then costs little more than reading it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import itertools
 import json
 import numbers
 import re
+from operator import methodcaller
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from scidex_alloc.errors import UsageError
 from scidex_alloc.loading.columns import RowError, Spec, columns_for, validate
 from scidex_alloc.loading.results import RowProblem
+
+BLOCK = 1 << 16  # characters of whole lines read at once
+_GROUPS = methodcaller("groups")
 
 
 class JsonNumber:
@@ -51,20 +57,29 @@ def detect_format(path: str, given: str | None) -> str:
     raise UsageError(f"cannot tell the format of {path!r} from its extension: use --format csv|jsonl")
 
 
-def records(stream: IO[bytes], fmt: str,
-            plain_for: Callable[[list[str]], re.Pattern | None] | None = None,
-            ) -> Iterator[tuple[int, dict | tuple | str]]:
-    """(line number, record) pairs: a record is a dict of raw values or a problem message,
-    or, for a CSV line that the pattern `plain_for(header)` matches, its values as written.
+def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, dict | str]]:
+    """(line number, record) pairs: a record is a dict of raw values or a problem message.
 
     Undecodable bytes become lone surrogates, so a bad byte spoils only its own line.
     """
+    for batch, _ in batches(stream, fmt):
+        yield from batch
+
+
+def batches(stream: IO[bytes], fmt: str,
+            plain_for: Callable[[list[str]], str | None] | None = None,
+            ) -> Iterator[tuple[list[tuple[int, dict | tuple | str]], bool]]:
+    """Lists of the (line number, record) pairs of `records`, where a CSV line whose values
+    the regular expression `plain_for(header)` matches is the tuple of its values as
+    written; each list with whether all its records are such tuples."""
     lines = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="\n")
     try:
         if fmt == "csv":
-            yield from _csv_records(lines, plain_for)
+            yield from _csv_batches(lines, plain_for)
         else:
-            yield from _jsonl_records(lines)
+            records = _jsonl_records(lines)
+            while batch := list(itertools.islice(records, 1000)):
+                yield batch, False
     finally:
         if not stream.closed:  # the caller owns the stream: leave it open
             lines.detach()
@@ -78,7 +93,7 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _csv_records(lines: Iterator[str], plain_for) -> Iterator[tuple[int, dict | tuple | str]]:
+def _csv_batches(lines: io.TextIOWrapper, plain_for):
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
@@ -92,30 +107,46 @@ def _csv_records(lines: Iterator[str], plain_for) -> Iterator[tuple[int, dict | 
     twice = _repeated(header)
     if twice is not None:
         raise UsageError(f"line 1: the header names column {twice!r} twice")
-    plain = plain_for(header) if plain_for is not None else None
+    pattern = plain_for(header) if plain_for is not None else None
+    plain = plain_lines = None
+    if pattern is not None:
+        plain = re.compile(pattern + r"\r?\n?")
+        # The same, on every line of a block at once (a plain value never spans lines).
+        plain_lines = re.compile(rf"^{pattern}\r?$", re.M)
     line = reader.line_num
-    for text in lines:
-        line += 1
-        match = plain.fullmatch(text) if plain is not None else None
-        if match is not None:
-            yield line, match.groups()
-            continue
-        # Any other record is the csv module's to read: it may run over several lines.
-        reader = csv.reader(itertools.chain((text,), lines), strict=True)
-        try:
-            values = next(reader)
-        except csv.Error as error:
-            yield line, str(error)
-            return
-        start, line = line, line + reader.line_num - 1
-        if not values:
-            continue
-        if not _is_utf8("".join(values)):
-            yield start, "is not valid UTF-8"
-        elif len(values) != len(header):
-            yield start, f"has {len(values)} fields, the header has {len(header)}"
-        else:
-            yield start, dict(zip(header, values))
+    while texts := lines.readlines(BLOCK):
+        if plain_lines is not None:
+            found = list(map(_GROUPS, plain_lines.finditer("".join(texts))))
+            if len(found) == len(texts):  # one match a line: every line is plain
+                yield list(zip(range(line + 1, line + 1 + len(texts)), found)), True
+                line += len(texts)
+                continue
+        batch: list[tuple[int, dict | tuple | str]] = []
+        rest = iter(texts)
+        for text in rest:
+            line += 1
+            match = plain.fullmatch(text) if plain is not None else None
+            if match is not None:
+                batch.append((line, match.groups()))
+                continue
+            # Any other record is the csv module's to read: it may run over several lines.
+            reader = csv.reader(itertools.chain((text,), rest, lines), strict=True)
+            try:
+                values = next(reader)
+            except csv.Error as error:
+                batch.append((line, str(error)))
+                yield batch, False
+                return
+            start, line = line, line + reader.line_num - 1
+            if not values:
+                continue
+            if not _is_utf8("".join(values)):
+                batch.append((start, "is not valid UTF-8"))
+            elif len(values) != len(header):
+                batch.append((start, f"has {len(values)} fields, the header has {len(header)}"))
+            else:
+                batch.append((start, dict(zip(header, values))))
+        yield batch, False
 
 
 def _repeated(names: list[str]) -> str | None:
@@ -166,9 +197,9 @@ def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, dict | str]]:
 
 
 class Rows:
-    """A file's rows checked for one table. Iterating gives (line, values in `columns`
-    order) for the rows that pass; the others go to `problems`, and reading stops once
-    it holds `max_problems`. `columns` is known once the first row is read."""
+    """A file's rows checked for one table. `batches()` gives lists of (line, values in
+    `columns` order) for the rows that pass; the others go to `problems`, and reading
+    stops once it holds `max_problems`. `columns` is known once the first row is read."""
 
     def __init__(self, spec: Spec, stream: IO[bytes], fmt: str, problems: list[RowProblem],
                  max_problems: int):
@@ -176,34 +207,39 @@ class Rows:
         self.columns: tuple[str, ...] | None = None
         self.problems = problems
         self.max_problems = max_problems
-        self._records = records(stream, fmt, self._plain_line)
+        self._batches = batches(stream, fmt, self._plain_values)
 
-    def __iter__(self) -> Iterator[tuple[int, tuple]]:
-        for line, record in self._records:
-            if isinstance(record, tuple):
-                yield line, record
+    def batches(self) -> Iterator[list[tuple[int, tuple]]]:
+        for batch, plain in self._batches:
+            if plain:
+                yield batch
                 continue
-            if isinstance(record, str):
-                problem = record
-            else:
-                if self.columns is None:
-                    self.columns = columns_for(self.spec, list(record))
-                try:
-                    values = validate(self.spec, self.columns, record)
-                except RowError as error:
-                    problem = str(error)
-                else:
-                    yield line, values
+            good = []
+            for line, record in batch:
+                if isinstance(record, tuple):
+                    good.append((line, record))
                     continue
-            self.problems.append(RowProblem(line, problem))
-            if len(self.problems) >= self.max_problems:
-                return
+                if isinstance(record, str):
+                    problem = record
+                else:
+                    if self.columns is None:
+                        self.columns = columns_for(self.spec, list(record))
+                    try:
+                        good.append((line, validate(self.spec, self.columns, record)))
+                        continue
+                    except RowError as error:
+                        problem = str(error)
+                self.problems.append(RowProblem(line, problem))
+                if len(self.problems) >= self.max_problems:
+                    yield good
+                    return
+            yield good
 
-    def _plain_line(self, header: list[str]) -> re.Pattern | None:
-        """Lines that need no per-value check, when the header names every column once
-        and the table has no check across columns."""
+    def _plain_values(self, header: list[str]) -> str | None:
+        """The regular expression of lines that need no per-value check, when the header
+        names every column once and the table has no check across columns."""
         self.columns = columns_for(self.spec, header)
         if self.spec.row_check is not None or tuple(header) != self.columns:
             return None
         fields = self.spec.fields
-        return re.compile(",".join(fields[name].plain for name in self.columns) + r"\r?\n?")
+        return ",".join(fields[name].plain for name in self.columns)

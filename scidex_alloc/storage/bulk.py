@@ -22,22 +22,27 @@ def _utc_text(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ")
 
 
+def stored(value):
+    """A value as both databases take it in a bulk insert and store it, as SQLAlchemy's own
+    types store it: a Decimal as exact decimal text (SQLite's NUMERIC affinity makes it a
+    number), a datetime as naive UTC text (alloc's PostgreSQL sessions are in UTC)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return _utc_text(value)
+    return value
+
+
 def _sqlite_values(table: Table, columns: Sequence[str]) -> Callable[[tuple], Sequence]:
-    """Rows as the raw sqlite3 executemany below can bind them, stored as SQLAlchemy's own
-    types store them: Decimals as exact decimal text (NUMERIC affinity makes it a number),
-    datetimes as naive UTC text. (sqlite3.register_adapter would do it for the whole process.)
-    Only the numeric and timestamp columns are looked at."""
+    """Rows as the raw sqlite3 executemany below can bind them (sqlite3.register_adapter
+    would do it for the whole process). Only the numeric and timestamp columns are looked at."""
     converted = [i for i, name in enumerate(columns)
                  if isinstance(table.c[name].type, (Numeric, Timestamp))]
 
     def values(row: tuple) -> Sequence:
         row = list(row)
         for i in converted:
-            value = row[i]
-            if isinstance(value, Decimal):
-                row[i] = str(value)
-            elif isinstance(value, datetime):
-                row[i] = _utc_text(value)
+            row[i] = stored(row[i])
         return row
 
     return values
@@ -45,6 +50,15 @@ def _sqlite_values(table: Table, columns: Sequence[str]) -> Callable[[tuple], Se
 
 def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
                 rows: Iterable[tuple]) -> None:
+    """Rows of any values the columns' types take (Decimals, datetimes, ...)."""
+    if connection.dialect.name == "sqlite":
+        rows = map(_sqlite_values(table, columns), rows)
+    insert_stored(connection, table, columns, rows)
+
+
+def insert_stored(connection: Connection, table: Table, columns: Sequence[str],
+                  rows: Iterable[Sequence]) -> None:
+    """Rows whose values are already as `stored` makes them (or text, whole numbers, None)."""
     names = ", ".join(columns)
     if connection.dialect.name == "postgresql":
         driver = connection.connection.driver_connection
@@ -57,8 +71,7 @@ def insert_rows(connection: Connection, table: Table, columns: Sequence[str],
     marks = ", ".join("?" for _ in columns)
     cursor = connection.connection.dbapi_connection.cursor()
     try:
-        cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})",
-                           map(_sqlite_values(table, columns), rows))
+        cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
     finally:
         cursor.close()
 
