@@ -163,8 +163,17 @@ def recomputed_all():
 def rebuild(connection: Connection, now: datetime) -> int:
     """Sum every balance, and their totals, again from the source tables, in the caller's
     transaction; how many artifacts there are. On SQLite, whose writers wait anyway, the
-    indexes are made afresh after the rows."""
+    indexes are made afresh after the rows. On PostgreSQL, where readers go on, the rows
+    go in in the order of the budget ranking key: the ranking indexes then take each at
+    their end (or, within a type, at one of a few places), not all over (30 s -> 23 s at 1M)."""
     sqlite = connection.dialect.name == "sqlite"
+    rows = recomputed_all()
+    if not sqlite:
+        from scidex_alloc.budgets import ddl, queries
+
+        rows = rows.subquery()
+        key = ddl.key_columns(connection, queries.budget_expression)["budget_key"]
+        rows = select(*rows.c).order_by(text(f"{key} DESC NULLS LAST"))
     with _summing(connection):
         connection.execute(pending_demand.delete())  # before the sums: see folding.fold_pending
         if sqlite:
@@ -172,8 +181,7 @@ def rebuild(connection: Connection, now: datetime) -> int:
                 connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
         connection.execute(artifact_balances.delete())
         count = connection.execute(
-            artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS],
-                                                   recomputed_all())
+            artifact_balances.insert().from_select(["artifact_id", "type", *COLUMNS], rows)
             .execution_options(preserve_rowcount=True), {"now": now}
         ).rowcount
         if sqlite:
