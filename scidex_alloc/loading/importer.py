@@ -28,7 +28,9 @@ from scidex_alloc.loading.results import LoadReport, RowProblem
 from scidex_alloc.storage import bulk, database
 from scidex_alloc.storage.schema import artifacts, utcnow
 
-CHUNK = 30_000  # rows a savepoint; their distinct keys stay within SQLite's 32,766 variables
+# Rows to a savepoint; their distinct keys, looked up at once when the database refuses
+# the chunk, stay within bulk.MAX_SQLITE_VARIABLES.
+CHUNK = 30_000
 MAX_PROBLEMS = 1000  # past this, a file is plainly wrong: stop reading
 LOADED_TOTALS = {"positions": "demand", "bounties": "bounty"}  # what a load can push too far
 MAX_TOUCHED = 100_000  # artifacts a load keeps the ids of, to sum only their balances again

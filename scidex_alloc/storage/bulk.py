@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from scidex_alloc.storage.schema import Timestamp
 
-ROWS_PER_INSERT = 100  # SQLite
+ROWS_PER_INSERT = 100  # rows to one INSERT statement on SQLite
 MAX_SQLITE_VARIABLES = 32_766  # SQLite's bound on a statement's parameters (3.32 on)
 
 
