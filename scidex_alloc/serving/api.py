@@ -11,9 +11,8 @@ import signal
 import socket
 import sys
 import threading
-from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Iterator
+from typing import Annotated
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -262,56 +261,69 @@ def worker_app() -> FastAPI:
 def serve(allocator: Allocator, sock: socket.socket, workers: int = 1) -> None:
     """Serve on a bound socket until interrupted. uvicorn's own messages become `alloc: `
     lines; a failure to start is raised as one error, with what uvicorn logged first."""
-    import uvicorn
-
     if workers > 1:
         return _serve_workers(allocator, sock, workers)
     where = _address(*sock.getsockname()[:2])
-    config = uvicorn.Config(create_app(allocator), log_config=None, log_level="warning",
-                            access_log=False)
-    server = uvicorn.Server(config)
-    messages = _OneLineLog(server)
-    logger = logging.getLogger("uvicorn")
-    logger.addHandler(messages)
-    propagate, logger.propagate = logger.propagate, False
-    try:
-        with _stopped_by_ctrl_c(server) as interrupted:
+    with _CtrlC() as ctrl_c:
+        import uvicorn
+
+        config = uvicorn.Config(create_app(allocator), log_config=None,
+                                log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        ctrl_c.stops(server)
+        messages = _OneLineLog(server)
+        logger = logging.getLogger("uvicorn")
+        logger.addHandler(messages)
+        propagate, logger.propagate = logger.propagate, False
+        try:
             server.run(sockets=[sock])
-    except SystemExit:  # uvicorn exits when the application fails to start
-        pass
-    finally:
-        logger.removeHandler(messages)
-        logger.propagate = propagate
-        sock.close()
-    if interrupted:
+        except SystemExit:  # uvicorn exits when the application fails to start
+            pass
+        finally:
+            logger.removeHandler(messages)
+            logger.propagate = propagate
+            sock.close()
+    if ctrl_c.seen:
         raise KeyboardInterrupt
     if not server.started:
         reason = messages.held[0] if messages.held else "the server did not start"
         raise AllocError(f"cannot serve on {where}: {reason}")
 
 
-@contextmanager
-def _stopped_by_ctrl_c(server) -> Iterator[list[int]]:
-    """Ctrl-C (SIGINT) while the server starts or serves asks it to stop, as uvicorn's own
-    handler does while it serves, and is listed for the caller to end as interrupted once
-    the server has stopped; after that, SIGINT is ignored, so that the same signal,
-    which uvicorn raises again as it stops, cannot kill the exiting process. Python's
-    handler would raise KeyboardInterrupt wherever the signal landed, in the event loop's
-    setup too: a coroutine left never awaited, or a process killed by the signal."""
-    seen: list[int] = []
-    if threading.current_thread() is not threading.main_thread():  # signals reach only it
-        yield seen
-        return
+class _CtrlC:
+    """Ctrl-C (SIGINT) from the start of `serve` until the server has stopped: noted, for
+    the caller to end as interrupted, and the server, once there is one, asked to stop, as
+    uvicorn's own handler does while it serves. After that, SIGINT is ignored, so that the
+    same signal, which uvicorn raises again as it stops, cannot kill the exiting process.
+    Python's handler would raise KeyboardInterrupt wherever the signal landed, in an import
+    or the event loop's setup too, where CPython may turn it into another error or, once
+    it has passed through code run by exec(), end the process by the signal even though
+    the CLI caught it."""
 
-    def stop(sig, frame) -> None:
-        seen.append(sig)
-        server.should_exit = True
+    def __init__(self) -> None:
+        self.seen = False
+        self.server = None
+        self.watching = threading.current_thread() is threading.main_thread()  # signals reach only it
 
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
-        yield seen
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN if seen else previous)
+    def __enter__(self) -> _CtrlC:
+        if self.watching:
+            self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.watching:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.seen else self.previous)
+
+    def _note(self, sig, frame) -> None:
+        self.seen = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def stops(self, server) -> None:
+        """From now on Ctrl-C stops `server`; one already noted stops it before it serves."""
+        self.server = server
+        if self.seen:
+            server.should_exit = True
 
 
 class _OneLineLog(logging.Handler):
