@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -58,6 +59,60 @@ def test_ctrl_c_exits_130_with_one_line(sqlite_db, after):
     finally:
         server.kill()
     assert (server.returncode, stderr) == (130, "alloc: interrupted\n")
+
+
+@pytest.mark.parametrize("when", ["starting", "serving"])
+def test_ctrl_c_stops_every_worker_and_exits_130(sqlite_db, when):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "scidex_alloc", "serve", "--workers", "2", "--port", str(port),
+         "--db", str(sqlite_db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in server.stderr.readline()
+        if when == "serving":
+            deadline = time.monotonic() + 60
+            while not _answers(base):
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert (server.returncode, stderr.splitlines()[-1]) == (130, "alloc: interrupted")
+    assert "Traceback" not in stderr
+    assert not _answers(base)
+
+
+def test_a_worker_that_cannot_open_the_database_stops_the_server_with_exit_1(sqlite_db):
+    """The file is removed once the server has opened it, before its workers open it:
+    each says why in one line, and the server stops instead of starting them forever."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "scidex_alloc", "serve", "--workers", "2", "--port", str(port),
+         "--db", str(sqlite_db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in server.stderr.readline()
+        sqlite_db.unlink()
+        _, stderr = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 1
+    assert f"alloc: no database at {sqlite_db}" in stderr
+    assert stderr.splitlines()[-1] == f"alloc: cannot serve on 127.0.0.1:{port}: a worker failed to start"
+    assert "Traceback" not in stderr
+
+
+def _answers(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def test_an_unexpected_error_is_one_line_or_with_scidex_debug_its_traceback(

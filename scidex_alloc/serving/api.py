@@ -254,8 +254,17 @@ def _address(host: str, port: int) -> str:
 
 def worker_app() -> FastAPI:
     """The application of one of several workers (`alloc serve --workers N`), each in its
-    own process: over the database that $SCIDEX_DB names, as the parent set it."""
-    return create_app(Allocator.open())
+    own process: over the database that $SCIDEX_DB names, as the parent set it. A worker
+    that cannot open it (removed since) says why in one line and exits as failing to
+    start, which stops the server; uvicorn would start it again and again otherwise."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        allocator = Allocator.open()
+    except AllocError as error:
+        logging.getLogger("uvicorn.error").error(str(error))
+        sys.exit(STARTUP_FAILURE)
+    return create_app(allocator)
 
 
 def serve(allocator: Allocator, sock: socket.socket, workers: int = 1) -> None:
@@ -347,31 +356,42 @@ class _OneLineLog(logging.Handler):
 
 def _serve_workers(allocator: Allocator, sock: socket.socket, workers: int) -> None:
     """`workers` uvicorn processes on the one socket, each opening the database anew
-    (worker_app), their metrics shared through a private directory removed at the end."""
+    (worker_app), their metrics shared through a private directory removed at the end.
+    Ctrl-C ends it as interrupted, as it does one server."""
     import os
     import shutil
     import tempfile
 
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
-
     from scidex_alloc.storage.database import ENV_DB
 
+    where = _address(*sock.getsockname()[:2])
     shared = tempfile.mkdtemp(prefix="alloc-metrics-")
     os.environ[ENV_DB] = allocator.target.url.render_as_string(hide_password=False)
     os.environ[metrics.MULTIPROCESS_DIR] = shared
-    config = uvicorn.Config("scidex_alloc.serving.api:worker_app", factory=True,
-                            workers=workers, log_config=WORKER_LOGGING, access_log=False)
-    supervisor = Multiprocess(config, sockets=[sock])
     try:
-        supervisor.run()
+        with _CtrlC() as ctrl_c:
+            import uvicorn
+            from uvicorn.config import STARTUP_FAILURE
+            from uvicorn.supervisors import Multiprocess
+
+            class Supervisor(Multiprocess):
+                def handle_int(self) -> None:  # uvicorn's stops the workers and returns
+                    ctrl_c.seen = True
+                    super().handle_int()
+
+            config = uvicorn.Config("scidex_alloc.serving.api:worker_app", factory=True,
+                                    workers=workers, log_config=WORKER_LOGGING,
+                                    access_log=False)
+            supervisor = Supervisor(config, sockets=[sock])  # takes Ctrl-C from here on
+            if not ctrl_c.seen:
+                supervisor.run()
     finally:
         sock.close()
         shutil.rmtree(shared, ignore_errors=True)
+    if ctrl_c.seen:
+        raise KeyboardInterrupt
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
-        raise AllocError(f"cannot serve on {_address(*sock.getsockname()[:2])}: "
-                         "a worker failed to start")
+        raise AllocError(f"cannot serve on {where}: a worker failed to start")
 
 
 class OneLine(logging.Handler):
