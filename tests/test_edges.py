@@ -228,7 +228,7 @@ def test_a_reader_of_a_locked_rollback_journal_file_blames_no_writer(tmp_path, c
 def test_a_server_that_fails_to_start_is_one_error_with_its_reason(db_url, monkeypatch):
     from scidex_alloc.allocator import Allocator
     from scidex_alloc.errors import AllocError
-    from scidex_alloc.serving import api
+    from scidex_alloc.serving import api, server
 
     def failing_at_startup(allocator):
         app = create_app(allocator)
@@ -243,12 +243,12 @@ def test_a_server_that_fails_to_start_is_one_error_with_its_reason(db_url, monke
 
     create_app = api.create_app
     monkeypatch.setattr(api, "create_app", failing_at_startup)
-    sock = api.bind("127.0.0.1", 0)
+    sock = server.bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     allocator = Allocator.open(db_url)
     try:
         with pytest.raises(AllocError) as failed:
-            api.serve(allocator, sock)
+            server.serve(allocator, sock)
     finally:
         allocator.engine.dispose()
     assert str(failed.value) == f"cannot serve on 127.0.0.1:{port}: RuntimeError: no startup today"

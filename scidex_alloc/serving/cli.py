@@ -28,13 +28,13 @@ def serve(
 ):
     """Serve the read-only JSON API and the dashboard (http://HOST:PORT/)."""
     from scidex_alloc import rendering
-    from scidex_alloc.serving import api
+    from scidex_alloc.serving import server
 
     allocator = open_allocator(ctx, db)
-    sock = api.bind(host, port)
+    sock = server.bind(host, port)
     rendering.message(f"serving {allocator.target.masked()} on http://{host}:{port}/ "
                    "(API under /api/market, docs at /docs; Ctrl-C stops)")
-    api.serve(allocator, sock, workers)
+    server.serve(allocator, sock, workers)
 
 
 @app.command()
