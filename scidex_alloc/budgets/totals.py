@@ -77,7 +77,16 @@ def rebuild(connection: Connection) -> None:
 
 def artifacts(connection: Connection) -> int:
     """How many balances there are, as the totals count them: a few rows, not a count."""
-    total = func.coalesce(func.sum(balance_totals.c.artifacts), 0)
+    return _counted(connection, "artifacts")
+
+
+def invalid(connection: Connection) -> int:
+    """How many balances have no valid budget, as the totals count them."""
+    return _counted(connection, "invalid")
+
+
+def _counted(connection: Connection, name: str) -> int:
+    total = func.coalesce(func.sum(balance_totals.c[name]), 0)
     return int(connection.execute(select(total)).scalar_one())
 
 
