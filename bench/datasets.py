@@ -246,8 +246,11 @@ class PostgresBackend(Backend):
         return Database(self.kind, url, source.artifacts, {**record, "cached": False})
 
     def empty_positions(self, db: Database) -> None:
+        """And the dead balances a load's rebuild left, as autovacuum would between two
+        loads: each run then loads into the same tables."""
         with psycopg.connect(db.url, autocommit=True) as conn:
             conn.execute("TRUNCATE positions")
+            conn.execute("VACUUM artifact_balances")
             conn.execute("CHECKPOINT")
 
     def execute(self, db: Database, sql: str, params=()) -> None:
