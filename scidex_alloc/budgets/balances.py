@@ -194,15 +194,20 @@ def rebuild(connection: Connection, now: datetime) -> int:
 @contextmanager
 def _summing(connection: Connection) -> Iterator[None]:
     """While balances are summed again: the totals left alone, then summed again from
-    them; on PostgreSQL concurrent writers' triggers wait until the caller commits (and
-    then add their rows to what was summed)."""
+    them (see `_locked` for concurrent writers)."""
     from scidex_alloc.budgets import totals
 
-    if connection.dialect.name != "sqlite":
-        connection.execute(text("LOCK TABLE artifact_balances IN EXCLUSIVE MODE"))
+    _locked(connection)
     totals.pause(connection)
     yield
     totals.resume(connection)
+
+
+def _locked(connection: Connection) -> None:
+    """Before balances are summed again: on PostgreSQL concurrent writers' triggers wait
+    until the caller commits (and then add their rows to what was summed)."""
+    if connection.dialect.name != "sqlite":
+        connection.execute(text("LOCK TABLE artifact_balances IN EXCLUSIVE MODE"))
 
 
 # What the queue's scans of every explored candidate read (queue/candidates.py), so that
@@ -234,19 +239,20 @@ def create_indexes(connection: Connection) -> None:
 
 
 def resum(connection: Connection, now: datetime, ids: set[str]) -> int:
-    """Sum again the balances of the artifacts `ids` (those a load wrote rows of), and the
-    totals, in the caller's transaction; how many balances. Cheaper than `rebuild` when
-    they are few of all (see `few`): about 50 us a balance where `rebuild` takes about 9 us
-    an artifact."""
+    """Sum again the balances of the artifacts `ids` (those a load wrote rows of) in the
+    caller's transaction, whose totals' triggers must be running: they add what each
+    balance moves, so that nothing else is read; how many balances. Cheaper than `rebuild`
+    when they are few of all (see `few`): about 50 us a balance where `rebuild` takes
+    about 9 us an artifact."""
     b = artifact_balances
     stmt = (b.update().where(b.c.artifact_id.in_(bindparam("ids", expanding=True)))
             .values(recomputed(b.c.artifact_id, NOW)))
     ordered, count = sorted(ids), 0
-    with _summing(connection):
-        for start in range(0, len(ordered), RESUM_BATCH):
-            batch = ordered[start:start + RESUM_BATCH]
-            _unpend(connection, batch)
-            count += connection.execute(stmt, {"now": now, "ids": batch}).rowcount
+    _locked(connection)
+    for start in range(0, len(ordered), RESUM_BATCH):
+        batch = ordered[start:start + RESUM_BATCH]
+        _unpend(connection, batch)
+        count += connection.execute(stmt, {"now": now, "ids": batch}).rowcount
     return count
 
 

@@ -425,18 +425,27 @@ def suspend(connection: Connection) -> None:
     if connection.dialect.name == "sqlite":  # the write lock keeps everyone else out
         drop_triggers(connection)
     else:
-        connection.execute(text(f"SELECT set_config('{SUSPEND_SETTING}', 'suspended', true)"))
+        _suspended(connection, "suspended")
+
+
+def _suspended(connection: Connection, value: str) -> None:
+    connection.execute(text(f"SELECT set_config('{SUSPEND_SETTING}', '{value}', true)"))
 
 
 def resume(connection: Connection, now: datetime, touched: set[str] | None = None) -> None:
     """Sum the balances again from the source tables, and keep them again from the next
     transaction on (SQLite: from now on): only those of the artifacts `touched` (every
     artifact whose rows the bulk insert wrote) when they are few of all, else every one."""
-    if connection.dialect.name == "sqlite":
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
         create_triggers(connection)
-    if touched is not None and few(connection, len(touched)):
-        resum(connection, now, touched)
-    else:
+    if touched is None or not few(connection, len(touched)):
         rebuild(connection, now)
+    elif sqlite:
+        resum(connection, now, touched)
+    else:  # with the totals' triggers running for its statements only
+        _suspended(connection, "")
+        resum(connection, now, touched)
+        _suspended(connection, "suspended")
 
 

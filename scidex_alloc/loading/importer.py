@@ -174,8 +174,8 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
 
 def _check_totals(connection: Connection, what: str) -> None:
     """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back). A total
-    beyond it leaves its balance without a valid budget, so while the totals, summed again
-    by `ddl.resume`, count no such balance, no balance need be read."""
+    beyond it leaves its balance without a valid budget, so while the totals, which
+    `ddl.resume` leaves exact, count no such balance, no balance need be read."""
     if totals.invalid(connection) == 0:
         return
     name = LOADED_TOTALS[what]
