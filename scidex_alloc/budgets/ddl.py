@@ -425,10 +425,12 @@ def suspend(connection: Connection) -> None:
     if connection.dialect.name == "sqlite":  # the write lock keeps everyone else out
         drop_triggers(connection)
     else:
-        _suspended(connection, "suspended")
+        _set_suspended(connection, True)
 
 
-def _suspended(connection: Connection, value: str) -> None:
+def _set_suspended(connection: Connection, suspended: bool) -> None:
+    """PostgreSQL: whether the triggers skip the rest of the transaction's statements."""
+    value = "suspended" if suspended else ""
     connection.execute(text(f"SELECT set_config('{SUSPEND_SETTING}', '{value}', true)"))
 
 
@@ -444,8 +446,8 @@ def resume(connection: Connection, now: datetime, touched: set[str] | None = Non
     elif sqlite:
         resum(connection, now, touched)
     else:  # with the totals' triggers running for its statements only
-        _suspended(connection, "")
+        _set_suspended(connection, False)
         resum(connection, now, touched)
-        _suspended(connection, "suspended")
+        _set_suspended(connection, True)
 
 
