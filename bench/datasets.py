@@ -47,7 +47,7 @@ def generator_tag() -> str:
     package = Path(scidex_alloc.__file__).parent
     digest = hashlib.sha1()
     versions = package / "storage" / "migrations" / "versions"
-    balances = [package / "budgets" / name for name in ("balances.py", "ddl.py", "totals.py")]
+    balances = [package / "budgets" / name for name in ("balances.py", "bulkwrites.py", "ddl.py", "totals.py")]
     for path in [package / "loading" / "sample.py", *balances, *sorted(versions.glob("*.py"))]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())

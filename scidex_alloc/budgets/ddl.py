@@ -1,5 +1,5 @@
 """The SQL that keeps the balances: the generated ranking keys and the triggers on the
-source tables, for each database, and their suspension during bulk loads.
+source tables, for each database (bulkwrites.py steps around them for bulk writes).
 
 A change to positions, which other services write most, only appends its artifact to
 `pending_demand` (on PostgreSQL once per statement): readers sum a pending artifact's
@@ -16,11 +16,7 @@ for one lock anyway, every trigger is a row trigger that applies at once.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from datetime import datetime
-from typing import Iterator
-
-from sqlalchemy import and_, case, literal, literal_column, text
+from sqlalchemy import and_, case, literal, literal_column
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -31,11 +27,8 @@ from scidex_alloc.budgets.balances import (
     HELD,
     SUMMED,
     billionths,
-    few,
     finite,
-    rebuild,
     recomputed,
-    resum,
     valid_total,
 )
 from scidex_alloc.formula import Params
@@ -49,7 +42,6 @@ DEFERRED = ("artifacts", "markets", "token_bounties")
 STATEMENT_LEVEL = ("resource_allocations", "claims", "positions")
 # The balance columns of alloc's own tables, whose triggers run at once.
 IMMEDIATE = ("spent", "spent_invalid", "investigations", "reward_total", *HELD)
-MAX_ROWID = 2**63 - 1  # SQLite's greatest id
 
 
 def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
@@ -64,7 +56,7 @@ def key_columns(connection: Connection, budget_expression) -> dict[str, str]:
             "remaining_key": literal_sql(connection, case((valid, budget - terms["spent"])))}
 
 
-def _additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, str], str | None]]:
+def additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, str], str | None]]:
     """Per table whose rows add to a balance: SQL of what one row (`row` is NEW, OLD or an
     alias) adds, per column, and the condition for it to count."""
     r = {name: literal_column(f"{row}.{name}") for name in
@@ -85,9 +77,9 @@ def _additions(connection: Connection, row: str) -> dict[str, tuple[dict[str, st
 
 def _update_additive(connection, table: str, row: str, sign: str) -> str:
     """UPDATE of the balance that one row of `table` adds to (or, with '-', takes from)."""
-    columns, condition = _additions(connection, row)[table]
+    columns, condition = additions(connection, row)[table]
     sets = []
-    heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection), SUMMED)
+    heal = recomputed(literal_column("artifact_balances.artifact_id"), current_instant(connection), SUMMED)
     for column, amount in columns.items():
         change = f"{sign} {amount}"
         if connection.dialect.name == "sqlite" and column in SUMMED:
@@ -100,18 +92,19 @@ def _update_additive(connection, table: str, row: str, sign: str) -> str:
     return f"UPDATE artifact_balances SET {', '.join(sets)} WHERE {where}"
 
 
-def _now(connection: Connection) -> ColumnElement:
+def current_instant(connection: Connection) -> ColumnElement:
+    """The transaction's instant in a trigger's SQL."""
     return literal_column("'now'" if connection.dialect.name == "sqlite" else "now()")
 
 
 def _update_recomputed(connection, row: str, columns, only: str = "") -> str:
-    values = recomputed(literal_column(f"{row}.artifact_id"), _now(connection), columns)
+    values = recomputed(literal_column(f"{row}.artifact_id"), current_instant(connection), columns)
     sets = ", ".join(f"{c} = {literal_sql(connection, values[c])}" for c in columns)
     return f"UPDATE artifact_balances SET {sets} WHERE artifact_id = {row}.artifact_id{only}"
 
 
 def _insert_recomputed(connection, row: str) -> str:
-    values = recomputed(literal_column(f"{row}.id"), _now(connection))
+    values = recomputed(literal_column(f"{row}.id"), current_instant(connection))
     return (f"INSERT INTO artifact_balances (artifact_id, type, {', '.join(COLUMNS)}) "
             f"SELECT {row}.id, {row}.type, "
             + ", ".join(literal_sql(connection, values[c]) for c in COLUMNS))
@@ -143,7 +136,7 @@ def _statements(connection, pending: bool) -> dict[str, dict[str, list[str]]]:
         # keys hold at once): it starts from nothing for the deferred tables, whose rows'
         # triggers add to it next; the rows of alloc's own tables, whose triggers ran at
         # once and found no balance, are summed.
-        values = recomputed(literal_column("NEW.id"), _now(connection), IMMEDIATE)
+        values = recomputed(literal_column("NEW.id"), current_instant(connection), IMMEDIATE)
         start = (f"INSERT INTO artifact_balances (artifact_id, type, {', '.join(IMMEDIATE)}) "
                  f"SELECT NEW.id, NEW.type, "
                  + ", ".join(literal_sql(connection, values[c]) for c in IMMEDIATE))
@@ -266,18 +259,18 @@ def _statement_level(connection, table: str) -> dict[str, str]:
     The rows are locked in artifact order first, so that two batches cannot deadlock."""
 
     def changes(row: str, sign: str) -> str:
-        columns, condition = _additions(connection, row)[table]
+        columns, condition = additions(connection, row)[table]
         parts = ", ".join(f"{sign}{amount} AS {c}" for c, amount in columns.items())
         where = f" WHERE {condition}" if condition else ""
         return f"SELECT {row}.artifact_id, {parts} FROM {row}_rows {row}{where}"
 
-    columns = list(_additions(connection, "n")[table][0])
+    columns = list(additions(connection, "n")[table][0])
     sources = {"INSERT": [changes("n", "")], "DELETE": [changes("o", "-")],
                "UPDATE": [changes("o", "-"), changes("n", "")]}
     found = {}
     sets = ", ".join(f"{c} = b.{c} + d.{c}" for c in columns)
     for event, selects in sources.items():
-        deltas = _grouped(connection, columns, " UNION ALL ".join(selects))
+        deltas = grouped(connection, columns, " UNION ALL ".join(selects))
         found[event] = (
             f"PERFORM 1 FROM artifact_balances WHERE artifact_id IN (SELECT artifact_id FROM "
             f"({deltas}) d) ORDER BY artifact_id FOR UPDATE;\n"
@@ -286,56 +279,12 @@ def _statement_level(connection, table: str) -> dict[str, str]:
     return found
 
 
-def _grouped(connection, columns: list[str], changes: str) -> str:
+def grouped(connection, columns: list[str], changes: str) -> str:
     """Per artifact, the sums of the `changes` rows' columns, where any is not zero."""
     sums = {c: literal_sql(connection, ExactSum(literal_column(c))) for c in columns}
     return (f"SELECT artifact_id, {', '.join(f'{s} AS {c}' for c, s in sums.items())} "
             f"FROM ({changes}) c GROUP BY artifact_id "
             f"HAVING {' OR '.join(f'{s} <> 0' for s in sums.values())}")
-
-
-@contextmanager
-def added_per_statement(connection: Connection, table: str) -> Iterator[None]:
-    """Inside a write transaction (which an error rolls back), a bulk insert into alloc's
-    own `table` that adds to each balance and to the totals once, as PostgreSQL's
-    statement-level triggers do. On SQLite, whose row triggers cost more than the insert
-    itself, the insert's and the totals' triggers are dropped for it; then the totals lose
-    the balances it moves, one grouped UPDATE adds the new rows (those past the greatest
-    id before it: the write lock keeps other writers out), the totals gain the balances
-    back, and the triggers are made again."""
-    if connection.dialect.name != "sqlite":
-        yield
-        return
-    after = connection.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar() or 0
-    if after >= MAX_ROWID:  # past it SQLite picks new ids at random: keep the row trigger
-        yield
-        return
-    dropped = [_trigger_name(table, "INSERT"), totals.trigger_name("UPDATE")]
-    made = [connection.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)).scalar()
-        for name in dropped]
-    for name in dropped:
-        connection.exec_driver_sql(f"DROP TRIGGER {name}")
-    yield
-    columns, _ = _additions(connection, "n")[table]
-    changes = (f"SELECT n.artifact_id, {', '.join(f'{a} AS {c}' for c, a in columns.items())} "
-               f"FROM {table} n WHERE n.id > ?")
-    heal = recomputed(literal_column("artifact_balances.artifact_id"), _now(connection), SUMMED)
-    added = {c: f"artifact_balances.{c} + d.{c}" for c in columns}
-    sets = ", ".join(
-        f"{c} = CASE WHEN typeof({added[c]}) = 'integer' THEN {added[c]} "
-        f"ELSE {literal_sql(connection, heal[c])} END" if c in SUMMED else f"{c} = {added[c]}"
-        for c in columns)
-    moved = (f"artifact_balances b WHERE b.artifact_id IN "
-             f"(SELECT artifact_id FROM {table} WHERE id > ?)")
-    deltas = _grouped(connection, list(columns), changes)
-    connection.exec_driver_sql(totals.appended(connection, [(moved, "b", -1)]), (after,))
-    connection.exec_driver_sql(
-        f"UPDATE artifact_balances SET {sets} FROM ({deltas}) d "
-        f"WHERE artifact_balances.artifact_id = d.artifact_id", (after,))
-    connection.exec_driver_sql(totals.appended(connection, [(moved, "b", 1)]), (after,))
-    for trigger in made:
-        connection.exec_driver_sql(trigger)
 
 
 # The columns whose change moves a balance: an UPDATE of any other leaves it alone.
@@ -350,7 +299,7 @@ WATCHED = {
 }
 
 
-def _trigger_name(table: str, event: str | None = None) -> str:
+def trigger_name(table: str, event: str | None = None) -> str:
     return f"balances_{table}" + (f"_{event.lower()}" if event else "")
 
 
@@ -366,7 +315,7 @@ def create_triggers(connection: Connection, pending: bool = True) -> None:
                 of = f" OF {WATCHED[table]}" if event == "UPDATE" else ""
                 body = "".join(f"{s};\n" for s in statements)
                 connection.exec_driver_sql(
-                    f"CREATE TRIGGER {_trigger_name(table, event)} AFTER {event}{of} "
+                    f"CREATE TRIGGER {trigger_name(table, event)} AFTER {event}{of} "
                     f"ON {table} FOR EACH ROW BEGIN\n{body}END")
         else:
             _create_postgresql_trigger(connection, table, events, pending)
@@ -382,7 +331,7 @@ def _create_postgresql_trigger(connection: Connection, table: str, events, pendi
     branches = "".join(
         f"  IF TG_OP = '{event}' THEN\n" + "".join(f"    {s};\n" for s in statements)
         + "  END IF;\n" for event, statements in events.items())
-    name = _trigger_name(table)
+    name = trigger_name(table)
     connection.exec_driver_sql(
         f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $body$\n"
         f"BEGIN\n"
@@ -392,7 +341,7 @@ def _create_postgresql_trigger(connection: Connection, table: str, events, pendi
         for event, tables in (("INSERT", "NEW TABLE AS n_rows"), ("DELETE", "OLD TABLE AS o_rows"),
                               ("UPDATE", "NEW TABLE AS n_rows OLD TABLE AS o_rows")):
             connection.exec_driver_sql(
-                f"CREATE TRIGGER {_trigger_name(table, event)} AFTER {event} ON {table} "
+                f"CREATE TRIGGER {trigger_name(table, event)} AFTER {event} ON {table} "
                 f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {name}()")
         return
     kind, timing = (("CONSTRAINT TRIGGER", " DEFERRABLE INITIALLY DEFERRED")
@@ -408,46 +357,10 @@ def drop_triggers(connection: Connection) -> None:
     for table in WATCHED:
         if connection.dialect.name == "sqlite":
             for event in ("INSERT", "DELETE", "UPDATE"):
-                connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)}")
+                connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger_name(table, event)}")
         else:
             if connection.exec_driver_sql(f"SELECT to_regclass('{table}')").scalar() is not None:
                 for event in (None, "INSERT", "DELETE", "UPDATE"):
                     connection.exec_driver_sql(
-                        f"DROP TRIGGER IF EXISTS {_trigger_name(table, event)} ON {table}")
-            connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_trigger_name(table)}()")
-
-
-def suspend(connection: Connection) -> None:
-    """Leave the balances alone for the rest of the caller's transaction, for a bulk insert
-    that `resume` then sums set-based: the transaction must write nothing else after it (on
-    PostgreSQL the deferred triggers fire at commit, and still find themselves suspended).
-    Other connections' writes keep their triggers."""
-    if connection.dialect.name == "sqlite":  # the write lock keeps everyone else out
-        drop_triggers(connection)
-    else:
-        _set_suspended(connection, True)
-
-
-def _set_suspended(connection: Connection, suspended: bool) -> None:
-    """PostgreSQL: whether the triggers skip the rest of the transaction's statements."""
-    value = "suspended" if suspended else ""
-    connection.execute(text(f"SELECT set_config('{SUSPEND_SETTING}', '{value}', true)"))
-
-
-def resume(connection: Connection, now: datetime, touched: set[str] | None = None) -> None:
-    """Sum the balances again from the source tables, and keep them again from the next
-    transaction on (SQLite: from now on): only those of the artifacts `touched` (every
-    artifact whose rows the bulk insert wrote) when they are few of all, else every one."""
-    sqlite = connection.dialect.name == "sqlite"
-    if sqlite:
-        create_triggers(connection)
-    if touched is None or not few(connection, len(touched)):
-        rebuild(connection, now)
-    elif sqlite:
-        resum(connection, now, touched)
-    else:  # with the totals' triggers running for its statements only
-        _set_suspended(connection, False)
-        resum(connection, now, touched)
-        _set_suspended(connection, True)
-
-
+                        f"DROP TRIGGER IF EXISTS {trigger_name(table, event)} ON {table}")
+            connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger_name(table)}()")

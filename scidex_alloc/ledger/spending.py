@@ -212,13 +212,13 @@ def apply(connection: Connection, params: Params, requests: list[SpendRequest]) 
     decided = [_decide(r, balances, known, rates, now) for r in requests]
     new_rows = [row for outcome, row in decided if outcome.status == "recorded"]
     if len(requests) > 1:
-        from scidex_alloc.budgets import ddl  # batches only: one spend needs no bulk path
+        from scidex_alloc.budgets import bulkwrites  # batches only: one spend needs no bulk path
         from scidex_alloc.storage import bulk
 
         # A batch reports counts, not records: bulk-insert without id round trips, adding
         # to each artifact's balance once.
         if new_rows:
-            with ddl.added_per_statement(connection, resource_allocations.name):
+            with bulkwrites.added_per_statement(connection, resource_allocations.name):
                 bulk.insert_rows(connection, resource_allocations, ENTRY_COLUMNS,
                                  map(entry_values, new_rows))
         return [outcome for outcome, _ in decided]

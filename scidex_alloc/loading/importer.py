@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from scidex_alloc.budgets import ddl, queries, totals
+from scidex_alloc.budgets import bulkwrites, queries, totals
 from scidex_alloc.errors import UsageError
 from scidex_alloc.formula import MAX_TOTAL
 from scidex_alloc.loading import reader
@@ -41,12 +41,12 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     """Load a whole file in the caller's write transaction, which is rolled back when any
     row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
     with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
-        ddl.suspend(connection)
+        bulkwrites.suspend(connection)
         report, touched = _insert_file(connection, what, stream, fmt, progress)
         if not report.ok:
             connection.rollback()  # the triggers' suspension with the rest
             return report
-        ddl.resume(connection, utcnow(), touched)
+        bulkwrites.resume(connection, utcnow(), touched)
         if what in LOADED_TOTALS:
             _check_totals(connection, what)
     return report
@@ -56,11 +56,11 @@ def populate(connection: Connection, batches) -> dict[str, int]:
     """Bulk-insert (table, columns, rows) batches in the caller's transaction; counts per
     table."""
     counts: dict[str, int] = {}
-    ddl.suspend(connection)
+    bulkwrites.suspend(connection)
     for name, columns, rows in batches:
         bulk.insert_rows(connection, artifacts.metadata.tables[name], columns, rows)
         counts[name] = counts.get(name, 0) + len(rows)
-    ddl.resume(connection, utcnow())
+    bulkwrites.resume(connection, utcnow())
     return counts
 
 
@@ -175,7 +175,7 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
 def _check_totals(connection: Connection, what: str) -> None:
     """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back). A total
     beyond it leaves its balance without a valid budget, so while the totals, which
-    `ddl.resume` leaves exact, count no such balance, no balance need be read."""
+    `bulkwrites.resume` leaves exact, count no such balance, no balance need be read."""
     if totals.invalid(connection) == 0:
         return
     name = LOADED_TOTALS[what]
