@@ -288,6 +288,24 @@ def test_load_refuses_a_file_that_takes_a_total_beyond_the_limit(cli, db_url, da
     assert cli("load", table, path, "--db", db_url).exit_code == 0
 
 
+def test_an_artifact_already_beyond_the_limit_does_not_stop_a_load(cli, db_url, db_kind, data,
+                                                                   tmp_path):
+    """Another service took TARGET's bounty beyond the limit: a load for another artifact
+    lands, and one that takes that artifact beyond the limit is refused, naming it."""
+    execute(db_url, db_kind, "INSERT INTO token_bounties (artifact_id, tokens_offered, "
+                             "tokens_paid, status) VALUES ('hyp-bad', 10000000000, 0, 'open')")
+    other = sorted(data)[0]
+    path = tmp_path / "bounties.csv"
+    path.write_text(f"artifact_id,tokens_offered\n{other},5\n")
+    result = cli("load", "bounties", path, "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+    path.write_text("artifact_id,tokens_offered\n" + f"{other},1000000000\n" * 10)
+    result = cli("load", "bounties", path, "--db", db_url)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"alloc: bounties rejected, nothing loaded: {other}'s bounty "
+                             "would exceed the maximum 9000000000 tokens\n")
+
+
 def test_a_spend_whose_amount_is_not_finite_cannot_be_reversed(cli, db_url, db_kind, data):
     execute(db_url, db_kind, "INSERT INTO resource_allocations (id, artifact_id, tokens) "
                              f"VALUES (900001, 'hyp-bad', {BAD_AMOUNT[db_kind]})")

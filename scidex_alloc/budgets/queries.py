@@ -77,13 +77,12 @@ def budget_expression(params: Params, demand, bounty, price):
 
 
 def beyond_limit(name: str) -> Select:
-    """The first artifact whose finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
+    """The artifacts whose finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
     b = artifact_balances.c
     total, invalid = b[name], b[f"{name}_invalid"]
     return (select(b.artifact_id)
             .where(invalid == 0, or_(~WholeNumber(total),
-                                     ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
-            .order_by(b.artifact_id).limit(1))
+                                     ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO))))
 
 
 def budget_select(params: Params, type_: str | None = None, where=(), extra=(), within=None,

@@ -41,14 +41,14 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     """Load a whole file in the caller's write transaction, which is rolled back when any
     row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
     with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
+        already = _beyond_limit(connection, what)
         bulkwrites.suspend(connection)
         report, touched = _insert_file(connection, what, stream, fmt, progress)
         if not report.ok:
             connection.rollback()  # the triggers' suspension with the rest
             return report
         bulkwrites.resume(connection, utcnow(), touched)
-        if what in LOADED_TOTALS:
-            _check_totals(connection, what)
+        _check_totals(connection, what, already)
     return report
 
 
@@ -172,16 +172,23 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
     return problems
 
 
-def _check_totals(connection: Connection, what: str) -> None:
-    """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back). A total
-    beyond it leaves its balance without a valid budget, so while the totals, which
-    `bulkwrites.resume` leaves exact, count no such balance, no balance need be read."""
-    if totals.invalid(connection) == 0:
-        return
-    name = LOADED_TOTALS[what]
-    found = connection.execute(queries.beyond_limit(name)).scalar()
-    if found is not None:
-        raise UsageError(f"{what} rejected, nothing loaded: {found}'s {name} would exceed "
+def _beyond_limit(connection: Connection, what: str) -> set[str]:
+    """The artifacts whose total that loading `what` moves lies beyond MAX_TOTAL. A total
+    beyond it leaves its balance without a valid budget, so while the totals (exact before
+    a load and after `bulkwrites.resume`) count no such balance, none is read."""
+    if what not in LOADED_TOTALS or totals.invalid(connection) == 0:
+        return set()
+    return set(connection.scalars(queries.beyond_limit(LOADED_TOTALS[what])))
+
+
+def _check_totals(connection: Connection, what: str, already: set[str]) -> None:
+    """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back); an
+    artifact `already` beyond it (written so by another service: `alloc audit` names it)
+    does not stop the load."""
+    found = sorted(_beyond_limit(connection, what) - already)
+    if found:
+        name = LOADED_TOTALS[what]
+        raise UsageError(f"{what} rejected, nothing loaded: {found[0]}'s {name} would exceed "
                          f"the maximum {MAX_TOTAL.normalize():f} tokens")
 
 
