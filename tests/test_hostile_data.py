@@ -306,6 +306,18 @@ def test_an_artifact_already_beyond_the_limit_does_not_stop_a_load(cli, db_url, 
                              "would exceed the maximum 9000000000 tokens\n")
 
 
+def test_positions_another_service_took_beyond_the_limit_do_not_stop_a_load(
+        cli, db_url, db_kind, data, tmp_path):
+    """TARGET's positions, written by another service, are summed only when a load of a
+    tenth of the artifacts or more sums every balance: that load still lands."""
+    execute(db_url, db_kind, CASES["huge-total"][0][db_kind])
+    many = sorted(data)[:len(data) // 5]
+    path = tmp_path / "positions.csv"
+    path.write_text("artifact_id,agent_id,tokens\n" + "".join(f"{a},a9,5\n" for a in many))
+    result = cli("load", "positions", path, "--db", db_url)
+    assert result.exit_code == 0, result.stderr
+
+
 def test_a_spend_whose_amount_is_not_finite_cannot_be_reversed(cli, db_url, db_kind, data):
     execute(db_url, db_kind, "INSERT INTO resource_allocations (id, artifact_id, tokens) "
                              f"VALUES (900001, 'hyp-bad', {BAD_AMOUNT[db_kind]})")

@@ -48,7 +48,7 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
             connection.rollback()  # the triggers' suspension with the rest
             return report
         bulkwrites.resume(connection, utcnow(), touched)
-        _check_totals(connection, what, already)
+        _check_totals(connection, what, already, touched)
     return report
 
 
@@ -181,14 +181,18 @@ def _beyond_limit(connection: Connection, what: str) -> set[str]:
     return set(connection.scalars(queries.beyond_limit(LOADED_TOTALS[what])))
 
 
-def _check_totals(connection: Connection, what: str, already: set[str]) -> None:
-    """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back); an
-    artifact `already` beyond it (written so by another service: `alloc audit` names it)
-    does not stop the load."""
-    found = sorted(_beyond_limit(connection, what) - already)
+def _check_totals(connection: Connection, what: str, already: set[str],
+                  touched: set[str] | None) -> None:
+    """Refuse a load that takes an artifact's total beyond MAX_TOTAL (rolled back): one of
+    the artifacts it `touched` when they are known. An artifact `already` beyond it, or
+    that another service's rows took there unnoticed until the load summed every balance
+    (`alloc audit` names both), does not stop the load."""
+    found = _beyond_limit(connection, what) - already
+    if touched is not None:
+        found &= touched
     if found:
         name = LOADED_TOTALS[what]
-        raise UsageError(f"{what} rejected, nothing loaded: {found[0]}'s {name} would exceed "
+        raise UsageError(f"{what} rejected, nothing loaded: {min(found)}'s {name} would exceed "
                          f"the maximum {MAX_TOTAL.normalize():f} tokens")
 
 
