@@ -174,7 +174,14 @@ def _one_line(record: logging.LogRecord) -> str:
     return " ".join(lines[-1].split())
 
 
-class _OneLineLog(logging.Handler):
+class OneLine(logging.Handler):
+    """A log record as one `alloc: ` line (the workers' and their supervisor's)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"alloc: {_one_line(record)}\n")
+
+
+class _OneLineLog(OneLine):
     """uvicorn's warnings and errors as one `alloc: ` line each, without tracebacks; until
     the server has started they are held back, to become the reason it could not."""
 
@@ -185,16 +192,9 @@ class _OneLineLog(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.server.started:
-            sys.stderr.write(f"alloc: {_one_line(record)}\n")
+            super().emit(record)
         else:
             self.held.append(_one_line(record))
-
-
-class OneLine(logging.Handler):
-    """A log record as one `alloc: ` line (the workers' and their supervisor's)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"alloc: {_one_line(record)}\n")
 
 
 # uvicorn's warnings and errors, in the parent and in each worker, as one line each.
