@@ -275,6 +275,29 @@ def test_artifact_page_shows_the_apis_numbers(browser, served, market, db_kind):
         page.close()
 
 
+def test_a_late_answer_never_draws_over_a_newer_page(browser, served, market):  # noqa: F811
+    """A periodic refresh of the spend log's first page that answers after a click on "older"
+    must not draw the first page's rows under the second page's label."""
+    page = open_page(browser, served.base + "/artifacts/" + quote(market, safe=""), WIDTHS[0])
+    first_page, held = re.compile(r".*/api/market/spends\?.*offset=0$"), []
+
+    def hold(route):  # the first request for the first page waits; later ones go through
+        route.continue_() if held else held.append(route)
+
+    page.route(first_page, hold)
+    page.evaluate("() => { refresh(PANELS.spends); }")  # the first page, asked first
+    while not held:
+        page.wait_for_timeout(10)
+    page.click("#spends-next")
+    page.wait_for_selector(f"#spends-page:has-text('entries {ROWS + 1} to')")
+    with page.expect_response(lambda response: response.url.endswith("offset=0")):
+        held[0].continue_()
+    page.evaluate("() => new Promise(resolve => setTimeout(resolve, 50))")  # its draw, if any, runs
+    check_spends(page, api(served, f"/api/market/spends?artifact_id={market}&limit={ROWS}&offset={ROWS}"))
+    assert page.inner_text("#spends-page").startswith(f"entries {ROWS + 1} to")
+    page.close()
+
+
 def check_spends(page, spends):
     rows = page.query_selector_all("#spends-table tbody tr")
     assert [int(r.get_attribute("data-spend-id")) for r in rows] == [s["id"] for s in spends]
