@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scidex_alloc.allocator import Allocator
+from scidex_alloc.loading import importer
 from scidex_alloc.serving.api import create_app
 
 TARGET = "hyp-bad"
@@ -306,10 +307,14 @@ def test_an_artifact_already_beyond_the_limit_does_not_stop_a_load(cli, db_url, 
                              "would exceed the maximum 9000000000 tokens\n")
 
 
+@pytest.mark.parametrize("ids_kept", [True, False], ids=["ids-kept", "too-many-to-keep"])
 def test_positions_another_service_took_beyond_the_limit_do_not_stop_a_load(
-        cli, db_url, db_kind, data, tmp_path):
+        cli, db_url, db_kind, data, tmp_path, monkeypatch, ids_kept):
     """TARGET's positions, written by another service, are summed only when a load of a
-    tenth of the artifacts or more sums every balance: that load still lands."""
+    tenth of the artifacts or more sums every balance: that load still lands, whether or
+    not it kept the ids of the artifacts it touched (past importer.MAX_TOUCHED it does not)."""
+    if not ids_kept:
+        monkeypatch.setattr(importer, "MAX_TOUCHED", 1)
     execute(db_url, db_kind, CASES["huge-total"][0][db_kind])
     many = sorted(data)[:len(data) // 5]
     path = tmp_path / "positions.csv"

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Select,
     String,
+    and_,
     bindparam,
     case,
     func,
@@ -77,12 +78,24 @@ def budget_expression(params: Params, demand, bounty, price):
 
 
 def beyond_limit(name: str) -> Select:
-    """The artifacts whose finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
+    """The artifacts whose stored finite total `name` (demand or bounty) exceeds MAX_TOTAL."""
     b = artifact_balances.c
-    total, invalid = b[name], b[f"{name}_invalid"]
-    return (select(b.artifact_id)
-            .where(invalid == 0, or_(~WholeNumber(total),
-                                     ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO))))
+    return select(b.artifact_id).where(_beyond(b[name], b[f"{name}_invalid"]))
+
+
+def pending_beyond_limit() -> Select:
+    """The pending artifacts (see balances.pending) whose demand, summed again from their
+    positions, exceeds MAX_TOTAL: their stored demand does not show it yet."""
+    ids = select(pending_demand.c.artifact_id).distinct().subquery()
+    summed = balances.recomputed(ids.c.artifact_id, balances.NOW, ("demand", "demand_invalid"))
+    return select(ids.c.artifact_id).where(_beyond(summed["demand"], summed["demand_invalid"]))
+
+
+def _beyond(total: ColumnElement, invalid: ColumnElement) -> ColumnElement:
+    """Whether a total whose every row counted is past MAX_TOTAL (or not a whole number of
+    micro-tokens, as a sum past 64 bits can be on SQLite)."""
+    return and_(invalid == 0, or_(~WholeNumber(total),
+                                  ~total.between(-MAX_TOTAL_MICRO, MAX_TOTAL_MICRO)))
 
 
 def budget_select(params: Params, type_: str | None = None, where=(), extra=(), within=None,

@@ -175,10 +175,16 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
 def _beyond_limit(connection: Connection, what: str) -> set[str]:
     """The artifacts whose total that loading `what` moves lies beyond MAX_TOTAL. A total
     beyond it leaves its balance without a valid budget, so while the totals (exact before
-    a load and after `bulkwrites.resume`) count no such balance, none is read."""
-    if what not in LOADED_TOTALS or totals.invalid(connection) == 0:
+    a load and after `bulkwrites.resume`) count no such balance, no balance is read; a
+    pending artifact's demand, which its balance does not show yet, is summed again."""
+    if what not in LOADED_TOTALS:
         return set()
-    return set(connection.scalars(queries.beyond_limit(LOADED_TOTALS[what])))
+    found = set()
+    if what == "positions":
+        found.update(connection.scalars(queries.pending_beyond_limit()))
+    if totals.invalid(connection):
+        found.update(connection.scalars(queries.beyond_limit(LOADED_TOTALS[what])))
+    return found
 
 
 def _check_totals(connection: Connection, what: str, already: set[str],
