@@ -286,8 +286,10 @@ def test_a_late_answer_never_draws_over_a_newer_page(browser, served, market):  
 
     page.route(first_page, hold)
     page.evaluate("() => { refresh(PANELS.spends); }")  # the first page, asked first
-    while not held:
-        page.wait_for_timeout(10)
+    deadline = time.monotonic() + 20
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(10)  # lets Playwright hand the request to `hold`
+    assert held
     page.click("#spends-next")
     page.wait_for_selector(f"#spends-page:has-text('entries {ROWS + 1} to')")
     with page.expect_response(lambda response: response.url.endswith("offset=0")):
