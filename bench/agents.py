@@ -22,8 +22,8 @@ import sys
 import time
 
 from bench import copies, procs
+from bench.context import CASES, Row, duration, size_label, top_remaining, verdict
 from bench.procs import Samples, alloc_argv
-from bench.run import CASES, Row, _met, _s, _size, _top_remaining
 
 AGENT = str(procs.BENCH / "agent.py")
 AGENTS = 16
@@ -141,7 +141,7 @@ def case_agents(ctx, backend, dbs: dict) -> None:
         sh = _shell_loop(ctx, copy, seconds)
         audit_held = _audit(ctx, copy)
         # The per-call floor, on the same copy: one short alloc process.
-        artifact = _top_remaining(copy, 1)[0]
+        artifact = top_remaining(copy, 1)[0]
         floor = Samples()
         for _ in range(max(3, ctx.repeat)):
             run = procs.run(alloc_argv() + ["budget", artifact, "-f", "json", "--db", copy.url])
@@ -178,9 +178,9 @@ def _rows(ctx, backend, seconds: float, py: dict, sh: dict, audit, floor: Sample
         ctx.notes.append(f"case 10 {backend.kind}: alloc audit exited {audit.returncode} "
                          f"after the agents' loops: {', '.join(_failed_checks(audit))}")
     ctx.rows.append(Row(
-        10, f"{CASES[10]}: Python loop", backend.kind, _size(main), f"{rate:,.1f}/s", "", "",
+        10, f"{CASES[10]}: Python loop", backend.kind, size_label(main), f"{rate:,.1f}/s", "", "",
         ">= 50/s; 0 errors; audit exit 0",
-        _met(rate >= 50 and errors == 0 and audit.returncode == 0,
+        verdict(rate >= 50 and errors == 0 and audit.returncode == 0,
              main == ctx.cfg.target_size),
         f"{py['in_time']:,} investigations completed within {seconds:g} s by {AGENTS} "
         f"processes ({py['completed']:,} when the last iterations ended, at "
@@ -194,8 +194,8 @@ def _rows(ctx, backend, seconds: float, py: dict, sh: dict, audit, floor: Sample
         ctx.notes.append(f"case 10 {backend.kind}: the shell loops met {sh['errors']} errors: "
                          f"{' / '.join(sh['stderr'][:3])[:500]}")
     ctx.rows.append(Row(
-        10, f"{CASES[10]}: shell loop", backend.kind, _size(main), f"{sh_rate:,.1f}/s",
-        f"{_s(floor.median)} per call", "", "(reported)", None,
+        10, f"{CASES[10]}: shell loop", backend.kind, size_label(main), f"{sh_rate:,.1f}/s",
+        f"{duration(floor.median)} per call", "", "(reported)", None,
         f"{sh['in_time']:,} investigations completed within {seconds:g} s by {AGENTS} shells "
         f"({sh['completed']:,} at {sh['elapsed']:.1f} s); {sh['errors']} errors; bounded by "
         f"process start-up: 2 alloc processes per investigation (`next --claim --reserve`, "
@@ -218,9 +218,9 @@ def _holds_row(ctx, backend, seconds: float, plain: dict, held: dict, audit) -> 
     rate, base = held["in_time"] / seconds, plain["in_time"] / seconds
     share = rate / base if base else float("nan")
     ctx.rows.append(Row(
-        16, CASES[16], backend.kind, _size(ctx.cfg.main_size), f"{rate:,.1f}/s",
+        16, CASES[16], backend.kind, size_label(ctx.cfg.main_size), f"{rate:,.1f}/s",
         f"{base:,.1f}/s without holds", f"{share:.0%}", ">= 80%; 0 errors; audit exit 0",
-        _met(share >= 0.8 and errors == 0 and audit.returncode == 0,
+        verdict(share >= 0.8 and errors == 0 and audit.returncode == 0,
              ctx.cfg.main_size == ctx.cfg.target_size),
         f"{held['in_time']:,} investigations (claim reserving {RESERVE} tokens, done settling "
         f"{AMOUNT}) within {seconds:g} s by {AGENTS} processes, on a copy of its own; "

@@ -17,8 +17,8 @@ import signal
 import subprocess
 import time
 
+from bench.context import CASES, Row, size_label, verdict
 from bench.procs import alloc_argv
-from bench.run import CASES, Row, _met, _size
 from tests.pgserver import free_port
 
 TOP = "/api/market/resource-budgets?limit=50"
@@ -166,18 +166,18 @@ def case_api(ctx, backend, dbs: dict) -> None:
     if rows != min(50, main):
         ctx.notes.append(f"case 12 {backend.kind}: the top-50 endpoint returned {rows} rows")
     p50, p99 = _quantile(top, 0.5) * 1000, _quantile(top, 0.99) * 1000
-    size = _size(main)
+    size = size_label(main)
     ctx.rows.append(Row(
         12, f"{CASES[12]}: top 50 latency", backend.kind, size,
         f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "", "", "p50 <= 10 ms; p99 <= 50 ms",
-        _met(p50 <= 10 and p99 <= 50, applies),
+        verdict(p50 <= 10 and p99 <= 50, applies),
         f"GET {TOP}: {n_top} sequential requests on one keep-alive connection (http.client) "
         f"after {WARMUP} unmeasured; max {max(top) * 1000:.1f} ms; server peak RSS "
         f"{rss:.0f} MB", p50, p99))
     pipe50 = _quantile(pipeline, 0.5) * 1000
     ctx.rows.append(Row(
         12, f"{CASES[12]}: pipeline latency", backend.kind, size, f"p50 {pipe50:.1f} ms", "",
-        "", "p50 <= 100 ms", _met(pipe50 <= 100, applies),
+        "", "p50 <= 100 ms", verdict(pipe50 <= 100, applies),
         f"GET {PIPELINE}: {n_pipeline} sequential requests; p99 "
         f"{_quantile(pipeline, 0.99) * 1000:.1f} ms", pipe50, None))
     if loaded is None:
@@ -192,7 +192,7 @@ def case_api(ctx, backend, dbs: dict) -> None:
     ctx.rows.append(Row(
         12, f"{CASES[12]}: top 50 throughput", backend.kind, size,
         f"{loaded['rate']:,.0f} req/s", "", "", f">= 300 req/s, {CONNECTIONS} clients",
-        _met(loaded["rate"] >= 300 and not failures, applies),
+        verdict(loaded["rate"] >= 300 and not failures, applies),
         f"wrk -t2 -c{CONNECTIONS} -d{wrk_seconds}s: {loaded['requests']:,} requests, latency "
         f"p50 {loaded['p50']:.1f} ms, p99 {loaded['p99']:.1f} ms; {failures} failed; one "
         "uvicorn worker (one process, its thread pool) and wrk share the 2 cores",

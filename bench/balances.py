@@ -16,8 +16,8 @@ import json
 import sys
 
 from bench import copies, procs
+from bench.context import CASES, Row, duration, pair, rank_specs, size_label, top_remaining, verdict
 from bench.procs import Samples, alloc_argv, floor_argv
-from bench.run import CASES, Row, _met, _rank_specs, _s, _size, _top_remaining, pair
 
 WRITER = str(procs.BENCH / "writer.py")
 WRITER_ROWS = {"full": (100_000, 5), "small": (2_000, 2)}  # rows, chunks
@@ -41,7 +41,7 @@ def case_next_claim(ctx, backend, dbs: dict) -> None:
     """Case 9: one `alloc next --claim` process against the per-call floor, `alloc budget`."""
     main = ctx.cfg.main_size
     db = dbs[main]
-    artifact = _top_remaining(db, 1)[0]
+    artifact = top_remaining(db, 1)[0]
     copy = copies.make(backend, db, "next", ctx)
     try:
         clear = copies.close_claims(backend, copy)
@@ -63,9 +63,9 @@ def case_next_claim(ctx, backend, dbs: dict) -> None:
             ratio, peak = a.median / b.median, a.peak_mb
             misses = [m for m, ok in (("time", ratio <= 1.3), ("memory", peak <= 100)) if not ok]
             ctx.rows.append(Row(
-                9, CASES[9], backend.kind, f"{_size(main)}, {label} investigated",
-                _s(a.median), _s(b.median), f"{ratio:.2f}x", "<= 1.3x; <= 100 MB peak RSS",
-                _met(not misses, _applies(ctx)),
+                9, CASES[9], backend.kind, f"{size_label(main)}, {label} investigated",
+                duration(a.median), duration(b.median), f"{ratio:.2f}x", "<= 1.3x; <= 100 MB peak RSS",
+                verdict(not misses, _applies(ctx)),
                 f"peak RSS {peak:.0f} MB (budget {b.peak_mb:.0f} MB); {done:,} done claims, "
                 f"{explored:,} explored candidates with budget left; runs {a.spread} / "
                 f"{b.spread} s; {_cpu(a, b)}"
@@ -82,8 +82,8 @@ def case_rank_top(ctx, backend, dbs: dict) -> None:
     sizes = [ctx.cfg.main_size] + ([ctx.large] if ctx.large else [])
     for size in sizes:
         db = dbs[size] if size in dbs else backend.database(size, ctx.seed, ctx.log)
-        artifact = _top_remaining(db, 1)[0]
-        ctx.log(f"case 11 {backend.kind}: rank --limit 50 vs budget ID at {_size(size)}")
+        artifact = top_remaining(db, 1)[0]
+        ctx.log(f"case 11 {backend.kind}: rank --limit 50 vs budget ID at {size_label(size)}")
         out = ctx.tmp / "rank-top50.json"
         a, b, last = pair(ctx, alloc_argv() + ["rank", "--limit", "50", "-f", "json",
                                                "--db", db.url],
@@ -93,8 +93,8 @@ def case_rank_top(ctx, backend, dbs: dict) -> None:
             ctx.notes.append(f"case 11 {backend.kind}: rank --limit 50 returned {rows} rows")
         ratio = a.median / b.median
         ctx.rows.append(Row(
-            11, CASES[11], backend.kind, _size(size), _s(a.median), _s(b.median),
-            f"{ratio:.2f}x", "<= 1.3x", _met(ratio <= 1.3, _applies(ctx)),
+            11, CASES[11], backend.kind, size_label(size), duration(a.median), duration(b.median),
+            f"{ratio:.2f}x", "<= 1.3x", verdict(ratio <= 1.3, _applies(ctx)),
             f"{rows} rows; runs {a.spread} / {b.spread} s; {_cpu(a, b)}"
             + ("" if ctx.large else "; 10M not measured (`--large 10000000` measures it)"),
             a.median, b.median))
@@ -105,7 +105,7 @@ def case_rank_csv(ctx, backend, dbs: dict) -> None:
     artifact_balances joined to artifacts) run through the bare driver by bench/floor.py."""
     main = ctx.cfg.main_size
     db = dbs[main]
-    _, _, every_path, spec = _rank_specs(ctx, backend, db, "csv13")
+    _, _, every_path, spec = rank_specs(ctx, backend, db, "csv13")
     if "artifact_balances" not in spec["sql"]:
         ctx.notes.append(f"case 13 {backend.kind}: the rank statement does not read "
                          "artifact_balances")
@@ -123,8 +123,8 @@ def case_rank_csv(ctx, backend, dbs: dict) -> None:
     ratio, peak = a.median / b.median, a.peak_mb
     misses = [m for m, ok in (("time", ratio <= 1.5), ("memory", peak <= 150)) if not ok]
     ctx.rows.append(Row(
-        13, CASES[13], backend.kind, _size(main), _s(a.median), _s(b.median), f"{ratio:.2f}x",
-        "<= 1.5x; <= 150 MB peak RSS", _met(not misses, _applies(ctx)),
+        13, CASES[13], backend.kind, size_label(main), duration(a.median), duration(b.median), f"{ratio:.2f}x",
+        "<= 1.5x; <= 150 MB peak RSS", verdict(not misses, _applies(ctx)),
         f"{lines[0]:,} rows, {lines[0] / a.median:,.0f} rows/s (floor "
         f"{lines[1] / b.median:,.0f}); peak RSS {peak:.0f} MB (floor {b.peak_mb:.0f} MB); "
         f"{_cpu(a, b)}" + (f"; missed on {' and '.join(misses)}" if misses else ""),
@@ -171,8 +171,8 @@ def case_writer(ctx, backend, dbs: dict) -> None:
               "(synchronous_commit on)" if backend.kind == "postgresql" else
               "each its own transaction (autocommit; WAL, synchronous NORMAL as alloc sets)")
     ctx.rows.append(Row(
-        14, CASES[14], backend.kind, f"{_size(main)}, {_size(rows)} inserts", _s(ours),
-        _s(floor), f"{ratio:.2f}x", "<= 1.5x", _met(ratio <= 1.5, _applies(ctx)),
+        14, CASES[14], backend.kind, f"{size_label(main)}, {size_label(rows)} inserts", duration(ours),
+        duration(floor), f"{ratio:.2f}x", "<= 1.5x", verdict(ratio <= 1.5, _applies(ctx)),
         f"{rows / ours:,.0f} inserts/s with the triggers, {rows / floor:,.0f} without; "
         f"{commit}; the insert loops' time, in {chunks} alternating chunks (chunk ratios "
         f"{chunk_ratios[0]:.2f}-{chunk_ratios[-1]:.2f}x). {readers}. One `alloc spend` process "
@@ -249,8 +249,8 @@ def _time_upgrade(ctx, backend, copy, start: str) -> None:
                          f"revision {revision}")
     ratio = a.median / b.median
     ctx.rows.append(Row(
-        15, CASES[15], backend.kind, f"{_size(main)}, from {start}", _s(a.median),
-        _s(b.median), f"{ratio:.2f}x", "<= 2x", _met(ratio <= 2, _applies(ctx)),
+        15, CASES[15], backend.kind, f"{size_label(main)}, from {start}", duration(a.median),
+        duration(b.median), f"{ratio:.2f}x", "<= 2x", verdict(ratio <= 2, _applies(ctx)),
         f"{start} -> {revision}: {balances:,} balances, {balances / a.median:,.0f} "
         f"artifacts/s; upgrade peak RSS {a.peak_mb:.0f} MB; the snapshot recorded "
         f"{recorded:,} rows; runs {a.spread} / {b.spread} s", a.median, b.median))

@@ -18,8 +18,8 @@ import time
 from urllib.parse import quote
 
 from bench.api import _get, _quantile, _sequential, _wait_ready
+from bench.context import CASES, Row, size_label, verdict
 from bench.procs import alloc_argv
-from bench.run import CASES, Row, _met, _size
 from tests.pgserver import free_port
 
 TARGET_MS = 100  # p50 of every dashboard call at the main size, on SQLite (issue 16)
@@ -84,7 +84,7 @@ def case_dashboard(ctx, backend, dbs: dict) -> None:
         server = subprocess.Popen(alloc_argv() + ["serve", "--port", str(port), "--db", db.url],
                                   stdout=out, stderr=subprocess.STDOUT,
                                   env=dict(os.environ, NO_COLOR="1"))
-    size = _size(main)
+    size = size_label(main)
     try:
         _wait_ready(port, server, log)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
@@ -96,7 +96,7 @@ def case_dashboard(ctx, backend, dbs: dict) -> None:
             ctx.rows.append(Row(
                 17, f"{CASES[17]}: {path}", backend.kind, size,
                 f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "", "", f"p50 <= {TARGET_MS} ms",
-                _met(p50 <= TARGET_MS, applies),
+                verdict(p50 <= TARGET_MS, applies),
                 f"{n} sequential requests on one keep-alive connection after 20 unmeasured; "
                 f"max {max(times) * 1000:.1f} ms", p50, p99))
         for path in SUMMING:

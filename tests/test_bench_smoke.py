@@ -18,7 +18,7 @@ def test_bench_small_mode_runs_every_case(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sys.path.insert(0, str(ROOT))
-    from bench.run import CASES
+    from bench.context import CASES
 
     text = report.read_text()
     for number, name in CASES.items():
