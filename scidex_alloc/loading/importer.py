@@ -41,7 +41,7 @@ def load(connection: Connection, what: str, stream: IO[bytes], fmt: str,
     """Load a whole file in the caller's write transaction, which is rolled back when any
     row is bad or a total would go beyond MAX_TOTAL: either every row lands or none does."""
     with bulk.paused_cycle_collection(), _refused_as_usage(connection, what):
-        already = _beyond_limit(connection, what)
+        already = _already_beyond_limit(connection, what)
         bulkwrites.suspend(connection)
         report, touched = _insert_file(connection, what, stream, fmt, progress)
         if not report.ok:
@@ -172,19 +172,23 @@ def _faults(connection, spec, table, columns, chunk, seen) -> list[RowProblem]:
     return problems
 
 
+def _already_beyond_limit(connection: Connection, what: str) -> set[str]:
+    """Before a load: the artifacts beyond MAX_TOTAL, counting a pending artifact's demand
+    summed again from its positions (its balance does not show it yet; the load's sums
+    will)."""
+    found = _beyond_limit(connection, what)
+    if what == "positions":
+        found.update(connection.scalars(queries.pending_beyond_limit()))
+    return found
+
+
 def _beyond_limit(connection: Connection, what: str) -> set[str]:
     """The artifacts whose total that loading `what` moves lies beyond MAX_TOTAL. A total
     beyond it leaves its balance without a valid budget, so while the totals (exact before
-    a load and after `bulkwrites.resume`) count no such balance, no balance is read; a
-    pending artifact's demand, which its balance does not show yet, is summed again."""
-    if what not in LOADED_TOTALS:
+    a load and after `bulkwrites.resume`) count no such balance, none is read."""
+    if what not in LOADED_TOTALS or totals.invalid(connection) == 0:
         return set()
-    found = set()
-    if what == "positions":
-        found.update(connection.scalars(queries.pending_beyond_limit()))
-    if totals.invalid(connection):
-        found.update(connection.scalars(queries.beyond_limit(LOADED_TOTALS[what])))
-    return found
+    return set(connection.scalars(queries.beyond_limit(LOADED_TOTALS[what])))
 
 
 def _check_totals(connection: Connection, what: str, already: set[str],
