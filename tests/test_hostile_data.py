@@ -321,6 +321,16 @@ def test_positions_another_service_took_beyond_the_limit_do_not_stop_a_load(
     path.write_text("artifact_id,agent_id,tokens\n" + "".join(f"{a},a9,5\n" for a in many))
     result = cli("load", "positions", path, "--db", db_url)
     assert result.exit_code == 0, result.stderr
+    # A pending artifact that the load itself takes beyond the limit still refuses it.
+    victim = many[1]
+    execute(db_url, db_kind, "INSERT INTO positions (artifact_id, agent_id, tokens, status) "
+                             f"VALUES ('{victim}', 'whale', 8999900000, 'open')")
+    path.write_text("artifact_id,agent_id,tokens\n" + "".join(
+        f"{a},a9,{200000 if a == victim else 5}\n" for a in many))
+    result = cli("load", "positions", path, "--db", db_url)
+    assert result.exit_code == 2 and result.stderr == (
+        f"alloc: positions rejected, nothing loaded: {victim}'s demand would exceed the "
+        "maximum 9000000000 tokens\n")
 
 
 def test_a_spend_whose_amount_is_not_finite_cannot_be_reversed(cli, db_url, db_kind, data):
