@@ -59,10 +59,11 @@ def run(argv: list[str], stdout_path: Path | None = None, input_path: Path | Non
     full_env.setdefault("NO_COLOR", "1")
     out = open(stdout_path, "wb") if stdout_path is not None else open(os.devnull, "wb")
     inp = open(input_path, "rb") if input_path is not None else subprocess.DEVNULL
-    err_path = BENCH / ".data" / "tmp" / f"stderr-{os.getpid()}.txt"
+    # In the run's own scratch directory (datasets.DATA / "tmp" / pid), which it removes.
+    err_path = BENCH / ".data" / "tmp" / str(os.getpid()) / "stderr.txt"
     err_path.parent.mkdir(parents=True, exist_ok=True)
     err = open(err_path, "wb")
-    rss_path = err_path.with_name(f"rss-{os.getpid()}.txt")
+    rss_path = err_path.with_name("rss.txt")
     spawn = [GNU_TIME, "-f", "%M", "-o", str(rss_path), *argv] if GNU_TIME else argv
     try:
         start = time.perf_counter()
